@@ -1,0 +1,181 @@
+"""The `sfsr` command: the local platform, the cluster self-check, face packs, expressions.
+
+Each area registers its own subcommands (`register(subparsers)` sets `func(args) -> int`), so this
+file stays a table of contents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from sfsr import cluster
+
+Fmt = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _platform_config(args: argparse.Namespace) -> cluster.PlatformConfig:
+    home = Path(args.home) / "local" if getattr(args, "home", None) else cluster.PlatformConfig().home
+    cfg = cluster.load_config(home)  # a running platform keeps the ports it started with
+    if getattr(args, "num_cpus", None) is not None:
+        cfg = replace(cfg, num_cpus=args.num_cpus)
+    if getattr(args, "dashboard_port", None):
+        cfg = replace(cfg, dashboard_port=args.dashboard_port)
+    if getattr(args, "no_s3", False):
+        cfg = replace(cfg, start_s3=False)
+    return cfg
+
+
+def _print_status(cfg: cluster.PlatformConfig) -> bool:
+    rows = cluster.status(cfg)
+    width = max(len(k) for k in rows)
+    for name, row in rows.items():
+        mark = "up  " if row["running"] else "DOWN"
+        print(f"  {name:<{width}}  {mark}  {row['address']}")
+    return all(r["running"] for r in rows.values())
+
+
+def cmd_cluster_up(args: argparse.Namespace) -> int:
+    cfg = _platform_config(args)
+    print(f"Starting the local platform (state in {cfg.home}) ...", flush=True)
+    try:
+        cluster.up(cfg)
+    except (TimeoutError, FileNotFoundError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    _print_status(cfg)
+    env_file = cluster.write_env_file(cfg)
+    print(
+        f"\nDashboard:  {cfg.dashboard_url}   (token auth is on: the page asks for the token in {cfg.token_path})\n"
+        f"S3 store:   {cfg.s3_endpoint}  bucket s3://{cfg.bucket}\n"
+        f"\nTo submit jobs from this shell:\n  source {env_file}\n"
+        f"  ray job submit -- python -m jobs.doctor --storage s3://{cfg.bucket}/doctor\n"
+        "Everything listens on 127.0.0.1 only. Stop it with `sfsr cluster down`."
+    )
+    return 0
+
+
+def cmd_cluster_down(args: argparse.Namespace) -> int:
+    cfg = _platform_config(args)
+    cluster.down(cfg)
+    print("Local platform stopped.")
+    return 0
+
+
+def cmd_cluster_status(args: argparse.Namespace) -> int:
+    cfg = _platform_config(args)
+    ok = _print_status(cfg)
+    if not ok:
+        print("Start it with `sfsr cluster up`.")
+    return 0 if ok else 1
+
+
+def cmd_cluster_env(args: argparse.Namespace) -> int:
+    cfg = _platform_config(args)
+    for k, v in cluster.client_env(cfg).items():
+        print(f"export {k}={shlex.quote(v)}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Submit jobs/doctor.py to the cluster through `ray job submit`, the way users run jobs."""
+    cfg = _platform_config(args)
+    env = os.environ.copy()
+    if not args.address:  # the local platform: use its token, address and S3 settings
+        env |= cluster.client_env(cfg)
+    else:
+        env["RAY_ADDRESS"] = args.address
+    storage = args.storage or env.get("SFSR_STORAGE") or str(Path.cwd() / "runs" / "doctor")
+    cmd = [cluster._bin("ray"), "job", "submit"]
+    # The job inherits the head's environment; pass the S3 settings this shell chose explicitly
+    # (for example a different endpoint), so the check tests what the user asked for.
+    s3_vars = {k: env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION") if k in env}
+    if s3_vars:
+        import json
+
+        cmd += ["--runtime-env-json", json.dumps({"env_vars": s3_vars})]
+    cmd += ["--", "python", "-m", "jobs.doctor", "--storage", storage]
+    for pack in args.pack or []:
+        cmd += ["--pack", pack]
+    for model in args.model or []:
+        cmd += ["--model", model]
+    print("$ " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
+    try:
+        return subprocess.run(cmd, env=env, timeout=args.timeout).returncode
+    except subprocess.TimeoutExpired:
+        print(f"error: the doctor job did not finish within {args.timeout} s", file=sys.stderr)
+        return 1
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    """The README's main command: bring the local platform up, check it with a real job, say where
+    everything is. Later stages (ingest, train, evaluate, serve) join this list as they land."""
+    steps = [
+        ("local platform up (Ray head, dashboard, S3 store on 127.0.0.1)", lambda: cmd_cluster_up(args)),
+        ("cluster self-check: jobs/doctor.py through `ray job submit`", lambda: cmd_doctor(args)),
+    ]
+    for i, (title, step) in enumerate(steps, 1):
+        print(f"\n[{i}/{len(steps)}] {title}", flush=True)
+        rc = step()
+        if rc:
+            print(f"quickstart stopped at step {i} ({title}); see the messages above", file=sys.stderr)
+            return rc
+    cfg = _platform_config(args)
+    print(f"\nDone. Dashboard: {cfg.dashboard_url}  (stop everything with `make down`)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sfsr", description=__doc__, formatter_class=Fmt)
+    parser.add_argument("--home", default=None, help="state folder for the local platform (default: $SFSR_HOME or ~/.sfsr)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cl = sub.add_parser("cluster", help="start, stop or inspect the local platform (Ray head + dashboard + S3)", formatter_class=Fmt)
+    csub = cl.add_subparsers(dest="action", required=True)
+    up = csub.add_parser("up", help="start a loopback-only Ray head, dashboard and SeaweedFS S3 store", formatter_class=Fmt)
+    up.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
+    up.add_argument("--dashboard-port", type=int, default=None, help="dashboard port on 127.0.0.1 (8265 unless a running platform chose another)")
+    up.add_argument("--no-s3", action="store_true", help="do not start the S3 store")
+    up.set_defaults(func=cmd_cluster_up)
+    csub.add_parser("down", help="stop the local platform", formatter_class=Fmt).set_defaults(func=cmd_cluster_down)
+    csub.add_parser("status", help="what is running and where", formatter_class=Fmt).set_defaults(func=cmd_cluster_status)
+    csub.add_parser("env", help="print the shell exports clients need (token, address, S3)", formatter_class=Fmt).set_defaults(
+        func=cmd_cluster_env
+    )
+
+    doc = sub.add_parser("doctor", help="run the cluster self-check (jobs/doctor.py) through `ray job submit`", formatter_class=Fmt)
+    doc.add_argument("--storage", default=None, help="storage URI to probe (local path or s3://); default $SFSR_STORAGE or ./runs/doctor")
+    doc.add_argument("--pack", action="append", help="face pack to check (builtin, folder or s3:// prefix); repeatable")
+    doc.add_argument("--model", action="append", help="model folder to check (local or s3://); repeatable")
+    doc.add_argument("--address", default=None, help="Ray dashboard URL of another cluster (default: the local platform)")
+    doc.add_argument("--timeout", type=float, default=300, help="seconds to wait for the job")
+    doc.set_defaults(func=cmd_doctor)
+
+    qs = sub.add_parser("quickstart", help="platform up + self-check job; prints the URLs", formatter_class=Fmt)
+    qs.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
+    qs.add_argument("--dashboard-port", type=int, default=None, help="dashboard port on 127.0.0.1 (8265 unless a running platform chose another)")
+    qs.set_defaults(func=cmd_quickstart, storage=None, pack=None, model=None, address=None, timeout=300.0, no_s3=False)
+
+    for module in ("sfsr.faces.packs_cli", "sfsr.expressions.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError as e:  # an optional area failing to import must not break the rest
+            print(f"warning: {module} unavailable: {e}", file=sys.stderr)
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

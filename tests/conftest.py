@@ -1,0 +1,115 @@
+"""Session fixtures: one SeaweedFS S3 store and one local Ray head per test session.
+
+Both come from sfsr.cluster, the code `sfsr cluster up` runs, on free loopback ports in a state
+folder of their own, so a user's platform on the default ports is never touched. Tests that start
+servers must run in a loopback-only network namespace (Serve replicas and torch's rendezvous
+listen on every interface): `make test` does that; running them outside one is an error here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sfsr import cluster
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _non_loopback_interfaces() -> list[str]:
+    up = []
+    for dev in Path("/sys/class/net").iterdir():
+        if dev.name == "lo":
+            continue
+        try:
+            state = (dev / "operstate").read_text().strip()
+        except OSError:
+            continue
+        if state != "down":
+            up.append(dev.name)
+    return up
+
+
+def _require_isolated_network() -> None:
+    if os.environ.get("SFSR_TEST_ALLOW_NETWORK") == "1":
+        return
+    others = _non_loopback_interfaces()
+    if others:
+        pytest.fail(
+            f"this test starts servers but the network has interfaces besides loopback ({', '.join(others)}); "
+            "run the suite with `make test` (it enters a loopback-only network namespace), or set "
+            "SFSR_TEST_ALLOW_NETWORK=1 if you accept servers listening on every interface"
+        )
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    region: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": self.region,
+        }
+
+    def uri(self, *parts: str) -> str:
+        return "s3://" + "/".join((self.bucket,) + parts)
+
+
+@pytest.fixture(scope="session")
+def platform_config() -> cluster.PlatformConfig:
+    root = Path(tempfile.mkdtemp(prefix="sfsr-test-"))
+    cfg = cluster.test_config(root / "local", num_cpus=2)  # `sfsr --home ROOT` finds it
+    yield cfg
+    cluster.down(cfg)
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(cfg.ray_temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server(platform_config: cluster.PlatformConfig) -> S3Server:
+    """A real S3 server (SeaweedFS) on loopback; its settings are in os.environ while it runs."""
+    _require_isolated_network()
+    cfg = platform_config
+    state = cluster.load_state(cfg)
+    if not state.get("s3_pid"):
+        cluster.up_s3_only(cfg)
+    access, secret = cluster.ensure_s3_credentials(cfg.home)
+    server = S3Server(cfg.s3_endpoint, cfg.bucket, access, secret, cfg.region)
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def ray_address(platform_config: cluster.PlatformConfig, s3_server: S3Server) -> str:
+    """GCS address of the session's Ray head (token auth on; this process has the token)."""
+    cfg = platform_config
+    cluster.up(cfg)  # S3 already up; starts the head with the S3 settings in its environment
+    env = cluster.client_env(cfg)
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+        os.environ[k] = env[k]
+    return f"{cluster.LOOPBACK}:{cfg.ray_port}"
+
+
+@pytest.fixture(scope="session")
+def platform_env(platform_config: cluster.PlatformConfig, ray_address: str) -> dict[str, str]:
+    """The environment a `ray job submit` client needs (dashboard address, token, S3)."""
+    return os.environ | cluster.client_env(platform_config) | {"PYTHONPATH": str(REPO)}

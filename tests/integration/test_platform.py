@@ -1,0 +1,89 @@
+"""The local platform as users meet it: loopback-only listeners, token auth, the doctor job."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sfsr import cluster
+
+REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).parent / "ray")
+SFSR = str(Path(sys.executable).parent / "sfsr")
+
+pytestmark = [pytest.mark.ray, pytest.mark.s3]
+
+
+def _listeners() -> list[tuple[str, str]]:
+    """(local address, process) for every listening TCP socket in this network namespace."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        parts = line.split()
+        rows.append((parts[3], " ".join(parts[5:])))
+    return rows
+
+
+def test_everything_listens_on_loopback_only(ray_address: str, platform_config: cluster.PlatformConfig) -> None:
+    rows = _listeners()
+    ports = {int(addr.rsplit(":", 1)[1]) for addr, _ in rows}
+    # the head's GCS port, the dashboard and the S3 store are among them ...
+    assert {platform_config.ray_port, platform_config.dashboard_port, platform_config.s3.s3} <= ports
+    # ... and nothing listens on a wildcard or non-loopback address
+    bad = [(a, p) for a, p in rows if not re.match(r"^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+$", a)]
+    assert not bad, f"listening beyond loopback: {bad}"
+
+
+def _submit(env: dict[str, str], *entrypoint: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [RAY, "job", "submit", "--", *entrypoint], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+def test_job_submit_needs_the_token(platform_env: dict[str, str]) -> None:
+    no_token = {k: v for k, v in platform_env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")}
+    refused = _submit(no_token, "python", "-c", "print('should not run')", timeout=120)
+    assert refused.returncode != 0
+    assert "should not run" not in refused.stdout
+    assert "token" in (refused.stdout + refused.stderr).lower()
+
+    wrong = dict(platform_env, RAY_AUTH_TOKEN="0" * 64)
+    wrong.pop("RAY_AUTH_TOKEN_PATH")
+    refused_wrong = _submit(wrong, "python", "-c", "print('should not run')", timeout=120)
+    assert refused_wrong.returncode != 0
+    assert "should not run" not in refused_wrong.stdout
+
+
+def test_doctor_job_passes_on_s3(platform_env: dict[str, str], s3_server) -> None:
+    done = _submit(platform_env, "python", "-m", "jobs.doctor", "--storage", s3_server.uri("doctor-probe"))
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "(Ray task)" in out and "FAIL" not in out
+    assert re.search(r"CPU 2, GPU 0", out), out[-2000:]
+
+
+def test_doctor_job_passes_on_local_folder(platform_env: dict[str, str], tmp_path: Path) -> None:
+    done = _submit(platform_env, "python", "-m", "jobs.doctor", "--storage", str(tmp_path / "probe"))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert not any((tmp_path / "probe").rglob("*")), "the probe object must be deleted afterwards"
+
+
+def test_sfsr_doctor_names_an_unreachable_s3_endpoint(platform_config: cluster.PlatformConfig, ray_address: str) -> None:
+    dead = f"http://127.0.0.1:{cluster.free_port()}"
+    env = os.environ | {"SFSR_HOME": str(platform_config.home.parent), "AWS_ENDPOINT_URL": dead}
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [SFSR, "--home", str(platform_config.home.parent), "doctor", "--storage", "s3://sfsr/probe"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    elapsed = time.monotonic() - t0
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert dead.removeprefix("http://") in out, out[-3000:]
+    assert elapsed < 30, f"took {elapsed:.1f} s"
