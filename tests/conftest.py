@@ -22,17 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _non_loopback_interfaces() -> list[str]:
-    up = []
-    for dev in Path("/sys/class/net").iterdir():
-        if dev.name == "lo":
-            continue
-        try:
-            state = (dev / "operstate").read_text().strip()
-        except OSError:
-            continue
-        if state != "down":
-            up.append(dev.name)
-    return up
+    """Interfaces of this network namespace other than lo (/proc/net/dev is per namespace;
+    /sys/class/net is not, unless sysfs was remounted)."""
+    names = [line.split(":", 1)[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]]
+    return [n for n in names if n != "lo"]
 
 
 def _require_isolated_network() -> None:

@@ -1,0 +1,249 @@
+"""The face table and its error table: one pyarrow schema each, defined here and nowhere else.
+
+DESIGN.md, "The face table": one row per detected face. The schema carries its own description in
+its metadata (schema version, crop size, encoder names and dimensions), so a reader can check a
+table against the model it is about to use before reading a single row (`read_table_info`).
+
+Rows can be built with `pa.Table.from_pylist(rows, schema=schema)`; numpy float32 arrays are
+accepted for the fixed-size list columns. Required columns are declared non-nullable; note that
+pyarrow does not enforce that when building a table, so writers call `validate_table`
+(table.commit does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sfsr.io import storage
+
+SCHEMA_VERSION = 1
+
+# Metadata keys (bytes, as pyarrow stores them).
+META_VERSION = b"sfsr_schema_version"
+META_KIND = b"sfsr_table"  # "faces" or "errors"
+_INT_META = ("crop_size", "identity_dim", "expression_dim")
+_STR_META = ("identity_model", "expression_model")
+
+
+class TableSchemaError(ValueError):
+    """A table does not have the schema, version or dimensions the reader needs."""
+
+
+def face_id(source_uri: str, face_index: int) -> str:
+    """Stable id of face `face_index` in `source_uri`: 32 hex chars of sha256 (same in every process)."""
+    return hashlib.sha256(f"{source_uri}\x00{int(face_index)}".encode()).hexdigest()[:32]
+
+
+def input_id(source_uri: str) -> str:
+    """Stable id of one input file (the error table's key)."""
+    return hashlib.sha256(source_uri.encode()).hexdigest()[:32]
+
+
+def _vec(n: int) -> pa.DataType:
+    return pa.list_(pa.float32(), n)
+
+
+def face_table_schema(
+    identity_dim: int,
+    expression_dim: int,
+    *,
+    crop_size: int,
+    identity_model: str,
+    expression_model: str,
+) -> pa.Schema:
+    """The face table's schema for one encoder pair and crop size (all in the metadata)."""
+    for name, value in (("identity_dim", identity_dim), ("expression_dim", expression_dim), ("crop_size", crop_size)):
+        if int(value) <= 0:
+            raise ValueError(f"face_table_schema: {name} must be positive, got {value}")
+    labels = pa.struct([
+        pa.field("identity_label", pa.string()),
+        pa.field("expression_word", pa.string()),
+        pa.field("synth_params", pa.string()),  # JSON text: synthetic generator factors
+    ])
+    fields = [
+        pa.field("face_id", pa.string(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("face_index", pa.int32(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),  # PNG, RGB, crop_size x crop_size
+        pa.field("bbox", _vec(4), nullable=False),  # x1, y1, x2, y2 in source pixels
+        pa.field("landmarks", _vec(10), nullable=False),  # 5 x (x, y) in source pixels
+        pa.field("align_matrix", _vec(6), nullable=False),  # 2x3 affine, source -> crop, row-major
+        pa.field("identity", _vec(identity_dim), nullable=False),
+        pa.field("identity_model", pa.string(), nullable=False),
+        pa.field("expression", _vec(expression_dim), nullable=False),
+        pa.field("expression_model", pa.string(), nullable=False),
+        pa.field("expression_label", pa.string(), nullable=True),
+        pa.field("yaw", pa.float32(), nullable=False),  # degrees
+        pa.field("pitch", pa.float32(), nullable=False),
+        pa.field("roll", pa.float32(), nullable=False),
+        pa.field("face_mask", pa.binary(), nullable=False),  # PNG, 8-bit grey, crop_size x crop_size
+        pa.field("labels", labels, nullable=True),
+    ]
+    meta = {
+        META_VERSION: str(SCHEMA_VERSION).encode(),
+        META_KIND: b"faces",
+        b"crop_size": str(int(crop_size)).encode(),
+        b"identity_model": identity_model.encode(),
+        b"expression_model": expression_model.encode(),
+        b"identity_dim": str(int(identity_dim)).encode(),
+        b"expression_dim": str(int(expression_dim)).encode(),
+    }
+    return pa.schema(fields, metadata=meta)
+
+
+ERROR_SCHEMA = pa.schema(
+    [
+        pa.field("input_id", pa.string(), nullable=False),  # input_id(source_uri)
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),  # e.g. "decode", "detect", "encode"
+        pa.field("reason", pa.string(), nullable=False),  # stable code, e.g. ImageError.reason
+        pa.field("message", pa.string(), nullable=False),  # what was wrong and what to do
+    ],
+    metadata={META_VERSION: str(SCHEMA_VERSION).encode(), META_KIND: b"errors"},
+)
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What a reader needs to know about a table, from its Parquet footers alone."""
+
+    uri: str
+    kind: str  # "faces" or "errors"
+    schema_version: int
+    num_rows: int
+    files: tuple[str, ...]
+    schema: pa.Schema
+    crop_size: int | None = None
+    identity_model: str | None = None
+    expression_model: str | None = None
+    identity_dim: int | None = None
+    expression_dim: int | None = None
+
+
+def _name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1] or uri
+
+
+def table_files(uri: str) -> list[str]:
+    """The Parquet files of a table folder, or [uri] for a single Parquet file."""
+    # Skip names starting with "." or "_" (temp files, markers), as pyarrow and Ray Data do.
+    files = [f for f in storage.list_files(uri, (".parquet",)) if not _name(f).startswith((".", "_"))]
+    if not files and uri.endswith(".parquet") and storage.exists(uri):
+        return [uri]
+    return files
+
+
+def info_from_schema(uri: str, schema: pa.Schema, num_rows: int = 0, files: tuple[str, ...] = ()) -> TableInfo:
+    """TableInfo from a schema's metadata; TableSchemaError if it is not an sfsr table."""
+    meta = schema.metadata or {}
+    if META_VERSION not in meta:
+        raise TableSchemaError(
+            f"{_name(uri)}: no {META_VERSION.decode()} in the Parquet metadata, so it was not written by "
+            "sfsr (or was rewritten by a tool that dropped the metadata); re-run ingest to rebuild it"
+        )
+    version = int(meta[META_VERSION])
+    if version != SCHEMA_VERSION:
+        raise TableSchemaError(
+            f"{_name(uri)}: schema version {version}, this code reads version {SCHEMA_VERSION}; "
+            "re-run ingest with this version of sfsr to rebuild the table"
+        )
+    kind = meta.get(META_KIND, b"faces").decode()
+    extra: dict = {}
+    if kind == "faces":
+        try:
+            extra = {k: int(meta[k.encode()]) for k in _INT_META}
+            extra.update({k: meta[k.encode()].decode() for k in _STR_META})
+        except (KeyError, ValueError) as e:
+            raise TableSchemaError(f"{_name(uri)}: face-table metadata is missing or malformed ({e}); re-run ingest") from None
+        for column, key in (("identity", "identity_dim"), ("expression", "expression_dim")):
+            idx = schema.get_field_index(column)
+            size = getattr(schema.field(idx).type, "list_size", None) if idx >= 0 else None
+            if size != extra[key]:
+                raise TableSchemaError(
+                    f"{_name(uri)}: column {column} has {size} values per row but the metadata says "
+                    f"{key}={extra[key]}; the table is inconsistent, re-run ingest"
+                )
+    return TableInfo(uri=uri, kind=kind, schema_version=version, num_rows=num_rows, files=files,
+                     schema=schema, **extra)
+
+
+def check_table_info(
+    info: TableInfo,
+    *,
+    identity_dim: int | None = None,
+    expression_dim: int | None = None,
+    identity_model: str | None = None,
+    expression_model: str | None = None,
+    crop_size: int | None = None,
+) -> None:
+    """Raise TableSchemaError when the table does not match what the caller's models expect."""
+    name = _name(info.uri)
+    fix = "re-run ingest with the same face pack"
+    for column, have, want in (("identity", info.identity_dim, identity_dim), ("expression", info.expression_dim, expression_dim)):
+        if want is not None and have != want:
+            raise TableSchemaError(f"{name}: column {column} has {have} values per row, this model expects {want}; {fix}")
+    for column, have, want in (("identity_model", info.identity_model, identity_model),
+                               ("expression_model", info.expression_model, expression_model)):
+        if want is not None and have != want:
+            raise TableSchemaError(f"{name}: {column} is {have!r}, this model expects {want!r}; {fix}")
+    if crop_size is not None and info.crop_size != crop_size:
+        raise TableSchemaError(f"{name}: crops are {info.crop_size} px, this model expects {crop_size} px; "
+                               f"re-run ingest with --crop-size {crop_size}")
+
+
+def read_table_info(uri: str, **expected: int | str | None) -> TableInfo:
+    """Read a table's (folder of Parquet files, or one file) description from its footers.
+
+    Keyword arguments (identity_dim, expression_dim, identity_model, expression_model, crop_size)
+    are checked with check_table_info.
+    """
+    files = table_files(uri)
+    if not files:
+        raise storage.StorageNotFoundError(f"{uri}: no Parquet files there; check the path or run ingest first")
+    infos = []
+    for f in files:
+        fs, path = storage.arrow_filesystem(f)
+        try:
+            md = pq.read_metadata(path, filesystem=fs)
+        except pa.ArrowInvalid as e:
+            raise TableSchemaError(f"{f}: not a readable Parquet file ({e}); delete it or re-run the job") from e
+        except OSError as e:
+            raise storage.arrow_error(f, "read", e) from e
+        infos.append((f, md.schema.to_arrow_schema(), md.num_rows))
+    first_file, schema, _ = infos[0]
+    for f, other, _ in infos[1:]:
+        if not other.equals(schema, check_metadata=False) or (other.metadata or {}).get(META_VERSION) != (schema.metadata or {}).get(META_VERSION):
+            raise TableSchemaError(f"{uri}: {_name(f)} and {_name(first_file)} have different schemas; "
+                                   "the table mixes runs of different versions, re-run ingest into a new table")
+    info = info_from_schema(uri, schema, sum(n for _, _, n in infos), tuple(files))
+    check_table_info(info, **expected)
+    return info
+
+
+def validate_table(table: pa.Table, schema: pa.Schema, *, name: str = "table") -> None:
+    """Raise TableSchemaError unless `table` has `schema`'s columns and types, no nulls in
+    non-nullable columns, and finite values in the identity and expression vectors."""
+    have, want = set(table.column_names), set(schema.names)
+    if have != want:
+        raise TableSchemaError(
+            f"{name}: columns differ from the schema: missing {sorted(want - have)}, unexpected "
+            f"{sorted(have - want)}; build rows with the schema from sfsr.io.schema"
+        )
+    for f in schema:
+        col = table.column(f.name)
+        if not col.type.equals(f.type):
+            raise TableSchemaError(f"{name}: column {f.name} is {col.type}, the schema says {f.type}")
+        if not f.nullable and col.null_count:
+            raise TableSchemaError(f"{name}: column {f.name} has {col.null_count} null values; it is required")
+        if f.name in ("identity", "expression") and len(col):
+            values = pc.list_flatten(col)
+            bad = len(values) - pc.sum(pc.is_finite(values)).as_py() if len(values) else 0
+            if bad:
+                raise TableSchemaError(f"{name}: column {f.name} has {bad} NaN or infinite values; "
+                                       "the encoder failed on some crops")
