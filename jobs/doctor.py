@@ -50,11 +50,11 @@ def _probe(uri: str, timeout_s: float) -> tuple[bool, str]:
     from sfsr.io.storage import StorageError, probe
 
     try:
-        timings = probe(uri, timeout_s=timeout_s)
+        result = probe(uri, timeout_s=timeout_s)  # {backend, endpoint, timings_s: {write, read, ...}, ...}
     except StorageError as e:
         return False, str(e)
-    steps = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items() if isinstance(v, float))
-    return True, steps
+    steps = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in result["timings_s"].items())
+    return True, f"{result['backend']}: {steps}"
 
 
 @ray.remote(num_cpus=0.1)

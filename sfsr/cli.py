@@ -85,10 +85,10 @@ def cmd_cluster_env(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Submit jobs/doctor.py to the cluster through `ray job submit`, the way users run jobs."""
     cfg = _platform_config(args)
-    env = os.environ.copy()
-    if not args.address:  # the local platform: use its token, address and S3 settings
-        env |= cluster.client_env(cfg)
-    else:
+    # The local platform's token, address and S3 settings, unless this shell set its own
+    # (an explicit AWS_ENDPOINT_URL is what the user wants checked).
+    env = (cluster.client_env(cfg) if not args.address else {}) | os.environ
+    if args.address:
         env["RAY_ADDRESS"] = args.address
     storage = args.storage or env.get("SFSR_STORAGE") or str(Path.cwd() / "runs" / "doctor")
     cmd = [cluster._bin("ray"), "job", "submit"]

@@ -1,0 +1,239 @@
+"""Ingest faces into a face table: `ray job submit -- python -m jobs.ingest --input X --output Y`.
+
+Input: a folder or s3:// prefix of images, a Parquet table (columns source_uri or uri, optionally
+image bytes, identity_label, expression_label), or `--synthetic N` procedural faces. Output, local
+or s3://:
+  Y/faces/            the face table (one row per face; sfsr.io.schema)
+  Y/errors/           one row per input that gave no face, with the stage and reason
+  Y/expression_bank.parquet   mean expression vector per labelled word (when labels exist)
+  Y/run.json          the resolved configuration and the accounting of this run
+
+Ray Data end to end, streaming: read + validate in CPU tasks, detect + align in an actor pool,
+encode in an actor pool (a GPU per actor when the cluster has GPUs), shards staged and then
+committed by key, so re-running on the same inputs neither duplicates nor loses rows. Inputs
+already in the face or error table are skipped (use --retry-errors to try failed ones again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from jobs import _ingest_stages as st
+from sfsr.io import storage, table
+from sfsr.io.schema import ERROR_SCHEMA, face_table_schema
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    output: str
+    input: str | None = None
+    synthetic: int = 0
+    synthetic_split: str = "train"
+    seed: int = 0
+    identities: int = 200
+    pack: str = "builtin"
+    crop_size: int = 256
+    min_face: int = 32
+    batch_size: int = 8
+    detect_actors: int = 0  # 0: half the cluster's CPUs
+    encode_actors: int = 0
+    test_fraction: float = 0.1
+    identity_from_folder: bool = False
+    retry_errors: bool = False
+
+
+def list_inputs(cfg: IngestConfig) -> tuple[list[dict], int]:
+    """Rows {source_uri, identity_label, expression_label[, image]} and the count of skipped files."""
+    src = cfg.input
+    if src.endswith(".parquet") or (storage.exists(src) and not storage.list_files(src, IMAGE_SUFFIXES)
+                                    and storage.list_files(src, (".parquet",))):  # fmt: skip
+        t = table.read_table(src)
+        uri_col = "source_uri" if "source_uri" in t.column_names else "uri"
+        if uri_col not in t.column_names:
+            raise SystemExit(f"{src}: an input table needs a source_uri (or uri) column; it has {t.column_names}")
+        rows = []
+        for r in t.to_pylist():
+            rows.append({
+                "source_uri": r[uri_col], "image": r.get("image"),
+                "identity_label": r.get("identity_label"), "expression_label": r.get("expression_label"),
+            })  # fmt: skip
+        return rows, 0
+    every = storage.list_files(src)
+    images = [u for u in every if u.lower().endswith(IMAGE_SUFFIXES) and not u.rsplit("/", 1)[-1].startswith(".")]
+    rows = []
+    for u in images:
+        label = u.rsplit("/", 2)[-2] if cfg.identity_from_folder else None
+        rows.append({"source_uri": u, "identity_label": label, "expression_label": None})
+    return rows, len(every) - len(images)
+
+
+def build_schema(cfg: IngestConfig) -> pa.Schema:
+    if cfg.synthetic:
+        from sfsr.synth.judges import load_judges
+
+        j = load_judges()
+        blank = np.zeros((1, j.size, j.size, 3), np.uint8)
+        dims = j.identity_embedding_np(blank).shape[1], j.expression_np(blank).shape[1]
+        return face_table_schema(*dims, crop_size=cfg.crop_size,
+                                 identity_model="synth-judge-identity-32px", expression_model="synth-judge-factors-32px")  # fmt: skip
+    from sfsr.faces.pack import open_pack
+
+    p = open_pack(cfg.pack, crop_size=cfg.crop_size)
+    return face_table_schema(
+        p.identity.output.dim, p.expression.output.dim, crop_size=cfg.crop_size,
+        identity_model=f"{p.identity.name}@{p.identity.version}", expression_model=f"{p.expression.name}@{p.expression.version}",
+    )  # fmt: skip
+
+
+def write_expression_bank(faces_uri: str, out_uri: str) -> int:
+    """Mean expression vector per labelled word, one part file at a time (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for part in storage.list_files(faces_uri, (".parquet",)):
+        t = table.read_table(part, columns=["expression_label", "expression"])
+        labels = t.column("expression_label").to_pylist()
+        vecs = np.asarray(t.column("expression").to_pylist(), np.float64) if t.num_rows else np.zeros((0, 0))
+        for word, v in zip(labels, vecs):
+            if word:
+                sums[word] = sums.get(word, 0) + v
+                counts[word] = counts.get(word, 0) + 1
+    if not counts:
+        return 0
+    words = sorted(counts)
+    bank = pa.table({
+        "word": words,
+        "vector": pa.array([(sums[w] / counts[w]).astype(np.float32).tolist() for w in words], pa.list_(pa.float32())),
+        "count": pa.array([counts[w] for w in words], pa.int64()),
+    })  # fmt: skip
+    storage.write_atomic(out_uri, lambda f: pq.write_table(bank, f))
+    return len(words)
+
+
+def run(cfg: IngestConfig) -> dict:
+    t0 = time.monotonic()
+    faces_uri, errors_uri = storage.join(cfg.output, "faces"), storage.join(cfg.output, "errors")
+    schema = build_schema(cfg)
+    run_id = uuid.uuid4().hex[:12]
+    faces_stage, errors_stage = table.staging_uri(faces_uri, run_id), table.staging_uri(errors_uri, run_id)
+
+    if cfg.synthetic:
+        rows = [{"index": i, "split": cfg.synthetic_split} for i in range(cfg.synthetic)]
+        uri_of = lambda r: f"synthetic://seed{cfg.seed}/{r['split']}/{r['index']}"  # noqa: E731
+        skipped_files = 0
+    else:
+        rows, skipped_files = list_inputs(cfg)
+        uri_of = lambda r: r["source_uri"]  # noqa: E731
+    done = table.read_keys(faces_uri, "source_uri")
+    if not cfg.retry_errors:
+        done |= table.read_keys(errors_uri, "source_uri")
+    todo = [r for r in rows if uri_of(r) not in done]
+    print(f"ingest: {len(rows)} inputs ({skipped_files} other files ignored), "
+          f"{len(rows) - len(todo)} already in {cfg.output}, {len(todo)} to do", flush=True)  # fmt: skip
+
+    counts = {"face_rows": 0, "error_rows": 0, "face_inputs": 0}
+    if todo:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        gpus = ray.cluster_resources().get("GPU", 0)
+        n_det = cfg.detect_actors or max(1, cpus // 2)
+        n_enc = cfg.encode_actors or max(1, cpus // 2)
+        blocks = max(1, min(len(todo), 4 * cpus, len(todo) // cfg.batch_size + 1))
+        ds = ray.data.from_items(todo, override_num_blocks=blocks)
+        if cfg.synthetic:
+            ds = ds.map_batches(
+                st.render_synthetic, batch_format="pyarrow", batch_size=cfg.batch_size,
+                fn_kwargs={"seed": cfg.seed, "n_identities": cfg.identities, "crop_size": cfg.crop_size},
+            )  # fmt: skip
+            pack_spec = "synthetic"
+        else:
+            ds = ds.map_batches(st.read_and_decode, batch_format="pyarrow", batch_size=cfg.batch_size)
+            ds = ds.map_batches(
+                st.DetectAlign, fn_constructor_kwargs={"pack_spec": cfg.pack, "crop_size": cfg.crop_size, "min_face": cfg.min_face},
+                compute=ray.data.ActorPoolStrategy(size=n_det), batch_format="pyarrow", batch_size=cfg.batch_size,
+            )  # fmt: skip
+            pack_spec = cfg.pack
+        ds = ds.map_batches(
+            st.Encode, fn_constructor_kwargs={"pack_spec": pack_spec, "face_schema": schema, "splits": {"test": cfg.test_fraction}},
+            compute=ray.data.ActorPoolStrategy(size=n_enc), batch_format="pyarrow", batch_size=4 * cfg.batch_size,
+            num_gpus=1 if gpus else 0,
+        )  # fmt: skip
+        ds = ds.map_batches(
+            st.write_shard, batch_format="pyarrow", batch_size=None,
+            fn_kwargs={"faces_staging": faces_stage, "errors_staging": errors_stage, "face_schema": schema},
+        )  # fmt: skip
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for k in counts:
+                counts[k] += sum(batch.column(k).to_pylist())
+
+    faces_commit = table.commit(faces_stage, faces_uri, "face_id", schema)
+    errors_commit = table.commit(errors_stage, errors_uri, "input_id", ERROR_SCHEMA)
+    # an input that failed before and has faces now (--retry-errors) leaves the error table
+    recovered = table.read_keys(faces_uri, "source_uri") & table.read_keys(errors_uri, "source_uri")
+    table.delete_rows(errors_uri, "source_uri", recovered)
+    bank_words = write_expression_bank(faces_uri, storage.join(cfg.output, "expression_bank.parquet"))
+    accounted = counts["face_inputs"] + counts["error_rows"]
+    summary = {
+        "config": asdict(cfg), "run_id": run_id, "inputs": len(rows), "skipped_already_done": len(rows) - len(todo),
+        "processed": len(todo), "inputs_with_faces": counts["face_inputs"], "face_rows": counts["face_rows"],
+        "error_rows": counts["error_rows"], "accounted": accounted == len(todo),
+        "face_table_rows": faces_commit.table_rows, "error_table_rows": errors_commit.table_rows - len(recovered), "recovered_errors": len(recovered),
+        "expression_bank_words": bank_words, "seconds": round(time.monotonic() - t0, 2),
+    }  # fmt: skip
+    storage.write_bytes(storage.join(cfg.output, "run.json"), json.dumps(summary, indent=2).encode())
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> IngestConfig:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="folder, s3:// prefix, or Parquet table of images")
+    src.add_argument("--synthetic", type=int, default=0, help="ingest N procedural faces instead")
+    p.add_argument("--output", required=True, help="output folder or s3:// prefix (faces/, errors/, run.json)")
+    p.add_argument("--synthetic-split", default="train", choices=["train", "test", "all"], help="split of the synthetic faces")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset")
+    p.add_argument("--identities", type=int, default=200, help="number of synthetic identities")
+    p.add_argument("--pack", default="builtin", help="face pack: builtin, a folder or an s3:// prefix")
+    p.add_argument("--crop-size", type=int, default=256, help="side of the aligned crops stored in the table")
+    p.add_argument("--min-face", type=int, default=32, help="smallest face (box side, source pixels) to keep")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch in the detect stage")
+    p.add_argument("--detect-actors", type=int, default=0, help="detect/align actors (0: half the CPUs)")
+    p.add_argument("--encode-actors", type=int, default=0, help="encoder actors (0: half the CPUs)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="fraction of identities (or files) in the test split")
+    p.add_argument("--identity-from-folder", action="store_true", help="label identities by their parent folder's name")
+    p.add_argument("--retry-errors", action="store_true", help="process inputs that failed in an earlier run again")
+    p.add_argument("--smoke-test", action="store_true", help="tiny run: at most 16 synthetic faces at 64 px")
+    a = p.parse_args(argv)
+    if a.smoke_test and a.synthetic:
+        a.synthetic, a.crop_size = min(a.synthetic, 16), 64
+    if a.crop_size < 32:
+        p.error(f"--crop-size {a.crop_size} is too small; use 32 or more")
+    fields = {k: v for k, v in vars(a).items() if k in IngestConfig.__dataclass_fields__}
+    return IngestConfig(**fields)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    ray.init()
+    summary = run(cfg)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    if not summary["accounted"]:
+        print(f"error: {summary['processed']} inputs processed but {summary['inputs_with_faces']} gave faces and "
+              f"{summary['error_rows']} gave errors; some inputs are unaccounted for", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

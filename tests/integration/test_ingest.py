@@ -1,0 +1,117 @@
+"""jobs/ingest.py through `ray job submit`: every input accounted for, re-runs change nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+from PIL import Image
+
+from sfsr.io import storage, table
+from tests.fixtures import photos
+
+REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).parent / "ray")
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+# name -> ("face", number of faces) or ("error", reason)
+EXPECTED = {
+    "obama.jpg": ("face", 1),
+    "obama2.jpg": ("face", 1),
+    "biden.jpg": ("face", 1),
+    "astronaut.png": ("face", 1),
+    "two.jpg": ("face", 2),
+    "noface.jpg": ("error", "no_face"),
+    "empty.jpg": ("error", "empty"),
+    "text.jpg": ("error", "not_an_image"),
+    "truncated.jpg": ("error", "truncated"),
+}
+
+
+def _make_inputs(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    src = photos.photos_dir()
+    for name in ("obama.jpg", "obama2.jpg", "biden.jpg", "astronaut.png"):
+        (folder / name).write_bytes((src / name).read_bytes())
+    Image.fromarray(photos.composite_side_by_side("obama.jpg", "biden.jpg")).save(folder / "two.jpg")
+    Image.fromarray(photos.composite_no_face()).save(folder / "noface.jpg")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("this is a text file, not a photo")
+    (folder / "truncated.jpg").write_bytes((src / "obama.jpg").read_bytes()[:4000])
+
+
+def _ingest(env: dict[str, str], src: str, out: str) -> dict:
+    cmd = [RAY, "job", "submit", "--", "python", "-m", "jobs.ingest", "--input", src, "--output", out, "--crop-size", "128"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    return json.loads(storage.read_bytes(storage.join(out, "run.json")))
+
+
+def _check_tables(out: str, prefix: str) -> tuple[list, list]:
+    faces = table.read_table(storage.join(out, "faces"))
+    errors = table.read_table(storage.join(out, "errors"))
+    name = lambda uri: uri.rsplit("/", 1)[-1]  # noqa: E731
+    per_input: dict[str, int] = {}
+    for uri in faces.column("source_uri").to_pylist():
+        per_input[name(uri)] = per_input.get(name(uri), 0) + 1
+    reasons = {name(u): r for u, r in zip(errors.column("source_uri").to_pylist(), errors.column("reason").to_pylist())}
+    # every input is in exactly one of the two tables, with what we expect of it
+    assert set(per_input) | set(reasons) == set(EXPECTED)
+    assert not set(per_input) & set(reasons)
+    for n, (kind, what) in EXPECTED.items():
+        if kind == "face":
+            assert per_input[n] == what, n
+        else:
+            assert reasons[n] == what, (n, reasons[n])
+    assert all(m for m in errors.column("message").to_pylist())
+    assert all(u.startswith(prefix) for u in faces.column("source_uri").to_pylist())
+    # every face row has its vectors, pose and an aligned crop
+    assert faces.num_rows == 6
+    assert pc.all(pc.is_valid(faces.column("yaw"))).as_py()
+    for img in faces.column("image").to_pylist():
+        assert Image.open(io.BytesIO(img)).size == (128, 128)
+    ident = faces.column("identity").to_pylist()
+    assert all(abs(sum(v * v for v in vec) - 1.0) < 1e-3 for vec in ident)  # unit-norm descriptors
+    return sorted(faces.column("face_id").to_pylist()), sorted(errors.column("input_id").to_pylist())
+
+
+def test_ingest_folder_accounts_for_every_input_and_reruns_change_nothing(platform_env, tmp_path: Path) -> None:
+    src, out = tmp_path / "in", str(tmp_path / "out")
+    _make_inputs(src)
+    first = _ingest(platform_env, str(src), out)
+    assert first["accounted"] and first["processed"] == len(EXPECTED)
+    assert first["inputs_with_faces"] + first["error_rows"] == len(EXPECTED)
+    ids = _check_tables(out, str(src))
+
+    second = _ingest(platform_env, str(src), out)
+    assert second["processed"] == 0 and second["skipped_already_done"] == len(EXPECTED)
+    assert _check_tables(out, str(src)) == ids
+
+    # even forcing failed inputs through again neither duplicates nor loses a row
+    cmd = [RAY, "job", "submit", "--", "python", "-m", "jobs.ingest", "--input", str(src), "--output", out,
+           "--crop-size", "128", "--retry-errors"]  # fmt: skip
+    done = subprocess.run(cmd, env=platform_env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _check_tables(out, str(src)) == ids
+
+
+@pytest.mark.s3
+def test_ingest_from_and_to_s3(platform_env, s3_server, tmp_path: Path) -> None:
+    local = tmp_path / "in"
+    _make_inputs(local)
+    src = s3_server.uri("ingest-in")
+    for f in local.iterdir():
+        storage.write_bytes(storage.join(src, f.name), f.read_bytes())
+    out = s3_server.uri("ingest-out")
+    first = _ingest(platform_env, src, out)
+    assert first["accounted"] and first["processed"] == len(EXPECTED)
+    ids = _check_tables(out, src)
+    second = _ingest(platform_env, src, out)
+    assert second["processed"] == 0
+    assert _check_tables(out, src) == ids
