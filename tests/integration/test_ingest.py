@@ -115,3 +115,26 @@ def test_ingest_from_and_to_s3(platform_env, s3_server, tmp_path: Path) -> None:
     second = _ingest(platform_env, src, out)
     assert second["processed"] == 0
     assert _check_tables(out, src) == ids
+
+
+def test_synthetic_ingest_writes_labels_and_an_expression_bank(platform_env, tmp_path: Path) -> None:
+    out = str(tmp_path / "synth")
+    cmd = [RAY, "job", "submit", "--", "python", "-m", "jobs.ingest", "--synthetic", "24", "--crop-size", "32",
+           "--identities", "6", "--output", out]  # fmt: skip
+    done = subprocess.run(cmd, env=platform_env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    faces = table.read_table(storage.join(out, "faces"))
+    assert faces.num_rows == 24
+    labels = faces.column("labels").to_pylist()
+    assert all(json.loads(lab["synth_params"])["identity_id"] < 6 for lab in labels)
+    assert {lab["identity_label"] for lab in labels} <= {f"synth-{i:05d}" for i in range(6)}
+    assert all(Image.open(io.BytesIO(b)).size == (32, 32) for b in faces.column("image").to_pylist())
+    bank = table.read_table(storage.join(out, "expression_bank.parquet"))
+    words = bank.column("word").to_pylist()
+    assert set(words) <= {"love", "joy", "surprise", "anger", "sadness", "fear"} and words
+    assert sum(bank.column("count").to_pylist()) == 24
+    # the bank's means are means of the table's expression vectors
+    first = words[0]
+    rows = [v for v, w in zip(faces.column("expression").to_pylist(), faces.column("expression_label").to_pylist()) if w == first]
+    mean = [sum(c) / len(rows) for c in zip(*rows)]
+    assert max(abs(a - b) for a, b in zip(mean, bank.column("vector").to_pylist()[0])) < 1e-4

@@ -297,7 +297,7 @@ def test_travel_length_endpoints_and_even_steps():
 
 
 def test_synth_space_uses_synth_prototypes():
-    factors = pytest.importorskip("sfsr.synth.factors")
+    from sfsr.synth import factors
     t = ExpressionTargets.for_synth()
     assert t.space.dim == len(factors.EXPRESSION_FACTORS)
     np.testing.assert_array_equal(
