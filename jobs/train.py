@@ -1,0 +1,262 @@
+"""Train DiffSFSR on a face table: `ray job submit -- python -m jobs.train --table T --preset P`.
+
+Ray Train (V2) TorchTrainer over the face table through Ray Data: each worker reads its shard
+with get_dataset_shard, DDP over gloo on CPUs (NCCL on GPUs, mixed precision there), and every
+--checkpoint-every steps rank 0 writes a checkpoint (model, EMA, optimiser, LR schedule, step and
+data position) that Ray Train persists to --storage (a local folder or s3://). A lost worker
+restarts the group from the last checkpoint (FailureConfig); submitting again with the same
+--name resumes the step count. Loss, samples/s and sample grids are reported as it goes.
+
+The training maths is sfsr.model.training (plain PyTorch); this file is only the Ray glue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from sfsr.io import storage
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    table: str
+    storage: str
+    name: str
+    preset: str = "cpu-demo"
+    init_from: str | None = None
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float | None = None
+    num_workers: int = 1
+    use_gpu: bool = False
+    checkpoint_every: int = 200
+    sample_every: int = 500
+    keep_checkpoints: int = 3
+    max_failures: int = 3
+    seed: int = 0
+    split: str = "train"
+
+
+CKPT_STATE = "training_state.pt"
+CKPT_META = "position.json"
+
+
+def _build(job: JobConfig, train: dict, model_args: dict):
+    """Model, EMA, optimiser, schedule and judges, freshly initialised (rank-identical)."""
+    from sfsr.model import training as T
+    from sfsr.model.diffsfsr import DiffSFSR
+
+    tcfg = T.TrainConfig(**train)
+    if job.init_from:
+        model = DiffSFSR.from_pretrained(job.init_from)
+    else:
+        model = T.make_model(job.preset, seed=job.seed, **model_args)
+    ema = T.EMA(model, tcfg.ema_decay)
+    opt, sched = T.make_optimizer(model, tcfg)
+    judges = None
+    if tcfg.identity_loss_weight > 0 or tcfg.expression_loss_weight > 0:
+        from sfsr.synth.judges import load_judges
+
+        judges = load_judges(32)
+    return tcfg, model, ema, opt, sched, judges
+
+
+def train_loop(config: dict) -> None:
+    """Runs on every Ray Train worker."""
+    from sfsr.model import training as T
+
+    job = JobConfig(**config["job"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    tcfg, model, ema, opt, sched, judges = _build(job, config["train"], config["model_args"])
+    means = {k: np.asarray(v, np.float32) for k, v in config["identity_means"].items()}
+
+    step, epoch, batch_in_epoch = 0, 0, 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / CKPT_STATE, map_location="cpu", weights_only=True)
+            step = T.load_training_state(state, model, ema, opt, sched)
+            pos = json.loads((Path(d) / CKPT_META).read_text())
+            epoch, batch_in_epoch = pos["epoch"], pos["batch_in_epoch"]
+        print(f"[rank {rank}] resumed from a checkpoint at step {step} (epoch {epoch}, batch {batch_in_epoch})", flush=True)
+    model.to(device)
+    ema.model.to(device)
+    if judges is not None:
+        judges.to(device)
+    ddp = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else None
+
+    shard = ray.train.get_dataset_shard("train")
+    t_last, n_last = time.monotonic(), 0
+    while step < job.steps:
+        for i, rows in enumerate(shard.iter_batches(batch_size=job.batch_size, batch_format="pyarrow", drop_last=True)):
+            if i < batch_in_epoch:  # the data position of a resumed run: skip what it trained on
+                continue
+            batch = T.batch_from_table_rows(rows, model.config.image_size, identity_means=means, device=device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                metrics = T.train_step(model, ema, batch, tcfg, step, opt, sched, judges, ddp_model=ddp)
+            step, batch_in_epoch = step + 1, i + 1
+            n_last += rows.num_rows * world
+            done = step >= job.steps
+            if step % job.checkpoint_every == 0 or done:
+                now = time.monotonic()
+                metrics |= {"step": step, "epoch": epoch, "samples_per_s": n_last / max(now - t_last, 1e-9)}
+                t_last, n_last = now, 0
+                state = T.training_state(model, ema, opt, sched, step)
+                _report(state, {"epoch": epoch, "batch_in_epoch": batch_in_epoch}, metrics, rank, ema.model,
+                        config["preview"], sample=step % job.sample_every == 0 or done)  # fmt: skip
+            if done:
+                return
+        epoch, batch_in_epoch = epoch + 1, 0
+
+
+def _report(state: dict, position: dict, metrics: dict, rank: int, ema_model, preview: dict, *, sample: bool) -> None:
+    if rank != 0:  # every worker reports; only rank 0 carries the checkpoint
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="sfsr-ckpt-") as d:
+        torch.save(state, Path(d) / CKPT_STATE)
+        (Path(d) / CKPT_META).write_text(json.dumps(position))
+        ema_model.save_pretrained(Path(d) / "model")  # the EMA weights, loadable with from_pretrained
+        if sample:
+            from jobs._train_samples import save_sample_grid
+
+            save_sample_grid(ema_model, preview, Path(d) / f"samples-{metrics['step']:07d}.png")
+        (Path(d) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(f"step {metrics['step']:>6}  " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                                                     if isinstance(v, float)), flush=True)  # fmt: skip
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def make_dataset(job: JobConfig) -> ray.data.Dataset:
+    fs, path = storage.arrow_filesystem(job.table)
+    ds = ray.data.read_parquet(path, filesystem=fs, columns=["image", "face_mask", "identity", "expression", "labels", "split"])
+    if job.split != "all":
+        ds = ds.filter(expr=f"split == '{job.split}'")
+    return ds.random_shuffle(seed=job.seed)
+
+
+def table_conditioning(job: JobConfig):
+    """The table's metadata (vector sizes, encoder names), and the per-identity mean
+    identity vectors (the identity condition: who the person is, not this photo)."""
+    from sfsr.io.schema import read_table_info
+    from sfsr.io.table import read_table
+    from sfsr.model.training import identity_label_means
+
+    info = read_table_info(job.table)
+    means = identity_label_means(read_table(job.table, columns=["labels", "identity"]))
+    return info, {k: v.tolist() for k, v in means.items()}
+
+
+def export_model(checkpoint_dir: Path, dest: str, card: dict) -> None:
+    """Copy the checkpoint's EMA model folder to `dest` (local or s3://) with a run card."""
+    src = checkpoint_dir / "model"
+    for f in sorted(src.rglob("*")):
+        if f.is_file():
+            storage.write_bytes(storage.join(dest, str(f.relative_to(src))), f.read_bytes())
+    storage.write_bytes(storage.join(dest, "run_card.json"), json.dumps(card, indent=2, default=str).encode())
+
+
+def run(job: JobConfig) -> dict:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from sfsr.model.training import TrainConfig
+
+    tcfg = TrainConfig(batch_size=job.batch_size, total_steps=job.steps, seed=job.seed,
+                       **({"lr": job.lr} if job.lr else {}))  # fmt: skip
+    info, means = table_conditioning(job)
+    from jobs._train_samples import preview_rows
+    from sfsr.io.table import read_table
+
+    head = read_table(job.table, columns=["image", "face_mask", "identity", "expression"]).slice(0, 4).to_pylist()
+    model_args = {"identity_dim": info.identity_dim, "expression_dim": info.expression_dim,
+                  "identity_encoder": info.identity_model, "expression_encoder": info.expression_model}
+    storage_path = job.storage if storage.is_s3(job.storage) else str(Path(job.storage).resolve())
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"job": asdict(job), "train": asdict(tcfg), "model_args": model_args,
+                           "identity_means": means, "preview": preview_rows(head)},
+        scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu),
+        run_config=RunConfig(
+            name=job.name, storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=job.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=job.keep_checkpoints),
+        ),
+        datasets={"train": make_dataset(job)},
+    )  # fmt: skip
+    t0 = time.monotonic()
+    result = trainer.fit()
+    final = {"checkpoint": result.checkpoint.path if result.checkpoint else None, "metrics": result.metrics}
+    if result.checkpoint is not None:
+        dest = storage.join(job.storage, job.name, "model")
+        with result.checkpoint.as_directory() as d:
+            export_model(Path(d), dest, {"job": asdict(job), "train": asdict(tcfg), "metrics": result.metrics,
+                                         "seconds_this_submission": round(time.monotonic() - t0, 1)})  # fmt: skip
+        final["model"] = dest
+    return final
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[JobConfig, bool]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--table", default=None, help="face table (folder or s3:// prefix); --smoke-test makes one")
+    p.add_argument("--storage", default=os.environ.get("SFSR_STORAGE", "runs"), help="where runs and checkpoints go (local or s3://)")
+    p.add_argument("--name", default=None, help="run name; submitting the same name again resumes it (default: preset name)")
+    p.add_argument("--preset", default="cpu-demo", help="model size preset: tiny, cpu-demo, base, sd-init")
+    p.add_argument("--init-from", default=None, help="start from this model folder (e.g. the committed cpu-demo model)")
+    p.add_argument("--steps", type=int, default=2000, help="total optimiser steps (counting resumed ones)")
+    p.add_argument("--batch-size", type=int, default=32, help="per-worker batch size")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL, bf16 autocast")
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
+    p.add_argument("--sample-every", type=int, default=500, help="steps between sample grids (saved in the checkpoint)")
+    p.add_argument("--keep-checkpoints", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--max-failures", type=int, default=3, help="worker failures to recover from")
+    p.add_argument("--seed", type=int, default=0, help="seed for shuffling and initialisation")
+    p.add_argument("--split", default="train", help="table split to train on (train, test, all)")
+    p.add_argument("--smoke-test", action="store_true", help="tiny synthetic table, few steps: checks the whole path in about a minute")
+    a = p.parse_args(argv)
+    if a.smoke_test:
+        a.steps, a.checkpoint_every, a.sample_every, a.batch_size = min(a.steps, 6), 3, 6, 8
+    if a.table is None and not a.smoke_test:
+        p.error("--table is required (a face table from jobs.ingest), unless --smoke-test")
+    a.name = a.name or f"{a.preset}{'-smoke' if a.smoke_test else ''}"
+    fields = {k: v for k, v in vars(a).items() if k in JobConfig.__dataclass_fields__}
+    fields["table"] = a.table or ""
+    return JobConfig(**fields), a.smoke_test
+
+
+def main(argv: list[str] | None = None) -> int:
+    job, smoke = parse_args(argv)
+    ray.init()
+    if smoke and not job.table:
+        from jobs.ingest import IngestConfig
+        from jobs.ingest import run as ingest
+
+        table_root = storage.join(job.storage, job.name, "smoke-table")
+        ingest(IngestConfig(output=table_root, synthetic=32, crop_size=32, identities=8))
+        job = JobConfig(**(asdict(job) | {"table": storage.join(table_root, "faces")}))
+    final = run(job)
+    print(json.dumps(final, indent=2, default=str))
+    return 0 if final.get("model") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
