@@ -1,0 +1,1 @@
+"""Noise schedule, losses, x0 recovery and samplers: pure functions of tensors."""

@@ -1,0 +1,119 @@
+"""Samplers: diffusers schedulers + two-scale classifier-free guidance + background paste-back.
+
+Guidance (compositional, Liu et al. 2022 "Compositional Visual Generation"; the identity and
+expression streams are dropped independently in training, so each has its own null):
+
+    compositional:  e = e_u + s_id (e_id - e_u) + s_exp (e_exp - e_u)
+    nested:         e = e_u + s_id (e_id - e_u) + s_exp (e_full - e_id)
+
+e_u: both conditions null; e_id: identity only; e_exp: expression only; e_full: both. One
+batched network call evaluates the three terms (3B samples). s_id = s_exp = 0 is exactly the
+unconditional model; nested with s_id = s_exp = 1 is exactly the fully conditioned model.
+Guidance is combined on the x0 / eps pair (linear in the network output for every prediction
+type, so combining raw outputs is the same thing).
+
+Paste-back: at every step the x0 estimate outside the face region is replaced by the known
+background and eps is recomputed from x_t, so the scheduler's next state is consistent with
+the known pixels; the final image is pasted once more, so background pixels come back exactly.
+
+Seeds: the initial noise of sample i comes from its own torch.Generator, and DDIM (eta = 0) and
+DPM-Solver++ (deterministic) add no other noise, so sample i does not depend on which other
+samples share its batch (up to float round-off of batched kernels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+from sfsr.diffusion.schedule import Schedule, join_prediction, paste, split_prediction
+
+# net(x (N, C, h, w), t (N,), drop_identity (N,) bool, drop_expression (N,) bool) -> output
+Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+SAMPLERS = ("ddim", "dpmsolver")
+GUIDANCE_MODES = ("compositional", "nested")
+
+
+def make_scheduler(schedule: Schedule, sampler: str = "ddim"):
+    """A diffusers scheduler for `schedule`. Trailing timestep spacing, so the first step starts
+    from pure noise at t = T - 1 (the cosine schedule's a_T is ~0 there)."""
+    kw = schedule.scheduler_kwargs()
+    if sampler == "ddim":
+        return DDIMScheduler(**kw, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+    if sampler == "dpmsolver":
+        return DPMSolverMultistepScheduler(**kw, algorithm_type="dpmsolver++", solver_order=2,
+                                           timestep_spacing="trailing", final_sigmas_type="zero")
+    raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
+
+
+def initial_noise(shape: Sequence[int], generators: Sequence[torch.Generator],
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, *shape) standard normal noise, row i drawn from generators[i] only."""
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device, dtype)
+
+
+def generators_for(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per sample seed (the seed derives from a sample id, not a position)."""
+    return [torch.Generator(device="cpu").manual_seed(int(s) & 0xFFFF_FFFF_FFFF) for s in seeds]
+
+
+def guided_output(net: Net, x: torch.Tensor, t: torch.Tensor, guidance_identity: float,
+                  guidance_expression: float, mode: str = "compositional") -> torch.Tensor:
+    """Two-scale classifier-free guided network output (B, C, h, w); see the module docstring."""
+    if mode not in GUIDANCE_MODES:
+        raise ValueError(f"guidance mode={mode!r} is not one of {GUIDANCE_MODES}")
+    b = x.shape[0]
+    yes, no = torch.ones(b, dtype=torch.bool, device=x.device), torch.zeros(b, dtype=torch.bool, device=x.device)
+    # rows: unconditional, identity only, expression only (compositional) or full (nested)
+    drop_id = torch.cat([yes, no, yes if mode == "compositional" else no])
+    drop_ex = torch.cat([yes, yes, no])
+    out = net(torch.cat([x] * 3), torch.cat([t] * 3), drop_id, drop_ex)
+    e_u, e_id, e_3 = out.chunk(3)
+    if mode == "compositional":
+        return e_u + guidance_identity * (e_id - e_u) + guidance_expression * (e_3 - e_u)
+    return e_u + guidance_identity * (e_id - e_u) + guidance_expression * (e_3 - e_id)
+
+
+def sample(
+    net: Net,
+    schedule: Schedule,
+    shape: Sequence[int],
+    generators: Sequence[torch.Generator],
+    *,
+    background: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    steps: int = 25,
+    guidance_identity: float = 2.0,
+    guidance_expression: float = 2.0,
+    guidance_mode: str = "compositional",
+    sampler: str = "ddim",
+    clip: float | None = 1.0,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Draw len(generators) samples (B, *shape) in model space.
+
+    background (B, C, h, w) and mask (B, 1, h, w) (1 = generate) paste the known pixels back at
+    every step; clip bounds the x0 estimate (pixel models: 1.0; latent models: None)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    sched = make_scheduler(schedule, sampler)
+    sched.set_timesteps(steps, device=device)
+    ab = sched.alphas_cumprod.to(device)  # (T,) float32, diffusers' own values
+    x = initial_noise(shape, generators, device) * sched.init_noise_sigma  # (B, C, h, w)
+    ptype = schedule.prediction_type
+    for i, t in enumerate(sched.timesteps):
+        tt = t.reshape(1).expand(x.shape[0]).to(device)
+        out = guided_output(net, x, tt, guidance_identity, guidance_expression, guidance_mode)
+        a = ab[tt.long()]
+        x0, eps = split_prediction(out, x, a, ptype)
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+        x0 = paste(x0, background, mask)
+        eps = (x - a.sqrt().reshape(-1, 1, 1, 1) * x0) / (1 - a).sqrt().clamp_min(1e-8).reshape(-1, 1, 1, 1)
+        x = sched.step(join_prediction(x0, eps, a, ptype), t, x).prev_sample
+        if progress is not None:
+            progress(i + 1, steps)
+    return paste(x, background, mask)
