@@ -104,7 +104,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         cmd += ["--pack", pack]
     for model in args.model or []:
         cmd += ["--model", model]
-    print("$ " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
+    shown = " ".join(shlex.quote(c) for c in cmd[1:])
+    if s3_vars.get("AWS_SECRET_ACCESS_KEY"):  # never echo the secret key
+        shown = shown.replace(s3_vars["AWS_SECRET_ACCESS_KEY"], "****")
+    print(f"$ ray {shown}", flush=True)
     try:
         return subprocess.run(cmd, env=env, timeout=args.timeout).returncode
     except subprocess.TimeoutExpired:
@@ -161,13 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--dashboard-port", type=int, default=None, help="dashboard port on 127.0.0.1 (8265 unless a running platform chose another)")
     qs.set_defaults(func=cmd_quickstart, storage=None, pack=None, model=None, address=None, timeout=300.0, no_s3=False)
 
-    for module in ("sfsr.faces.packs_cli", "sfsr.expressions.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ImportError as e:  # an optional area failing to import must not break the rest
-            print(f"warning: {module} unavailable: {e}", file=sys.stderr)
-            continue
-        mod.register(sub)
+    from sfsr.expressions import cli as expressions_cli
+    from sfsr.faces import packs_cli
+    from sfsr import watermark
+
+    for area in (packs_cli, expressions_cli, watermark):
+        area.register(sub)
     return parser
 
 

@@ -1,0 +1,160 @@
+"""Typed settings of the three deployments, read from each deployment's `user_config`.
+
+deployments/serve_config.yaml sets them (`applications[0].deployments[*].user_config`), Serve
+hands them to `reconfigure`, and `serve deploy` with a changed user_config updates running
+replicas without restarting them. Unknown keys are an error naming the key, so a typo in the YAML
+fails the deployment instead of being ignored. No Ray imports: unit tests build these directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = "sfsr/model/pretrained/cpu-demo"
+TOKEN_ENV = "SFSR_API_TOKEN"
+ALLOW_OPEN_ENV = "SFSR_API_ALLOW_UNAUTHENTICATED"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], config: dict[str, Any] | None, where: str) -> T:
+    """Build settings dataclass `cls` from a user_config mapping; unknown keys raise ValueError."""
+    config = dict(config or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown user_config keys {unknown}; known keys are {sorted(names)} "
+                         "(fix deployments/serve_config.yaml)")
+    obj = cls(**config)
+    obj.check()  # type: ignore[attr-defined]
+    return obj
+
+
+def resolve_path(path: str) -> str:
+    """A relative local path is relative to the repository root (replicas do not run in the
+    directory `serve deploy` was called from); absolute paths and s3:// URIs pass through."""
+    if "://" in path or os.path.isabs(path):
+        return path
+    return str(REPO_ROOT / path)
+
+
+def open_api_refusal(token: str | None, host: str | None, allow_open: bool) -> str | None:
+    """Why the ingress must not start (None: it may): without a token, only a loopback proxy is
+    acceptable, unless the operator says a gateway in front authenticates (allow_open)."""
+    if token or allow_open or host in LOOPBACK_HOSTS:
+        return None
+    return (f"Ingress: no API token configured and Serve's HTTP proxy binds {host or 'an unknown host'}, so "
+            f"anyone who reaches it could use the API. Set {TOKEN_ENV} (or Ingress user_config.api_token_file), "
+            f"bind http_options.host to 127.0.0.1, or set {ALLOW_OPEN_ENV}=1 if a gateway in front authenticates")
+
+
+@dataclass(frozen=True)
+class IngressSettings:
+    """The FastAPI ingress: request limits, generation bounds, auth."""
+
+    max_request_mb: float = 32.0  # whole request body; larger ones get 413 before being read
+    max_image_mb: float = 15.0  # each image, after base64 decoding
+    max_image_pixels: int = 16_000_000  # each image, from its header (decompression bombs)
+    min_image_side: int = 32
+    max_output_side: int = 2048  # larger results are downscaled (watermarking costs ~0.5 s/MP)
+    # Defaults for requests that omit them; None: the model's own sampling defaults (its card).
+    default_steps: int | None = None
+    default_guidance_identity: float | None = None
+    default_guidance_expression: float | None = None
+    max_steps: int = 100
+    max_guidance: float = 15.0
+    feather: float = 0.04  # paste-back seam blur (sigma), as a fraction of the face's size
+    api_token_file: str | None = None  # a file holding the bearer token; else $SFSR_API_TOKEN
+    retry_after_s: int = 2  # Retry-After on 503 answers the ingress gives itself
+
+    def check(self) -> None:
+        if not 0 < self.max_image_mb <= self.max_request_mb:
+            raise ValueError(f"IngressSettings: need 0 < max_image_mb ({self.max_image_mb}) <= "
+                             f"max_request_mb ({self.max_request_mb})")
+        if self.default_steps is not None and not 1 <= self.default_steps <= self.max_steps:
+            raise ValueError(f"IngressSettings: need 1 <= default_steps ({self.default_steps}) <= "
+                             f"max_steps ({self.max_steps})")
+        for name in ("default_guidance_identity", "default_guidance_expression"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= self.max_guidance:
+                raise ValueError(f"IngressSettings: {name} must lie in [0, max_guidance={self.max_guidance}]")
+        if self.max_output_side < 256:
+            raise ValueError("IngressSettings: max_output_side must be >= 256 (the watermark needs 256 x 256)")
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)
+
+    @property
+    def max_image_bytes(self) -> int:
+        return int(self.max_image_mb * 1024 * 1024)
+
+    def defaults(self, model_defaults: dict[str, Any]) -> tuple[int, float, float]:
+        """(steps, guidance_identity, guidance_expression) for requests that omit them: these
+        settings where set, else the model's sampling defaults, clipped into the allowed ranges."""
+        steps = self.default_steps or int(model_defaults.get("steps", 20))
+        gi = self.default_guidance_identity
+        ge = self.default_guidance_expression
+        gi = float(model_defaults.get("guidance_identity", 2.0)) if gi is None else gi
+        ge = float(model_defaults.get("guidance_expression", 2.0)) if ge is None else ge
+        return (min(max(steps, 1), self.max_steps), min(max(gi, 0.0), self.max_guidance),
+                min(max(ge, 0.0), self.max_guidance))
+
+    def token(self) -> str | None:
+        """The bearer token clients must send, or None when auth is off."""
+        if self.api_token_file:
+            path = Path(resolve_path(self.api_token_file)).expanduser()
+            try:
+                value = path.read_text().strip()
+            except OSError as e:
+                raise ValueError(f"IngressSettings.api_token_file {path}: cannot read it ({e}); "
+                                 "write the token there or unset api_token_file") from None
+            if not value:
+                raise ValueError(f"IngressSettings.api_token_file {path} is empty; put the token in it")
+            return value
+        value = os.environ.get(TOKEN_ENV, "").strip()
+        return value or None
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """The face-analysis deployment: which face pack detects and aligns."""
+
+    pack: str = "builtin"  # builtin, a folder or an s3:// prefix (sfsr.faces.open_pack)
+    # Faces are aligned at this size or more and then downscaled to the model's crop size with
+    # area averaging: warping a photo straight to 32 px aliases badly.
+    min_align_size: int = 128
+    threads: int = 1  # OpenCV / onnxruntime threads per replica
+
+    def check(self) -> None:
+        if self.min_align_size < 16:
+            raise ValueError("AnalysisSettings: min_align_size must be >= 16")
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """The generator deployment: which model, on what device, how requests are batched."""
+
+    model: str = DEFAULT_MODEL  # a model folder (relative to the repo root, absolute) or s3://
+    device: str = "auto"  # auto: cuda when this replica was given a GPU, else cpu
+    max_batch_size: int = 8
+    batch_wait_timeout_s: float = 0.05
+    torch_threads: int = 1  # intra-op threads per replica; replicas x threads <= cores
+
+    def check(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("GeneratorSettings: max_batch_size must be >= 1 (1 turns batching off)")
+        if self.batch_wait_timeout_s < 0:
+            raise ValueError("GeneratorSettings: batch_wait_timeout_s must be >= 0")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"GeneratorSettings: device {self.device!r} is not auto, cpu or cuda[:N]")
+
+    @property
+    def model_path(self) -> str:
+        return resolve_path(self.model)

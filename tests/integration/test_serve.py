@@ -1,0 +1,303 @@
+"""The Serve application over real HTTP, deployed the way users deploy it: `serve deploy` of
+deployments/serve_config.yaml (a copy with the test's model, port and token) onto the session's
+local Ray cluster. A small random-weights model (preset "tiny") keeps generation fast; what is
+checked is the service: routes, encodings, provenance, watermark, refusals, overload.
+
+Run inside the loopback-only namespace: tests/isolated.sh .venv/bin/pytest tests/integration/test_serve.py
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import requests
+import yaml
+from PIL import Image
+
+from sfsr import cluster, watermark
+from tests.fixtures import photos
+from tests.fixtures.bad_images import bad_image_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+SERVE = str(Path(sys.executable).parent / "serve")
+TOKEN = "test-token-" + "x" * 20
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def write_tiny_model(folder: Path) -> Path:
+    """A random-weights model of the smallest preset, saved the way trained models are."""
+    from sfsr.model import make_model
+    from sfsr.model.presets import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER
+
+    # conditioned on the synth judges, like cpu-demo, so Generator can build its encoders
+    make_model("tiny", seed=0, identity_encoder=SYNTH_IDENTITY_ENCODER, expression_encoder=SYNTH_EXPRESSION_ENCODER,
+               trained_on="nothing (random weights, a test model)").save_pretrained(folder)
+    return folder
+
+
+def config_for_test(tmp: Path, port: int, model: Path, token_file: Path | None, small_generator: bool) -> Path:
+    """deployments/serve_config.yaml with the test's port, model and token; `small_generator`
+    pins one replica with 2 ongoing + 2 queued requests, so the overload test can fill it."""
+    config = yaml.safe_load((REPO / "deployments" / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = port
+    deps = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    deps["Ingress"]["user_config"]["api_token_file"] = str(token_file) if token_file else None
+    deps["Ingress"]["user_config"]["default_steps"] = 2
+    gen = deps["Generator"]
+    gen["user_config"]["model"] = str(model)
+    if small_generator:
+        gen["user_config"]["max_batch_size"] = 2
+        gen.pop("autoscaling_config")
+        gen.update(num_replicas=1, max_ongoing_requests=2, max_queued_requests=2)
+    path = tmp / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def wait_running(env: dict[str, str], timeout: float = 240) -> None:
+    deadline, out = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        done = subprocess.run([SERVE, "status"], env=env, capture_output=True, text=True)
+        out = done.stdout + done.stderr
+        if "status: RUNNING" in out and "DEPLOYING" not in out and "UNHEALTHY" not in out:
+            return
+        if "DEPLOY_FAILED" in out:
+            break
+        time.sleep(3)
+    raise AssertionError(f"the sfsr app did not reach RUNNING:\n{out[-4000:]}")
+
+
+@contextlib.contextmanager
+def deployed_app(platform_env: dict[str, str], tmp: Path, token: str | None = TOKEN,
+                 small_generator: bool = True) -> Iterator[str]:
+    """`serve deploy` the app (tiny model) on the session cluster; yields its base URL."""
+    env = platform_env | {"RAY_DASHBOARD_ADDRESS": platform_env["RAY_ADDRESS"]}  # the serve CLI reads this one
+    model = write_tiny_model(tmp / "tiny-model")
+    token_file = None
+    if token:
+        token_file = tmp / "token"
+        token_file.write_text(token)
+    port = cluster.free_port()
+    config = config_for_test(tmp, port, model, token_file, small_generator)
+    done = subprocess.run([SERVE, "deploy", str(config)], env=env, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    try:
+        wait_running(env)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        subprocess.run([SERVE, "shutdown", "-y"], env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def base_url(platform_env: dict[str, str], tmp_path_factory) -> Iterator[str]:
+    with deployed_app(platform_env, tmp_path_factory.mktemp("serve")) as url:
+        yield url
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+
+def photo(name: str) -> bytes:
+    return (photos.photos_dir() / name).read_bytes()
+
+
+def check_png(data: bytes, shape: tuple[int, int] | None = None) -> dict[str, str]:
+    image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    if shape is not None:  # the input photo's size, scaled down to max_output_side (2048) if larger
+        s = min(1.0, 2048 / max(shape))
+        assert image.shape[:2] == (round(shape[0] * s), round(shape[1] * s))
+    assert watermark.detect(image).marked
+    text = watermark.read_png_text(data)
+    assert text["Description"] == watermark.GENERATED_STATEMENT and text["sfsr:request_id"]
+    return text
+
+
+def post(base_url: str, route: str, *, files=None, data=None, json_body=None, headers=None, timeout=180):
+    return requests.post(f"{base_url}/v1/{route}", files=files, data=data, json=json_body,
+                         headers={**auth(), **(headers or {})}, timeout=timeout)
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+def test_open_routes_and_docs(base_url: str) -> None:
+    health = requests.get(f"{base_url}/v1/healthz", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["auth_required"]
+    assert "X-Request-Id" in health.headers
+    page = requests.get(base_url + "/", timeout=30)
+    assert page.status_code == 200 and "<select id=\"word\">" in page.text
+    spec = requests.get(f"{base_url}/openapi.json", timeout=30).json()
+    body = spec["paths"]["/v1/swap"]["post"]["requestBody"]["content"]
+    assert set(body) == {"multipart/form-data", "application/json"}
+    assert requests.get(f"{base_url}/docs", timeout=30).status_code == 200
+
+
+def test_token_is_required_and_checked(base_url: str) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        r = requests.get(f"{base_url}/v1/expressions", headers=headers, timeout=30)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+        assert r.json()["error"]["code"] == "unauthorized"
+    r = requests.post(f"{base_url}/v1/swap", files={"identity": ("a.jpg", b"x")}, timeout=30)
+    assert r.status_code == 401
+
+
+def test_expressions_and_info(base_url: str) -> None:
+    words = requests.get(f"{base_url}/v1/expressions", headers=auth(), timeout=30).json()
+    assert words["count"] == 135 and list(words["families"]) == ["love", "joy", "surprise", "anger", "sadness", "fear"]
+    info = requests.get(f"{base_url}/v1/info", headers=auth(), timeout=30).json()
+    assert info["model"]["resolution"] == 16 and info["auth_required"] is True
+    assert info["model"]["trained_on"] == "nothing (random weights, a test model)"
+    assert info["model"]["version"].startswith("sha256:") and info["model"]["expression_dim"] == 7
+    assert info["limits"]["max_request_bytes"] == 32 * 2**20
+
+
+def test_reenact_multipart_with_a_word(base_url: str) -> None:
+    src = photos.load("obama.jpg")
+    r = post(base_url, "reenact", files={"source": ("obama.jpg", photo("obama.jpg"))},
+             data={"expression": "delight", "seed": "7"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    text = check_png(r.content, src.shape[:2])
+    assert text["sfsr:route"] == "reenact" and text["sfsr:seed"] == "7"
+    assert r.headers["X-Request-Id"] == text["sfsr:request_id"]
+
+
+def test_swap_json_base64_and_json_response(base_url: str) -> None:
+    body = {"identity": base64.b64encode(photo("biden.jpg")).decode(),
+            "target": "data:image/jpeg;base64," + base64.b64encode(photo("obama2.jpg")).decode(), "steps": 2}
+    r = post(base_url, "swap", json_body=body, headers={"Accept": "application/json"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    png = base64.b64decode(out["image"].split(",", 1)[1])
+    check_png(png, photos.load("obama2.jpg").shape[:2])
+    meta = out["metadata"]
+    assert meta["route"] == "swap" and meta["steps"] == 2 and meta["face"]["field"] == "target"
+    assert meta["statement"] == watermark.GENERATED_STATEMENT
+
+
+def test_generate_with_vector_image_and_aligned_example(base_url: str) -> None:
+    example = requests.get(f"{base_url}/v1/examples/3.png", headers=auth(), timeout=30)
+    assert example.status_code == 200
+    r = post(base_url, "generate", files={"identity": ("e.png", example.content)},
+             data={"identity_aligned": "true", "expression_vector": json.dumps([0, 0.5, 0, 0, 0, 0.5, 0])})
+    assert r.status_code == 200, r.text
+    check_png(r.content, (256, 256))
+    r = post(base_url, "generate", files={"identity": ("o.jpg", photo("obama3.jpg")),
+                                          "expression_image": ("a.png", photo("astronaut.png")),
+                                          "background": ("b.jpg", photo("biden.jpg"))})
+    assert r.status_code == 200, r.text
+    check_png(r.content, photos.load("biden.jpg").shape[:2])
+
+
+def test_face_count_errors_and_face_index(base_url: str) -> None:
+    coffee = jpeg_bytes(photos.composite_no_face())
+    r = post(base_url, "reenact", files={"source": ("c.jpg", coffee)}, data={"expression": "joy"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "no_face"
+    pair = jpeg_bytes(photos.composite_side_by_side("obama.jpg", "biden.jpg"))
+    r = post(base_url, "reenact", files={"source": ("p.jpg", pair)}, data={"expression": "joy"})
+    err = r.json()["error"]
+    assert r.status_code == 422 and err["code"] == "several_faces" and len(err["faces"]) == 2
+    r = post(base_url, "reenact", files={"source": ("p.jpg", pair)}, data={"expression": "joy", "source_face_index": 1})
+    assert r.status_code == 200, r.text
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def test_bad_inputs_get_4xx_and_the_app_keeps_serving(base_url: str) -> None:
+    statuses = {}
+    for name, (data, expected) in bad_image_bytes().items():
+        if expected.reason is None:
+            continue
+        r = post(base_url, "reenact", files={"source": (name, data)}, data={"expression": "joy"})
+        statuses[name] = r.status_code
+        assert 400 <= r.status_code < 500 and r.json()["error"]["message"], (name, r.status_code, r.text)
+    text = post(base_url, "swap", files={"identity": ("a.txt", b"just text\n" * 50),
+                                         "target": ("b.jpg", photo("obama.jpg"))})
+    assert text.status_code == 415 and text.json()["error"]["field"] == "identity"
+    missing = post(base_url, "swap", files={"target": ("b.jpg", photo("obama.jpg"))})
+    assert missing.status_code == 422 and missing.json()["error"]["field"] == "identity"
+    word = post(base_url, "reenact", files={"source": ("o.jpg", photo("obama.jpg"))}, data={"expression": "hapiness"})
+    assert word.status_code == 422 and "happiness" in word.json()["error"]["suggestions"]
+    bad_json = requests.post(f"{base_url}/v1/generate", data=b"{oops", timeout=30,
+                             headers={**auth(), "Content-Type": "application/json"})
+    assert bad_json.status_code == 400
+    plain = requests.post(f"{base_url}/v1/generate", data=b"hello", timeout=30,
+                          headers={**auth(), "Content-Type": "text/plain"})
+    assert plain.status_code == 415
+    assert requests.get(f"{base_url}/v1/healthz", timeout=30).status_code == 200
+    ok = post(base_url, "reenact", files={"source": ("o.jpg", photo("obama.jpg"))}, data={"expression": "joy"})
+    assert ok.status_code == 200, ok.text
+
+
+def test_50_mb_upload_is_refused_fast(base_url: str) -> None:
+    body = b"\0" * (50 * 2**20)
+    t0 = time.monotonic()
+    try:
+        r = requests.post(f"{base_url}/v1/swap", files={"identity": ("big.jpg", body)}, headers=auth(), timeout=60)
+        status, code = r.status_code, r.json()["error"]["code"]
+    except requests.ConnectionError as e:  # the server may close before the client finished sending
+        pytest.fail(f"the connection broke instead of answering 413: {e}")
+    assert (status, code) == (413, "request_too_large")
+    assert time.monotonic() - t0 < 10.0
+
+
+def test_overload_answers_503_with_retry_after(base_url: str) -> None:
+    """Generator: 1 replica, 2 ongoing + 2 queued; 16 at once must overflow it."""
+    def one(_: int) -> requests.Response:
+        return post(base_url, "reenact", files={"source": ("e.jpg", photo("obama.jpg"))},
+                    data={"expression": "joy", "steps": "20"})
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(16)))
+    codes = [r.status_code for r in answers]
+    assert set(codes) <= {200, 503}, codes
+    assert codes.count(200) >= 2 and codes.count(503) >= 1, codes
+    for r in answers:
+        if r.status_code == 503:
+            assert int(r.headers["Retry-After"]) >= 1 and r.json()["error"]["code"] == "overloaded"
+
+
+def test_random_field_values_never_give_5xx(base_url: str) -> None:
+    """A small seeded fuzz over field names and value types, both encodings: 4xx or 200 only."""
+    rng = np.random.default_rng(0)
+    good = base64.b64encode(photo("obama.jpg")).decode()
+    values = [None, "", "joy", "zzz", -1, 0, 3, 2.5, 1e308, True, [], [1, 2], {"a": 1}, "A" * 5000, good,
+              "data:image/png;base64,AAAA", "ÿ\u0000\u202e", float("nan")]
+    names = ["identity", "target", "source", "driver", "expression", "expression_vector", "expression_image",
+             "background", "steps", "seed", "guidance_identity", "identity_face_index", "source_aligned", "bogus"]
+    seen = set()
+    for i in range(48):
+        route = ["swap", "reenact", "generate"][i % 3]
+        body = {n: values[rng.integers(len(values))] for n in rng.choice(names, size=rng.integers(1, 5), replace=False)}
+        if i % 2:
+            payload = json.dumps(body, allow_nan=True)
+            r = requests.post(f"{base_url}/v1/{route}", data=payload, timeout=120,
+                              headers={**auth(), "Content-Type": "application/json"})
+        else:
+            form = {k: (None, json.dumps(v) if not isinstance(v, str) else v) for k, v in body.items()}
+            r = requests.post(f"{base_url}/v1/{route}", files=form, headers=auth(), timeout=120)
+        seen.add(r.status_code)
+        assert r.status_code < 500, (route, body if len(str(body)) < 400 else sorted(body), r.text[:300])
+        if r.status_code >= 400:
+            assert r.json()["error"]["message"]
+    assert seen & {400, 413, 415, 422}
