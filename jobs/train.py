@@ -28,6 +28,8 @@ import ray.train.torch
 import torch
 
 from sfsr.io import storage
+from sfsr.model.presets import SYNTH_IDENTITY_ENCODER
+from sfsr.model.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,11 @@ class JobConfig:
     max_failures: int = 3
     seed: int = 0
     split: str = "train"
+    warmup_steps: int | None = None
+    ema_decay: float | None = None
+    identity_loss_weight: float = 0.0
+    expression_loss_weight: float = 0.0
+    aux_start_step: int = 0
 
 
 CKPT_STATE = "training_state.pt"
@@ -173,15 +180,28 @@ def export_model(checkpoint_dir: Path, dest: str, card: dict) -> None:
     storage.write_bytes(storage.join(dest, "run_card.json"), json.dumps(card, indent=2, default=str).encode())
 
 
+def train_config(job: JobConfig, identity_model: str | None) -> TrainConfig:
+    """The TrainConfig of a job on a table whose identity vectors come from `identity_model`.
+    The recovery losses read faces with the synth judges, so they need a synth-judge table."""
+    if (job.identity_loss_weight > 0 or job.expression_loss_weight > 0) and identity_model != SYNTH_IDENTITY_ENCODER:
+        raise ValueError(
+            f"--identity-loss-weight / --expression-loss-weight read the recovered faces with the synth judges, "
+            f"which only understand tables encoded by them ({SYNTH_IDENTITY_ENCODER}); the table {job.table} "
+            f"was encoded by {identity_model!r}"
+        )
+    optional = {"lr": job.lr, "warmup_steps": job.warmup_steps, "ema_decay": job.ema_decay}
+    return TrainConfig(batch_size=job.batch_size, total_steps=job.steps, seed=job.seed,
+                       identity_loss_weight=job.identity_loss_weight,
+                       expression_loss_weight=job.expression_loss_weight, aux_start_step=job.aux_start_step,
+                       **{k: v for k, v in optional.items() if v is not None})  # fmt: skip
+
+
 def run(job: JobConfig) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from sfsr.model.training import TrainConfig
-
-    tcfg = TrainConfig(batch_size=job.batch_size, total_steps=job.steps, seed=job.seed,
-                       **({"lr": job.lr} if job.lr else {}))  # fmt: skip
     info, means = table_conditioning(job)
+    tcfg = train_config(job, info.identity_model)
     from jobs._train_samples import preview_rows
     from sfsr.io.table import read_table
 
@@ -223,6 +243,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[JobConfig, bool]:
     p.add_argument("--steps", type=int, default=2000, help="total optimiser steps (counting resumed ones)")
     p.add_argument("--batch-size", type=int, default=32, help="per-worker batch size")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="learning-rate warm-up steps (default: TrainConfig's)")
+    p.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the exported weights (default: TrainConfig's); lower it for short fine-tunes")
+    p.add_argument("--identity-loss-weight", type=float, default=0.0,
+                   help="identity loss on the recovered x0, read by the synth judges (ArcFace for real faces is not wired here yet)")
+    p.add_argument("--expression-loss-weight", type=float, default=0.0, help="expression loss on the recovered x0, read by the synth judges")
+    p.add_argument("--aux-start-step", type=int, default=0,
+                   help="first step of the identity / expression losses (the recovered faces are noise before the model learns)")
     p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL, bf16 autocast")
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")

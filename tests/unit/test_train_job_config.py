@@ -1,0 +1,38 @@
+"""jobs/train.py's command line -> JobConfig -> TrainConfig, without Ray."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.train import parse_args, train_config
+from sfsr.model.presets import SYNTH_IDENTITY_ENCODER
+
+
+def test_loss_and_schedule_flags_reach_the_train_config() -> None:
+    job, smoke = parse_args(["--table", "t/faces", "--steps", "300", "--lr", "3e-4", "--warmup-steps", "20",
+                             "--ema-decay", "0.995", "--identity-loss-weight", "0.3", "--expression-loss-weight",
+                             "0.1", "--aux-start-step", "50", "--batch-size", "16"])  # fmt: skip
+    assert not smoke and job.name == "cpu-demo"
+    cfg = train_config(job, SYNTH_IDENTITY_ENCODER)
+    assert (cfg.total_steps, cfg.lr, cfg.warmup_steps, cfg.ema_decay) == (300, 3e-4, 20, 0.995)
+    assert (cfg.identity_loss_weight, cfg.expression_loss_weight, cfg.aux_start_step, cfg.batch_size) == (0.3, 0.1, 50, 16)
+
+
+def test_unset_flags_keep_the_train_config_defaults() -> None:
+    job, _ = parse_args(["--table", "t/faces"])
+    cfg = train_config(job, "insightface-arcface")
+    assert cfg.lr == 2e-3 and cfg.warmup_steps == 200 and cfg.ema_decay == 0.999 and cfg.identity_loss_weight == 0
+
+
+def test_judge_losses_are_refused_on_a_table_the_judges_did_not_encode() -> None:
+    job, _ = parse_args(["--table", "photos/faces", "--identity-loss-weight", "0.3"])
+    with pytest.raises(ValueError, match="synth judges.*photos/faces.*insightface-arcface"):
+        train_config(job, "insightface-arcface")
+
+
+def test_a_missing_table_is_an_error_unless_smoke_test(capsys) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([])
+    assert "--table is required" in capsys.readouterr().err
+    job, smoke = parse_args(["--smoke-test", "--preset", "tiny"])
+    assert smoke and job.steps == 6 and job.name == "tiny-smoke"
