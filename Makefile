@@ -36,8 +36,8 @@ test: $(STAMP) photos
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
 
-quickstart: $(STAMP)
-	$(VENV)/bin/sfsr quickstart
+quickstart: $(STAMP) photos
+	$(VENV)/bin/sfsr quickstart --photos .cache/photos $(QUICKSTART_ARGS)
 
 down: $(STAMP)
 	$(VENV)/bin/sfsr cluster down

@@ -116,24 +116,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    """The README's main command: bring the local platform up, check it with a real job, say where
-    everything is. Later stages (ingest, train, evaluate, serve) join this list as they land."""
-    steps = [
-        ("local platform up (Ray head, dashboard, S3 store on 127.0.0.1)", lambda: cmd_cluster_up(args)),
-        ("cluster self-check: jobs/doctor.py through `ray job submit`", lambda: cmd_doctor(args)),
-    ]
-    for i, (title, step) in enumerate(steps, 1):
-        print(f"\n[{i}/{len(steps)}] {title}", flush=True)
-        rc = step()
-        if rc:
-            print(f"quickstart stopped at step {i} ({title}); see the messages above", file=sys.stderr)
-            return rc
-    cfg = _platform_config(args)
-    print(f"\nDone. Dashboard: {cfg.dashboard_url}  (stop everything with `make down`)")
-    return 0
+    """The README's main command: the whole pipeline on the local platform (sfsr/quickstart.py)."""
+    from sfsr import quickstart
+
+    return quickstart.run(args, _platform_config(args), up=lambda: cmd_cluster_up(args), doctor=lambda: cmd_doctor(args))
+
+
+class RawFmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps a description's line breaks and shows defaults."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sfsr import quickstart
+
     parser = argparse.ArgumentParser(prog="sfsr", description=__doc__, formatter_class=Fmt)
     parser.add_argument("--home", default=None, help="state folder for the local platform (default: $SFSR_HOME or ~/.sfsr)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl = sub.add_parser("cluster", help="start, stop or inspect the local platform (Ray head + dashboard + S3)", formatter_class=Fmt)
     csub = cl.add_subparsers(dest="action", required=True)
     up = csub.add_parser("up", help="start a loopback-only Ray head, dashboard and SeaweedFS S3 store", formatter_class=Fmt)
-    up.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
-    up.add_argument("--dashboard-port", type=int, default=None, help="dashboard port on 127.0.0.1 (8265 unless a running platform chose another)")
+    up.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use; None: all of them")
+    up.add_argument("--dashboard-port", type=int, default=None, help="dashboard port on 127.0.0.1; None: 8265, or the port a running platform chose")
     up.add_argument("--no-s3", action="store_true", help="do not start the S3 store")
     up.set_defaults(func=cmd_cluster_up)
     csub.add_parser("down", help="stop the local platform", formatter_class=Fmt).set_defaults(func=cmd_cluster_down)
@@ -159,14 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--timeout", type=float, default=300, help="seconds to wait for the job")
     doc.set_defaults(func=cmd_doctor)
 
-    qs = sub.add_parser("quickstart", help="platform up + self-check job; prints the URLs", formatter_class=Fmt)
-    qs.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
-    qs.add_argument("--dashboard-port", type=int, default=None, help="dashboard port on 127.0.0.1 (8265 unless a running platform chose another)")
+    qs = sub.add_parser("quickstart", help="the whole pipeline locally: platform, doctor, ingest, train, evaluate, serve",
+                        description=quickstart.__doc__, formatter_class=RawFmt)
+    qs.add_argument("--photos", default=None, help="folder of real face photos to ingest as well (make quickstart passes the test photos)")
+    qs.add_argument("--synthetic", type=int, default=2000, help="synthetic training faces to ingest (plus 1/8 as many held out)")
+    qs.add_argument("--steps", type=int, default=100, help="fine-tuning steps on top of the committed cpu-demo model")
+    qs.add_argument("--port", type=int, default=8000, help="HTTP port of the endpoints and the page, on 127.0.0.1")
+    qs.add_argument("--fresh", action="store_true", help="redo every stage instead of reusing an earlier run's outputs")
+    qs.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use; None: all of them")
+    qs.add_argument("--dashboard-port", type=int, default=None, help="dashboard port on 127.0.0.1; None: 8265, or the port a running platform chose")
     qs.set_defaults(func=cmd_quickstart, storage=None, pack=None, model=None, address=None, timeout=300.0, no_s3=False)
 
+    from sfsr import watermark
     from sfsr.expressions import cli as expressions_cli
     from sfsr.faces import packs_cli
-    from sfsr import watermark
 
     for area in (packs_cli, expressions_cli, watermark):
         area.register(sub)

@@ -1,0 +1,314 @@
+"""`sfsr quickstart`: the whole pipeline on the local platform, each stage run the way a user runs it.
+
+  1. platform up        Ray head + dashboard + SeaweedFS S3, all on 127.0.0.1, token auth on
+  2. doctor             jobs/doctor.py through `ray job submit`
+  3. ingest             jobs/ingest.py: synthetic faces (train and held-out test splits) and, when
+                        given, a folder of real photos through the builtin face pack; tables on S3
+  4. train              jobs/train.py: a short fine-tune of the committed cpu-demo model on that
+                        table, checkpoints on S3
+  5. evaluate           jobs/evaluate.py on the held-out split: metrics.json + report.html
+  6. serve              `serve deploy` of deployments/serve_config.yaml with the trained model and
+                        an API token; the page, /docs and one real /v1/reenact request answer
+
+A second run reuses what the first made: a stage whose output already exists is skipped (say
+--fresh to redo them), so it only brings the platform back and redeploys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sfsr import cluster
+from sfsr.io import storage
+
+REPO = Path(__file__).resolve().parents[1]
+PRETRAINED = Path(__file__).resolve().parent / "model" / "pretrained" / "cpu-demo"
+SERVE_CONFIG = REPO / "deployments" / "serve_config.yaml"
+RUN_NAME = "quickstart"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where each stage writes (derived from the platform and the flags)."""
+
+    cfg: cluster.PlatformConfig
+    root: str  # s3:// prefix (or folder) of tables and training runs
+    local: Path  # evaluation report, serve config, API token: files a person opens
+    photos: Path | None
+    synthetic: int
+    steps: int
+    port: int
+    fresh: bool
+
+    @property
+    def synth_out(self) -> str:
+        return storage.join(self.root, "synth")
+
+    @property
+    def photos_out(self) -> str:
+        return storage.join(self.root, "photos")
+
+    @property
+    def runs(self) -> str:
+        return storage.join(self.root, "runs")
+
+    @property
+    def model(self) -> str:
+        return storage.join(self.runs, RUN_NAME, "model")
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.local / "evaluation"
+
+    @property
+    def token_file(self) -> Path:
+        return self.cfg.home / "api_token"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{cluster.LOOPBACK}:{self.port}"
+
+
+def make_plan(args: argparse.Namespace, cfg: cluster.PlatformConfig) -> Plan:
+    photos = Path(args.photos).resolve() if args.photos else None
+    if photos is not None and not photos.is_dir():
+        raise ValueError(f"--photos {args.photos}: not a folder")
+    root = f"s3://{cfg.bucket}/quickstart" if cfg.start_s3 else str(cfg.home.parent / "quickstart" / "data")
+    return Plan(cfg=cfg, root=root, local=cfg.home.parent / "quickstart", photos=photos, synthetic=args.synthetic,
+                steps=args.steps, port=args.port, fresh=args.fresh)  # fmt: skip
+
+
+def _env(cfg: cluster.PlatformConfig) -> dict[str, str]:
+    return os.environ | cluster.client_env(cfg)
+
+
+def submit(cfg: cluster.PlatformConfig, module: str, *args: str, timeout: float = 1800) -> int:
+    """`ray job submit -- python -m MODULE ARGS`, echoed, waited for, output streamed."""
+    cmd = [cluster._bin("ray"), "job", "submit", "--", "python", "-m", module, *args]
+    print("$ ray " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
+    try:
+        return subprocess.run(cmd, env=_env(cfg), timeout=timeout, check=False).returncode
+    except subprocess.TimeoutExpired:
+        print(f"error: {module} did not finish within {timeout:.0f} s", file=sys.stderr)
+        return 1
+
+
+def _table_exists(uri: str) -> bool:
+    from sfsr.io.schema import read_table_info
+
+    try:
+        read_table_info(storage.join(uri, "faces"))
+        return True
+    except (FileNotFoundError, ValueError, OSError):
+        return False
+
+
+def _reuse(plan: Plan, what: str, exists: bool) -> bool:
+    if exists and not plan.fresh:
+        print(f"reusing {what} from an earlier run (--fresh redoes it)", flush=True)
+        return True
+    return False
+
+
+def stage_ingest(plan: Plan) -> int:
+    if not _reuse(plan, f"the synthetic face table {plan.synth_out}", _table_exists(plan.synth_out)):
+        common = ("--crop-size", "32", "--identities", "200", "--output", plan.synth_out)
+        for split, n in (("train", plan.synthetic), ("test", max(64, plan.synthetic // 8))):
+            rc = submit(plan.cfg, "jobs.ingest", "--synthetic", str(n), "--synthetic-split", split, *common)
+            if rc:
+                return rc
+    if plan.photos is None:
+        print("no --photos folder: skipping the real-photo table (make quickstart fetches test photos)")
+        return 0
+    if _reuse(plan, f"the photo table {plan.photos_out}", _table_exists(plan.photos_out)):
+        return 0
+    return submit(plan.cfg, "jobs.ingest", "--input", str(plan.photos), "--output", plan.photos_out)
+
+
+def stage_train(plan: Plan) -> int:
+    if _reuse(plan, f"the trained model {plan.model}", storage.exists(storage.join(plan.model, "config.json"))):
+        return 0
+    return submit(plan.cfg, "jobs.train", "--preset", "cpu-demo", "--init-from", str(PRETRAINED),
+                  "--table", storage.join(plan.synth_out, "faces"), "--storage", plan.runs, "--name", RUN_NAME,
+                  "--steps", str(plan.steps), "--lr", "2e-4", "--warmup-steps", "10", "--ema-decay", "0.99",
+                  "--checkpoint-every", str(max(1, plan.steps // 2)), "--sample-every", str(plan.steps))  # fmt: skip
+
+
+def stage_evaluate(plan: Plan) -> int:
+    if _reuse(plan, f"the evaluation in {plan.eval_dir}", (plan.eval_dir / "metrics.json").is_file()):
+        return 0
+    rc = submit(plan.cfg, "jobs.evaluate", "--table", plan.synth_out, "--checkpoint", plan.model,
+                "--output", str(plan.eval_dir), "--task", "swap", "--pairs", "64", "--kid-subsets", "20")  # fmt: skip
+    if rc == 0:
+        print(f"report: {plan.eval_dir / 'report.html'}")
+    return rc
+
+
+def serve_config(plan: Plan) -> Path:
+    """deployments/serve_config.yaml with this run's model, port and API token file."""
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    config["http_options"]["port"] = plan.port
+    deps = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    deps["Ingress"]["user_config"]["api_token_file"] = str(plan.token_file)
+    deps["Generator"]["user_config"]["model"] = plan.model
+    path = plan.local / "serve_config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _serve_status(env: dict[str, str]) -> str:
+    done = subprocess.run([cluster._bin("serve"), "status"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    return done.stdout + done.stderr
+
+
+def stage_serve(plan: Plan, timeout: float = 600) -> int:
+    cluster.ensure_token(plan.token_file)
+    if cluster.port_open(plan.port) and "sfsr" not in _serve_status(_env(plan.cfg) | _serve_env(plan)):
+        print(f"error: port {plan.port} on 127.0.0.1 is taken by something else; pass --port", file=sys.stderr)
+        return 1
+    path = serve_config(plan)
+    env = _env(plan.cfg) | _serve_env(plan)
+    print(f"$ serve deploy {path}", flush=True)
+    done = subprocess.run([cluster._bin("serve"), "deploy", str(path)], env=env, capture_output=True, text=True, cwd=REPO, check=False)
+    if done.returncode:
+        print(done.stdout + done.stderr, file=sys.stderr)
+        return done.returncode
+    problem = wait_serve_running(env, timeout)
+    if problem is None:
+        return check_app(plan)
+    print(f"error: {problem}", file=sys.stderr)
+    return 1
+
+
+def wait_serve_running(env: dict[str, str], timeout: float) -> str | None:
+    """Poll `serve status` until every application is RUNNING and no deployment is DEPLOYING or
+    UNHEALTHY: None then, else what went wrong (with the status output)."""
+    deadline, out = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        out = _serve_status(env)
+        if "status: RUNNING" in out and "DEPLOYING" not in out and "UNHEALTHY" not in out:
+            return None
+        if "DEPLOY_FAILED" in out:
+            return f"the Serve application failed to deploy:\n{out[-3000:]}"
+        time.sleep(3)
+    return f"the Serve application did not reach RUNNING within {timeout:.0f} s:\n{out[-3000:]}"
+
+
+def _serve_env(plan: Plan) -> dict[str, str]:
+    return {"RAY_DASHBOARD_ADDRESS": plan.cfg.dashboard_url}  # the serve CLI reads this address
+
+
+def check_app(plan: Plan) -> int:
+    """The page, the docs and one real reenact request (an example face, a word) answer."""
+    import requests
+
+    token = plan.token_file.read_text().strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    page = requests.get(plan.base_url + "/", timeout=60)
+    docs = requests.get(plan.base_url + "/docs", timeout=60)
+    if page.status_code != 200 or docs.status_code != 200:
+        print(f"error: the page answered {page.status_code}, /docs {docs.status_code}", file=sys.stderr)
+        return 1
+    listed = requests.get(f"{plan.base_url}/v1/examples", headers=auth, timeout=60)
+    listed.raise_for_status()
+    example = requests.get(plan.base_url + listed.json()["examples"][0]["url"], headers=auth, timeout=60)
+    example.raise_for_status()
+    t0 = time.monotonic()
+    r = requests.post(f"{plan.base_url}/v1/reenact", headers=auth, timeout=300,
+                      files={"source": ("example.png", example.content)},
+                      data={"source_aligned": "true", "expression": "contentment", "seed": "0"})  # fmt: skip
+    if r.status_code != 200:
+        print(f"error: POST /v1/reenact answered {r.status_code}: {r.text[:500]}", file=sys.stderr)
+        return 1
+    out = plan.local / "first-request.png"
+    out.write_bytes(r.content)
+    print(f"POST /v1/reenact (example face, 'contentment'): 200 in {time.monotonic() - t0:.1f} s -> {out}")
+    return 0
+
+
+def summary(plan: Plan) -> str:
+    metrics = plan.eval_dir / "metrics.json"
+    lines = ["", "The sfsr platform is up, trained and serving (everything on 127.0.0.1):",
+             f"  web page      {plan.base_url}/",
+             f"  API docs      {plan.base_url}/docs",
+             f"  dashboard     {plan.cfg.dashboard_url}   (Ray token: {plan.cfg.token_path})",
+             f"  API token     {plan.token_file}",
+             f"  model         {plan.model}",
+             f"  evaluation    {plan.eval_dir / 'report.html'}"]  # fmt: skip
+    if metrics.is_file():
+        lines.append(f"                {_headline(json.loads(metrics.read_text()))}")
+    lines += ["", "Try it:",
+              f"  curl -H \"Authorization: Bearer $(cat {plan.token_file})\" -F source=@selfie.jpg \\",
+              f"       -F expression=hysteria {plan.base_url}/v1/reenact -o reenacted.png",
+              "Jobs: `source " + str(plan.cfg.home / "env.sh") + "` then `ray job submit -- python -m jobs.<name> --help`.",
+              "Stop everything with `make down` (or `sfsr cluster down`)."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _headline(m: dict) -> str:
+    """One line of metrics.json (jobs/evaluate.py): the model's identity, expression and FD."""
+    model = (m.get("methods") or {}).get("model") or {}
+    parts = []
+    for label, path in (("identity cosine", ("identity", "cosine", "mean")),
+                        ("identity retrieval top-1", ("identity", "retrieval_top1")),
+                        ("expression L2", ("expression", "l2", "mean")),
+                        ("FD", ("fd", "value"))):  # fmt: skip
+        v: object = model
+        for k in path:
+            v = v.get(k) if isinstance(v, dict) else None
+        if isinstance(v, (int, float)):
+            parts.append(f"{label} {v:.3g}")
+    if model.get("fd") and (m.get("feature_network") or {}).get("comparable_to_published") is False:
+        parts.append("(FD on offline features, not comparable to published FID)")
+    return ", ".join(parts) or "(see the report)"
+
+
+def _export_client_env(cfg: cluster.PlatformConfig) -> int:
+    """This process reads the S3 tables too (to reuse them): give it the platform's settings."""
+    os.environ.update(cluster.client_env(cfg))
+    return 0
+
+
+def run(args: argparse.Namespace, cfg: cluster.PlatformConfig, up: Callable[[], int], doctor: Callable[[], int]) -> int:
+    t_start = time.monotonic()
+    try:
+        plan = make_plan(args, cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    stages = [
+        ("local platform up (Ray head, dashboard, S3 store on 127.0.0.1)", lambda: up() or _export_client_env(cfg)),
+        ("cluster self-check: jobs/doctor.py", doctor),
+        ("ingest: synthetic faces and real photos -> face tables", lambda: stage_ingest(plan)),
+        (f"train: fine-tune the committed cpu-demo model for {plan.steps} steps", lambda: stage_train(plan)),
+        ("evaluate: held-out synthetic faces -> report.html", lambda: stage_evaluate(plan)),
+        ("serve: deploy the endpoints and the web page", lambda: stage_serve(plan)),
+    ]
+    for i, (title, stage) in enumerate(stages, 1):
+        t0 = time.monotonic()
+        print(f"\n[{i}/{len(stages)}] {title}", flush=True)
+        try:
+            rc = stage()
+        except Exception as e:  # noqa: BLE001 - the stage boundary: say what failed, keep what finished
+            print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+            rc = 1
+        if rc:
+            print(f"quickstart stopped at stage {i} ({title}); see the messages above. "
+                  "What finished is kept: run it again to continue.", file=sys.stderr)  # fmt: skip
+            return rc
+        print(f"[{i}/{len(stages)}] done in {time.monotonic() - t0:.0f} s", flush=True)
+    print(summary(plan))
+    print(f"\nquickstart took {(time.monotonic() - t_start) / 60:.1f} min")
+    return 0
