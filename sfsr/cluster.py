@@ -234,6 +234,11 @@ def start_ray(cfg: PlatformConfig, timeout: float = 90) -> int:
     env.pop("RAY_ADDRESS")  # the head must not try to join itself
     # Jobs run `python ...` from the head's PATH: put this environment's interpreter first.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # Serve's proxy and routers read these at start-up from the node's environment (an
+    # application's runtime_env does not reach them): how long a router waits for a replica's
+    # queue length before trying another, so a dead replica costs ~1 s, not Ray's 5 s default.
+    env.setdefault("RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S", "1.0")
+    env.setdefault("RAY_SERVE_MAX_QUEUE_LENGTH_RESPONSE_DEADLINE_S", "2.0")
     log = cfg.home / "logs" / "ray-head.log"
     pid = _spawn(cmd, env, log)
     _wait(f"Ray dashboard on {cfg.dashboard_url}", lambda: _dashboard_ready(cfg, token), timeout, log)

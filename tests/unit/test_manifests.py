@@ -382,6 +382,23 @@ def test_rayservice_embeds_serve_config() -> None:
     assert rendered == current, f"rayservice.yaml is not the renderer's output; {FIX_SERVE}"
 
 
+def test_rayservice_pods_get_the_api_token_and_serve_routing_settings() -> None:
+    """The proxy binds the pod IP, where the ingress refuses to run without a token: every pod
+    must get SFSR_API_TOKEN from a Secret (never a literal), and the routers' queue-length
+    deadline, which an application's runtime_env does not reach."""
+    from deployments.settings import TOKEN_ENV
+
+    service = next(d for d in docs(KUBERAY / "rayservice.yaml") or () if d["kind"] == "RayService")
+    cluster_spec = service["spec"]["rayClusterConfig"]
+    groups = [cluster_spec["headGroupSpec"], *cluster_spec["workerGroupSpecs"]]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container["env"]}
+            assert "secretKeyRef" in env[TOKEN_ENV]["valueFrom"] and "value" not in env[TOKEN_ENV]
+            assert float(env["RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S"]["value"]) <= 2.0
+    assert "sfsr-api-token" in (REPO / "platform" / "README.md").read_text()
+
+
 def test_renderer_overrides_only_the_http_host() -> None:
     renderer = load_renderer()
     config = {"http_options": {"host": "127.0.0.1", "port": 8123},
