@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,20 @@ def ray_address(platform_config: cluster.PlatformConfig, s3_server: S3Server) ->
 def platform_env(platform_config: cluster.PlatformConfig, ray_address: str) -> dict[str, str]:
     """The environment a `ray job submit` client needs (dashboard address, token, S3)."""
     return os.environ | cluster.client_env(platform_config) | {"PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="session")
+def served_app(platform_env: dict[str, str], tmp_path_factory) -> Iterator[str]:
+    """Base URL of the Serve app (tiny random model, token TOKEN, one small Generator replica),
+    deployed once for the HTTP tests and the page test (a deployment costs ~30 s on 2 cores)."""
+    from tests.fixtures.serve_app import deployed_app
+
+    with deployed_app(platform_env, tmp_path_factory.mktemp("serve")) as url:
+        yield url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on the Serve app run last, together: its replicas hold Ray CPUs (and a little
+    memory) from the first of them to the end of the session, which would otherwise slow the
+    ingest and training jobs of the tests collected after them."""
+    items.sort(key=lambda item: "served_app" in getattr(item, "fixturenames", ()))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import photos
-from tests.integration.test_serve import TOKEN, deployed_app
+from tests.fixtures.serve_app import TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / ".cache" / "e2e" / "page.png"
@@ -31,10 +31,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow,
                                                      "(apt-get install chromium chromium-driver)")]
 
 
-@pytest.fixture(scope="module")
-def base_url(platform_env: dict[str, str], tmp_path_factory):
-    with deployed_app(platform_env, tmp_path_factory.mktemp("page"), small_generator=False) as url:
-        yield url
+@pytest.fixture()
+def base_url(served_app: str) -> str:
+    return served_app  # the session's deployment (tests/conftest.py), shared with test_serve.py
 
 
 @pytest.fixture()

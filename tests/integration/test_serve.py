@@ -1,7 +1,7 @@
-"""The Serve application over real HTTP, deployed the way users deploy it: `serve deploy` of
-deployments/serve_config.yaml (a copy with the test's model, port and token) onto the session's
-local Ray cluster. A small random-weights model (preset "tiny") keeps generation fast; what is
-checked is the service: routes, encodings, provenance, watermark, refusals, overload.
+"""The Serve application over real HTTP, deployed the way users deploy it (`serve deploy` of
+deployments/serve_config.yaml; tests/fixtures/serve_app.py, once per session). A small
+random-weights model (preset "tiny") keeps generation fast; what is checked is the service:
+routes, encodings, provenance, watermark, refusals, overload.
 
 Run inside the loopback-only namespace: tests/isolated.sh .venv/bin/pytest tests/integration/test_serve.py
 """
@@ -9,101 +9,27 @@ Run inside the loopback-only namespace: tests/isolated.sh .venv/bin/pytest tests
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
 import requests
-import yaml
 from PIL import Image
 
-from sfsr import cluster, watermark
+from sfsr import watermark
 from tests.fixtures import photos
 from tests.fixtures.bad_images import bad_image_bytes
-
-REPO = Path(__file__).resolve().parents[2]
-SERVE = str(Path(sys.executable).parent / "serve")
-TOKEN = "test-token-" + "x" * 20
+from tests.fixtures.serve_app import TOKEN
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def write_tiny_model(folder: Path) -> Path:
-    """A random-weights model of the smallest preset, saved the way trained models are."""
-    from sfsr.model import make_model
-    from sfsr.model.presets import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER
-
-    # conditioned on the synth judges, like cpu-demo, so Generator can build its encoders
-    make_model("tiny", seed=0, identity_encoder=SYNTH_IDENTITY_ENCODER, expression_encoder=SYNTH_EXPRESSION_ENCODER,
-               trained_on="nothing (random weights, a test model)").save_pretrained(folder)
-    return folder
-
-
-def config_for_test(tmp: Path, port: int, model: Path, token_file: Path | None, small_generator: bool) -> Path:
-    """deployments/serve_config.yaml with the test's port, model and token; `small_generator`
-    pins one replica with 2 ongoing + 2 queued requests, so the overload test can fill it."""
-    config = yaml.safe_load((REPO / "deployments" / "serve_config.yaml").read_text())
-    config["http_options"]["port"] = port
-    deps = {d["name"]: d for d in config["applications"][0]["deployments"]}
-    deps["Ingress"]["user_config"]["api_token_file"] = str(token_file) if token_file else None
-    deps["Ingress"]["user_config"]["default_steps"] = 2
-    gen = deps["Generator"]
-    gen["user_config"]["model"] = str(model)
-    if small_generator:
-        gen["user_config"]["max_batch_size"] = 2
-        gen.pop("autoscaling_config")
-        gen.update(num_replicas=1, max_ongoing_requests=2, max_queued_requests=2)
-    path = tmp / "serve_config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def wait_running(env: dict[str, str], timeout: float = 240) -> None:
-    deadline, out = time.monotonic() + timeout, ""
-    while time.monotonic() < deadline:
-        done = subprocess.run([SERVE, "status"], env=env, capture_output=True, text=True)
-        out = done.stdout + done.stderr
-        if "status: RUNNING" in out and "DEPLOYING" not in out and "UNHEALTHY" not in out:
-            return
-        if "DEPLOY_FAILED" in out:
-            break
-        time.sleep(3)
-    raise AssertionError(f"the sfsr app did not reach RUNNING:\n{out[-4000:]}")
-
-
-@contextlib.contextmanager
-def deployed_app(platform_env: dict[str, str], tmp: Path, token: str | None = TOKEN,
-                 small_generator: bool = True) -> Iterator[str]:
-    """`serve deploy` the app (tiny model) on the session cluster; yields its base URL."""
-    env = platform_env | {"RAY_DASHBOARD_ADDRESS": platform_env["RAY_ADDRESS"]}  # the serve CLI reads this one
-    model = write_tiny_model(tmp / "tiny-model")
-    token_file = None
-    if token:
-        token_file = tmp / "token"
-        token_file.write_text(token)
-    port = cluster.free_port()
-    config = config_for_test(tmp, port, model, token_file, small_generator)
-    done = subprocess.run([SERVE, "deploy", str(config)], env=env, capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stdout + done.stderr
-    try:
-        wait_running(env)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        subprocess.run([SERVE, "shutdown", "-y"], env=env, capture_output=True, text=True)
-
-
-@pytest.fixture(scope="module")
-def base_url(platform_env: dict[str, str], tmp_path_factory) -> Iterator[str]:
-    with deployed_app(platform_env, tmp_path_factory.mktemp("serve")) as url:
-        yield url
+@pytest.fixture()
+def base_url(served_app: str) -> str:
+    return served_app
 
 
 def auth() -> dict[str, str]:

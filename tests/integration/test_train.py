@@ -59,12 +59,17 @@ def _checkpoint_steps(run_dir: str) -> list[int]:
     return sorted(json.loads(storage.read_bytes(f))["step"] for f in files if "/checkpoint_" in f)
 
 
-def _train_worker_pids() -> list[int]:
+def _train_worker_pids(env: dict) -> list[int]:
+    """Ray Train workers of this test session's cluster only: every process of a Ray node
+    inherits the head's environment, whose RAY_AUTH_TOKEN_PATH is unique to the platform (other
+    Ray clusters on the machine, a user's training run for one, must never be waited on or killed)."""
+    marker = f"RAY_AUTH_TOKEN_PATH={env['RAY_AUTH_TOKEN_PATH']}".encode()
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if (proc / "cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
+                if (proc / "cmdline").read_bytes().startswith(b"ray::RayTrainWorker") and \
+                        marker in (proc / "environ").read_bytes().split(b"\0"):
                     pids.append(int(proc.name))
             except OSError:
                 pass
@@ -113,14 +118,15 @@ def test_stopped_job_resumes_and_a_killed_worker_recovers(platform_env, smoke_ru
     root, table = smoke_run
     run_dir = str(Path(root) / "ft")
     common = ("--preset", "tiny", "--name", "ft", "--table", table, "--storage", root,
-              "--checkpoint-every", "5", "--sample-every", "100000", "--batch-size", "32")  # fmt: skip
+              "--checkpoint-every", "5", "--sample-every", "100000", "--batch-size", "8")  # fmt: skip
+    # batch 8 of the 32-row smoke table: 4 steps per epoch (each epoch is a new Ray Data pass)
 
     # stop the job after its first checkpoint, then submit it again: the step count continues
     first = _submit(platform_env, *common, "--steps", "100000", wait=False)
     _wait_for(lambda: _checkpoint_steps(run_dir), 300, "the first checkpoint")
     subprocess.run([RAY, "job", "stop", first], env=platform_env, capture_output=True, timeout=120, cwd=REPO)
     _wait_for(lambda: _status(platform_env, first) in ("STOPPED", "FAILED"), 120, "the job to stop")
-    _wait_for(lambda: not _train_worker_pids(), 120, "the stopped job's workers to exit")
+    _wait_for(lambda: not _train_worker_pids(platform_env), 120, "the stopped job's workers to exit")
     stopped_at = _checkpoint_steps(run_dir)[-1]
     target = stopped_at + 80
 
@@ -128,7 +134,7 @@ def test_stopped_job_resumes_and_a_killed_worker_recovers(platform_env, smoke_ru
     # kill the training worker once the resumed run has checkpointed past where it started
     _wait_for(lambda: _checkpoint_steps(run_dir)[-1] >= stopped_at + 10, 300, "a checkpoint of the resumed run")
     killed_after = _checkpoint_steps(run_dir)[-1]
-    pids = _train_worker_pids()
+    pids = _train_worker_pids(platform_env)
     assert pids, "no Ray Train worker process to kill"
     os.kill(pids[0], signal.SIGKILL)
     assert killed_after < target, "the run finished before the worker could be killed; raise the step margin"
