@@ -62,10 +62,25 @@ class S3Server:
         return "s3://" + "/".join((self.bucket,) + parts)
 
 
+_SESSION_ROOT: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ray reads RAY_AUTH_MODE once per process, when its config is first initialised (an import
+    or client of a test may do that long before the cluster fixture runs), and keeps it. So the
+    session's token settings go into the environment before any test module is imported; the
+    token file itself is written when the platform starts."""
+    global _SESSION_ROOT
+    _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="sfsr-test-"))
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                       "RAY_AUTH_TOKEN_PATH": str(_SESSION_ROOT / "local" / "auth_token")})  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def platform_config() -> cluster.PlatformConfig:
-    root = Path(tempfile.mkdtemp(prefix="sfsr-test-"))
+    root = _SESSION_ROOT or Path(tempfile.mkdtemp(prefix="sfsr-test-"))
     cfg = cluster.test_config(root / "local", num_cpus=2)  # `sfsr --home ROOT` finds it
+    assert str(cfg.token_path) == os.environ["RAY_AUTH_TOKEN_PATH"], "pytest_configure and the platform disagree"
     yield cfg
     cluster.down(cfg)
     shutil.rmtree(root, ignore_errors=True)
