@@ -31,7 +31,7 @@ photos: $(STAMP)
 	$(PY) -m tests.fixtures.photos
 
 test: $(STAMP) photos
-	tests/isolated.sh $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	tests/isolated.sh $(VENV)/bin/pytest -q --durations=15 $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)

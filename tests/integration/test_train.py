@@ -1,5 +1,6 @@
 """jobs/train.py through `ray job submit`: the smoke test, resuming by name, surviving a killed
-worker, and checkpoints on S3."""
+worker, and checkpoints on S3. Each submission costs ~30 s on 2 cores (driver, imports, worker
+group), so resuming by name is checked inside the stop/kill and S3 tests, not on its own."""
 
 from __future__ import annotations
 
@@ -102,16 +103,6 @@ def test_smoke_model_loads_and_generates(smoke_run) -> None:
     faces, masks, _, _ = render_batch(2, seed=5, n_identities=4, size=32)
     out = gen.swap(faces[:1], faces[1:], masks=masks[1:], steps=2)
     assert out.shape == (1, 16, 16, 3) and out.dtype == np.uint8
-
-
-def test_resubmitting_the_same_name_continues_the_step_count(platform_env, smoke_run) -> None:
-    root, table = smoke_run
-    done = _submit(platform_env, "--preset", "tiny", "--name", "tiny-smoke", "--table", table, "--storage", root,
-                   "--steps", "9", "--checkpoint-every", "3", "--batch-size", "8")  # fmt: skip
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-4000:]
-    assert "resumed from a checkpoint at step 6" in out
-    assert _checkpoint_steps(str(Path(root) / "tiny-smoke"))[-1] == 9
 
 
 def test_stopped_job_resumes_and_a_killed_worker_recovers(platform_env, smoke_run) -> None:
