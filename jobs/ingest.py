@@ -46,7 +46,7 @@ class IngestConfig:
     crop_size: int = 256
     min_face: int = 32
     batch_size: int = 8
-    detect_actors: int = 0  # 0: half the cluster's CPUs
+    detect_actors: int = 0  # 0: see actor_plan
     encode_actors: int = 0
     test_fraction: float = 0.1
     identity_from_folder: bool = False
@@ -122,6 +122,21 @@ def write_expression_bank(faces_uri: str, out_uri: str) -> int:
     return len(words)
 
 
+def actor_plan(cpus: int, gpus: float, detect: int = 0, encode: int = 0) -> dict[str, float]:
+    """Actor pool sizes and CPUs per actor. On CPUs, detection (HOG over the whole photo, one
+    thread per actor) is most of the work: one detect actor per CPU at 0.75 CPU each, and the
+    encoders (batched, cheap per face) share the remaining quarter, so every core is busy. With
+    GPUs the encoders take one GPU each and a CPU, and detection gets the other CPUs."""
+    if gpus:
+        n_enc = encode or max(1, int(gpus))
+        n_det = detect or max(1, cpus - n_enc)
+        return {"detect": n_det, "detect_cpus": 1.0, "encode": n_enc, "encode_cpus": 1.0}
+    n_det = detect or max(1, cpus)
+    n_enc = encode or max(1, cpus // 4)
+    return {"detect": n_det, "detect_cpus": round(0.75 * cpus / n_det, 3),
+            "encode": n_enc, "encode_cpus": round(0.25 * cpus / n_enc, 3)}
+
+
 def run(cfg: IngestConfig) -> dict:
     t0 = time.monotonic()
     faces_uri, errors_uri = storage.join(cfg.output, "faces"), storage.join(cfg.output, "errors")
@@ -147,8 +162,7 @@ def run(cfg: IngestConfig) -> dict:
     if todo:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         gpus = ray.cluster_resources().get("GPU", 0)
-        n_det = cfg.detect_actors or max(1, cpus // 2)
-        n_enc = cfg.encode_actors or max(1, cpus // 2)
+        plan = actor_plan(cpus, gpus, cfg.detect_actors, cfg.encode_actors)
         blocks = max(1, min(len(todo), 4 * cpus, len(todo) // cfg.batch_size + 1))
         ds = ray.data.from_items(todo, override_num_blocks=blocks)
         if cfg.synthetic:
@@ -158,16 +172,20 @@ def run(cfg: IngestConfig) -> dict:
             )  # fmt: skip
             pack_spec = "synthetic"
         else:
-            ds = ds.map_batches(st.read_and_decode, batch_format="pyarrow", batch_size=cfg.batch_size)
+            # same CPUs as the detect actors, so Ray Data fuses decoding into them (a separate
+            # task pool would find every CPU held by the actor pools and never run)
+            ds = ds.map_batches(st.read_and_decode, batch_format="pyarrow", batch_size=cfg.batch_size,
+                                num_cpus=plan["detect_cpus"])  # fmt: skip
             ds = ds.map_batches(
                 st.DetectAlign, fn_constructor_kwargs={"pack_spec": cfg.pack, "crop_size": cfg.crop_size, "min_face": cfg.min_face},
-                compute=ray.data.ActorPoolStrategy(size=n_det), batch_format="pyarrow", batch_size=cfg.batch_size,
+                compute=ray.data.ActorPoolStrategy(size=plan["detect"]), num_cpus=plan["detect_cpus"],
+                batch_format="pyarrow", batch_size=cfg.batch_size,
             )  # fmt: skip
             pack_spec = cfg.pack
         ds = ds.map_batches(
             st.Encode, fn_constructor_kwargs={"pack_spec": pack_spec, "face_schema": schema, "splits": {"test": cfg.test_fraction}},
-            compute=ray.data.ActorPoolStrategy(size=n_enc), batch_format="pyarrow", batch_size=4 * cfg.batch_size,
-            num_gpus=1 if gpus else 0,
+            compute=ray.data.ActorPoolStrategy(size=plan["encode"]), batch_format="pyarrow", batch_size=4 * cfg.batch_size,
+            num_gpus=1 if gpus else 0, num_cpus=plan["encode_cpus"],
         )  # fmt: skip
         ds = ds.map_batches(
             st.write_shard, batch_format="pyarrow", batch_size=None,
@@ -208,8 +226,8 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
     p.add_argument("--crop-size", type=int, default=256, help="side of the aligned crops stored in the table")
     p.add_argument("--min-face", type=int, default=32, help="smallest face (box side, source pixels) to keep")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch in the detect stage")
-    p.add_argument("--detect-actors", type=int, default=0, help="detect/align actors (0: half the CPUs)")
-    p.add_argument("--encode-actors", type=int, default=0, help="encoder actors (0: half the CPUs)")
+    p.add_argument("--detect-actors", type=int, default=0, help="detect/align actors (0: one per CPU, or per CPU left over by the GPU encoders)")
+    p.add_argument("--encode-actors", type=int, default=0, help="encoder actors (0: a quarter of the CPUs, or one per GPU)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="fraction of identities (or files) in the test split")
     p.add_argument("--identity-from-folder", action="store_true", help="label identities by their parent folder's name")
     p.add_argument("--retry-errors", action="store_true", help="process inputs that failed in an earlier run again")
