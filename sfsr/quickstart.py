@@ -84,6 +84,12 @@ def make_plan(args: argparse.Namespace, cfg: cluster.PlatformConfig) -> Plan:
     photos = Path(args.photos).resolve() if args.photos else None
     if photos is not None and not photos.is_dir():
         raise ValueError(f"--photos {args.photos}: not a folder")
+    if args.synthetic < 64:
+        raise ValueError(f"--synthetic {args.synthetic}: too few faces to train on; give at least 64")
+    if args.steps < 1:
+        raise ValueError(f"--steps {args.steps}: give at least 1 fine-tuning step")
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port}: not a TCP port (1-65535)")
     root = f"s3://{cfg.bucket}/quickstart" if cfg.start_s3 else str(cfg.home.parent / "quickstart" / "data")
     return Plan(cfg=cfg, root=root, local=cfg.home.parent / "quickstart", photos=photos, synthetic=args.synthetic,
                 steps=args.steps, port=args.port, fresh=args.fresh)  # fmt: skip

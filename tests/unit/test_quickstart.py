@@ -80,6 +80,14 @@ def test_summary_names_every_url_and_a_curl_example(tmp_path: Path) -> None:
         assert piece in text, piece
 
 
+@pytest.mark.parametrize(("bad", "named"), [("--synthetic=10", "--synthetic 10"), ("--steps=0", "--steps 0"),
+                                             ("--port=70000", "--port 70000")])  # fmt: skip
+def test_out_of_range_values_are_refused_naming_the_flag(tmp_path: Path, capsys, bad: str, named: str) -> None:
+    args = _args(tmp_path, bad)
+    assert quickstart.run(args, cli._platform_config(args), up=lambda: 1 / 0, doctor=lambda: 0) == 2
+    assert named in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bad", ["--steps=abc", "--port=x"])
 def test_bad_numbers_are_argparse_errors(tmp_path: Path, bad: str) -> None:
     with pytest.raises(SystemExit):
