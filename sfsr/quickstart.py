@@ -161,16 +161,26 @@ def stage_evaluate(plan: Plan) -> int:
     return rc
 
 
-def serve_config(plan: Plan) -> Path:
-    """deployments/serve_config.yaml with this run's model, port and API token file."""
+def derived_serve_config(port: int, model: str, token_file: Path | None) -> dict:
+    """deployments/serve_config.yaml with another port, model and API token file (as a dict;
+    the deployments keep their order, so `deployments_by_name` edits them in place)."""
     config = yaml.safe_load(SERVE_CONFIG.read_text())
-    config["http_options"]["port"] = plan.port
-    deps = {d["name"]: d for d in config["applications"][0]["deployments"]}
-    deps["Ingress"]["user_config"]["api_token_file"] = str(plan.token_file)
-    deps["Generator"]["user_config"]["model"] = plan.model
+    config["http_options"]["port"] = port
+    deps = deployments_by_name(config)
+    deps["Ingress"]["user_config"]["api_token_file"] = str(token_file) if token_file else None
+    deps["Generator"]["user_config"]["model"] = str(model)
+    return config
+
+
+def deployments_by_name(config: dict) -> dict[str, dict]:
+    return {d["name"]: d for d in config["applications"][0]["deployments"]}
+
+
+def serve_config(plan: Plan) -> Path:
+    """The config the quickstart deploys: this run's model, port and API token file."""
     path = plan.local / "serve_config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.write_text(yaml.safe_dump(derived_serve_config(plan.port, plan.model, plan.token_file), sort_keys=False))
     return path
 
 
