@@ -50,11 +50,15 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         return 1
     _print_status(cfg)
     env_file = cluster.write_env_file(cfg)
+    if cfg.start_s3:
+        s3_line, doctor_storage = f"{cfg.s3_endpoint}  bucket s3://{cfg.bucket}", f"s3://{cfg.bucket}/doctor"
+    else:  # --no-s3: jobs need a local --storage folder
+        s3_line, doctor_storage = "not started (--no-s3): give jobs a local --storage folder", "runs/doctor"
     print(
         f"\nDashboard:  {cfg.dashboard_url}   (token auth is on: the page asks for the token in {cfg.token_path})\n"
-        f"S3 store:   {cfg.s3_endpoint}  bucket s3://{cfg.bucket}\n"
+        f"S3 store:   {s3_line}\n"
         f"\nTo submit jobs from this shell:\n  source {env_file}\n"
-        f"  ray job submit -- python -m jobs.doctor --storage s3://{cfg.bucket}/doctor\n"
+        f"  ray job submit -- python -m jobs.doctor --storage {doctor_storage}\n"
         "Everything listens on 127.0.0.1 only. Stop it with `sfsr cluster down`."
     )
     return 0
