@@ -2,8 +2,8 @@
 
     python bench/midpoint.py RUN_DIR [--n 48] [--png midpoint.png]
 
-RUN_DIR/checkpoints/step-* are model folders (sfsr.model.train_local writes them). For every
-checkpoint, held-out synthetic faces (split "test") are noised to x_t at a grid of timesteps with
+RUN_DIR is a training run folder: jobs/train.py's (checkpoint_*/model) or
+sfsr.model.train_local's (checkpoints/step-*), see sfsr.model.runs. For every checkpoint, held-out synthetic faces (split "test") are noised to x_t at a grid of timesteps with
 fixed noise, x0 is recovered with each method (sfsr.diffusion.recovery) under the faces' own
 judge-encoded conditions, and the error against the true x0 is measured in the face region and
 over the whole image (MSE in [-1, 1] units; PSNR with peak-to-peak 2). The paper's comparison
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sfsr.diffusion.recovery import IMPROVED, MIDPOINT, ONE_STEP, Recovery, recover_x0  # noqa: E402
 from sfsr.diffusion.schedule import add_noise, alphas_cumprod, gather  # noqa: E402
 from sfsr.model import DiffSFSR  # noqa: E402
+from sfsr.model.runs import model_checkpoints  # noqa: E402
 from sfsr.model.training import face_region  # noqa: E402
 from sfsr.synth.dataset import render_batch  # noqa: E402
 from sfsr.synth.judges import load_judges  # noqa: E402
@@ -125,7 +125,7 @@ def draw_plot(rows: list[dict], path: str) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("run", help="training run folder with checkpoints/step-*")
+    p.add_argument("run", help="training run folder (jobs/train.py's or train_local's)")
     p.add_argument("--n", type=int, default=48, help="held-out faces")
     p.add_argument("--seed", type=int, default=2, help="seed of the faces and noise")
     p.add_argument("--t", default="100,300,500,700,900", help="timesteps to noise to")
@@ -134,15 +134,15 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    ckpts = sorted(Path(a.run, "checkpoints").glob("step-*"), key=lambda q: int(re.findall(r"\d+", q.name)[0]))
-    if not ckpts:
-        raise SystemExit(f"{a.run}: no checkpoints/step-* folders; train with sfsr.model.train_local first")
+    try:
+        ckpts = model_checkpoints(a.run)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     t_grid = [int(v) for v in a.t.split(",")]
     data = load_data(a.n, a.seed)
     rows, per_t = [], {}
     t0 = time.time()
-    for ck in ckpts:
-        step = int(re.findall(r"\d+", ck.name)[0])
+    for step, ck in ckpts:
         res = measure(DiffSFSR.from_pretrained(str(ck)).float(), data, t_grid, a.seed)
         for name, by_t in res.items():
             face = float(np.mean([v[0] for v in by_t.values()]))

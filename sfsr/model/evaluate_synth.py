@@ -1,6 +1,7 @@
 """Held-out acceptance metrics of a synthetic-face model, read by the synth judges (issue 4).
 
     python -m sfsr.model.evaluate_synth MODEL_DIR [MODEL_DIR ...] --n 32 --grid grid.png
+    python -m sfsr.model.evaluate_synth --run RUN_DIR --json over_training.jsonl   # every checkpoint
 
 On split "test" of sfsr.synth (identity x expression-region combinations never seen in training,
 unseen backgrounds), with the faces' true masks:
@@ -26,6 +27,7 @@ import numpy as np
 
 from sfsr.expressions import ExpressionTargets
 from sfsr.generate import Generator
+from sfsr.model.runs import model_checkpoints
 from sfsr.synth.dataset import expression_region, render_batch
 from sfsr.synth.factors import FAMILIES
 from sfsr.synth.judges import load_judges
@@ -110,7 +112,8 @@ def save_grid(outs: dict[str, np.ndarray], path: str, rows: int = 8, scale: int 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("models", nargs="+", help="model folders (save_pretrained) to evaluate, e.g. checkpoints")
+    p.add_argument("models", nargs="*", help="model folders (save_pretrained) to evaluate")
+    p.add_argument("--run", default="", help="also every checkpoint of this training run folder, in step order")
     p.add_argument("--n", type=int, default=32, help="held-out test faces")
     p.add_argument("--seed", type=int, default=1, help="seed of the held-out test set")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
@@ -120,15 +123,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", default="", help="write a sample grid PNG of the last model here")
     p.add_argument("--json", default="", help="append one JSON line per model here")
     a = p.parse_args(argv)
+    todo: list[tuple[int | None, str]] = [(None, m) for m in a.models]
+    if a.run:
+        todo += [(step, str(path)) for step, path in model_checkpoints(a.run)]
+    if not todo:
+        p.error("give model folders, --run RUN, or both")
     data = test_set(a.n, a.seed)
     sampling = {"steps": a.steps}
     for k in ("guidance_identity", "guidance_expression", "guidance_mode"):
         if getattr(a, k) is not None:
             sampling[k] = getattr(a, k)
-    for path in a.models:
+    for step, path in todo:
         gen = Generator.from_pretrained(path)
         m, outs = evaluate(gen, data, **sampling)
-        row = {"model": path, **sampling, **{k: round(v, 4) for k, v in m.items()}}
+        row = {"model": path, **({"step": step} if step is not None else {}), **sampling,
+               **{k: round(v, 4) for k, v in m.items()}}
         print(json.dumps(row), flush=True)
         if a.json:
             with open(a.json, "a") as f:
