@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -29,6 +30,7 @@ import torch
 
 from sfsr.io import storage
 from sfsr.model.presets import SYNTH_IDENTITY_ENCODER
+from sfsr.provenance import git_commit
 from sfsr.model.training import TrainConfig
 
 
@@ -94,7 +96,7 @@ def train_loop(config: dict) -> None:
     tcfg, model, ema, opt, sched, judges = _build(job, config["train"], config["model_args"])
     means = {k: np.asarray(v, np.float32) for k, v in config["identity_means"].items()}
 
-    step, epoch, batch_in_epoch = 0, 0, 0
+    step, epoch, batch_in_epoch, seconds_before = 0, 0, 0, 0.0
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -102,6 +104,7 @@ def train_loop(config: dict) -> None:
             step = T.load_training_state(state, model, ema, opt, sched)
             pos = json.loads((Path(d) / CKPT_META).read_text())
             epoch, batch_in_epoch = pos["epoch"], pos["batch_in_epoch"]
+            seconds_before = float(pos.get("train_seconds", 0.0))  # training time of earlier attempts
         print(f"[rank {rank}] resumed from a checkpoint at step {step} (epoch {epoch}, batch {batch_in_epoch})", flush=True)
     model.to(device)
     ema.model.to(device)
@@ -111,6 +114,7 @@ def train_loop(config: dict) -> None:
 
     shard = ray.train.get_dataset_shard("train")
     t_last, n_last = time.monotonic(), 0
+    t_start = t_last
     while step < job.steps:
         for i, rows in enumerate(shard.iter_batches(batch_size=job.batch_size, batch_format="pyarrow", drop_last=True)):
             if i < batch_in_epoch:  # the data position of a resumed run: skip what it trained on
@@ -123,10 +127,13 @@ def train_loop(config: dict) -> None:
             done = step >= job.steps
             if step % job.checkpoint_every == 0 or done:
                 now = time.monotonic()
-                metrics |= {"step": step, "epoch": epoch, "samples_per_s": n_last / max(now - t_last, 1e-9)}
+                train_seconds = round(seconds_before + now - t_start, 1)  # up to this checkpoint, over resumes
+                metrics |= {"step": step, "epoch": epoch, "samples_per_s": n_last / max(now - t_last, 1e-9),
+                            "train_seconds": train_seconds}
                 t_last, n_last = now, 0
                 state = T.training_state(model, ema, opt, sched, step)
-                _report(state, {"epoch": epoch, "batch_in_epoch": batch_in_epoch}, metrics, rank, ema.model,
+                position = {"epoch": epoch, "batch_in_epoch": batch_in_epoch, "train_seconds": train_seconds}
+                _report(state, position, metrics, rank, ema.model,
                         config["preview"], sample=step % job.sample_every == 0 or done)  # fmt: skip
             if done:
                 return
@@ -196,7 +203,9 @@ def train_config(job: JobConfig, identity_model: str | None) -> TrainConfig:
                        **{k: v for k, v in optional.items() if v is not None})  # fmt: skip
 
 
-def run(job: JobConfig) -> dict:
+def run(job: JobConfig, provenance: dict | None = None) -> dict:
+    """Train; export the final EMA model with a card (job, train config, final metrics and
+    `provenance`: the command and commit that started the run, see main())."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -228,6 +237,7 @@ def run(job: JobConfig) -> dict:
         dest = storage.join(job.storage, job.name, "model")
         with result.checkpoint.as_directory() as d:
             export_model(Path(d), dest, {"job": asdict(job), "train": asdict(tcfg), "metrics": result.metrics,
+                                         "provenance": provenance or {},
                                          "seconds_this_submission": round(time.monotonic() - t0, 1)})  # fmt: skip
         final["model"] = dest
     return final
@@ -272,6 +282,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[JobConfig, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     job, smoke = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # taken now, not at export: the checkout may move on during a two-hour run
+    provenance = {"command": shlex.join(["python", "-m", "jobs.train", *argv]), "git_commit": git_commit(),
+                  "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     ray.init()
     if smoke and not job.table:
         from jobs.ingest import IngestConfig
@@ -280,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         table_root = storage.join(job.storage, job.name, "smoke-table")
         ingest(IngestConfig(output=table_root, synthetic=32, crop_size=32, identities=8))
         job = JobConfig(**(asdict(job) | {"table": storage.join(table_root, "faces")}))
-    final = run(job)
+    final = run(job, provenance)
     print(json.dumps(final, indent=2, default=str))
     return 0 if final.get("model") else 1
 

@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,15 +26,8 @@ from sfsr.model.presets import make_model
 from sfsr.model.synth_data import PoolSampler, build_pool
 from sfsr.model.diffsfsr import DiffSFSR
 from sfsr.model.training import EMA, TrainConfig, make_optimizer, train_step, training_state
+from sfsr.provenance import git_commit
 from sfsr.synth.judges import load_judges
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def save_half(model: torch.nn.Module, folder: Path) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from sfsr.provenance import git_commit
 from sfsr.synth.dataset import sample_dataset
 from sfsr.synth.factors import EXPRESSION_FACTORS
 from sfsr.synth.judges import (
@@ -154,19 +154,6 @@ def evaluate(ident: IdentityJudge, expr: ExpressionJudge, data: dict[str, np.nda
     }
 
 
-def git_commit() -> str:
-    """HEAD commit, or "uncommitted" when there is none or sfsr/synth has local changes."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sfsr/synth"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "uncommitted"
-    return f"{head} (sfsr/synth modified)" if dirty else head
-
-
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults and keeps the module docstring's line breaks."""
@@ -225,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python -m sfsr.synth.train_judges "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "seed": cfg.seed,
-        "git_commit": git_commit(),
+        "git_commit": git_commit(("sfsr/synth",)),
         "torch": torch.__version__,
         "train_config": asdict(cfg),
         "config": config_dict(ident.cfg),

@@ -55,9 +55,13 @@ def _wait_for(cond, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _checkpoint_steps(run_dir: str) -> list[int]:
+def _checkpoint_metrics(run_dir: str) -> list[dict]:
     files = storage.list_files(run_dir, ("metrics.json",))
-    return sorted(json.loads(storage.read_bytes(f))["step"] for f in files if "/checkpoint_" in f)
+    return sorted((json.loads(storage.read_bytes(f)) for f in files if "/checkpoint_" in f), key=lambda m: m["step"])
+
+
+def _checkpoint_steps(run_dir: str) -> list[int]:
+    return [m["step"] for m in _checkpoint_metrics(run_dir)]
 
 
 def _train_worker_pids(env: dict) -> list[int]:
@@ -89,6 +93,10 @@ def smoke_run(platform_env, tmp_path_factory) -> tuple[str, str]:
     assert _checkpoint_steps(str(Path(root) / "tiny-smoke"))[-1] == 6
     grids = list((Path(root) / "tiny-smoke").rglob("samples-*.png"))
     assert grids, "the smoke run saved no sample grid"
+    card = json.loads((model / "run_card.json").read_text())  # how to reproduce the model
+    assert card["provenance"]["command"].startswith("python -m jobs.train ") and "--smoke-test" in card["provenance"]["command"]
+    assert card["provenance"]["git_commit"] and card["job"]["seed"] == 0
+    assert card["metrics"]["step"] == 6 and card["metrics"]["train_seconds"] > 0
     return root, str(Path(root) / "tiny-smoke" / "smoke-table" / "faces")
 
 
@@ -155,8 +163,12 @@ def test_checkpoints_on_s3_and_resume_from_there(platform_env, s3_server, smoke_
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert _checkpoint_steps(storage.join(root, "s3run")) == [3]
     assert storage.exists(storage.join(root, "s3run", "model", "config.json"))
+    seconds_at_3 = _checkpoint_metrics(storage.join(root, "s3run"))[0]["train_seconds"]
     again = _submit(platform_env, *args, "--steps", "6")
     out = again.stdout + again.stderr
     assert again.returncode == 0, out[-4000:]
     assert "resumed from a checkpoint at step 3" in out
     assert _checkpoint_steps(storage.join(root, "s3run"))[-1] == 6
+    # the training time carries over the resume (the model card's duration is the whole run's)
+    card = json.loads(storage.read_bytes(storage.join(root, "s3run", "model", "run_card.json")))
+    assert card["metrics"]["train_seconds"] > seconds_at_3
