@@ -14,21 +14,28 @@ unseen backgrounds), with the faces' true masks:
   plus the mean and median of p. The words are family names whose family differs from the
   target's expression region, so each request is a real change.
 - simultaneous: identity of A, a word, background of C: both measures at once.
+- swap_identity_rate_ideal: the same judge on the ideal swaps (each target re-rendered with its
+  source's identity, same expression, pose and background, kept only inside the target's face
+  region as the model's is): what this protocol allows at best, so a model's shortfall is its own.
 - background_psnr: PSNR outside the (undilated) face mask against the target, in dB (bar 25).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import time
 
 import numpy as np
+import torch
 
 from sfsr.expressions import ExpressionTargets
 from sfsr.generate import Generator
 from sfsr.model.runs import model_checkpoints
-from sfsr.synth.dataset import expression_region, render_batch
+from sfsr.model.training import face_region
+from sfsr.synth.dataset import expression_region, sample_dataset
+from sfsr.synth.render import render
 from sfsr.synth.factors import FAMILIES
 from sfsr.synth.judges import load_judges
 
@@ -49,9 +56,29 @@ def progress(e_out: np.ndarray, e_tgt: np.ndarray, e_req: np.ndarray) -> np.ndar
     return np.einsum("bf,bf->b", e_out - e_tgt, d) / np.maximum(np.einsum("bf,bf->b", d, d), 1e-8)
 
 
-def test_set(n: int, seed: int = 1) -> dict[str, np.ndarray]:
-    images, masks, ids, factors = render_batch(n, seed=seed, n_identities=200, size=32, split="test")
-    return {"images": images, "masks": masks >= 128, "ids": ids, "factors": factors}
+def held_out_set(n: int, seed: int = 1) -> dict[str, np.ndarray]:
+    """n held-out faces: images, masks (bool), ids, factors (expressions) and the SynthSamples."""
+    samples, images, masks = zip(*sample_dataset(n, seed, 200, 32, "test"))
+    return {"images": np.stack(images), "masks": np.stack(masks) >= 128,
+            "ids": np.array([s.identity_id for s in samples], np.int64),
+            "factors": np.stack([s.expression_array for s in samples]), "samples": list(samples)}
+
+
+def source_of_each(ids: np.ndarray) -> np.ndarray:
+    """Index of each face's swap source / driver: the next face of another identity."""
+    n = len(ids)
+    return np.array([next(j % n for j in range(i + 1, i + n + 1) if ids[j % n] != ids[i]) for i in range(n)])
+
+
+def ideal_swaps(data: dict, src: np.ndarray, dilate: int) -> np.ndarray:
+    """Each target re-rendered with its source's identity (its own expression, pose and
+    background), kept inside the target's face mask grown by `dilate` px and the target
+    elsewhere: the best output a swap that changes only the face region can give."""
+    size = data["images"].shape[1]
+    ideal = np.stack([render(replace(t, identity_id=int(data["ids"][k])), size)[0]
+                      for t, k in zip(data["samples"], src)])
+    region = face_region(torch.from_numpy(data["masks"][:, None]).float(), dilate)[:, 0].numpy() > 0
+    return np.where(region[..., None], ideal, data["images"])
 
 
 def evaluate(gen: Generator, data: dict[str, np.ndarray], **sampling) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -60,8 +87,7 @@ def evaluate(gen: Generator, data: dict[str, np.ndarray], **sampling) -> tuple[d
     targets = ExpressionTargets.for_synth()
     img, masks, ids = data["images"], data["masks"], data["ids"]
     n = len(img)
-    # pair each target with the next sample of another identity as the source / driver
-    src = np.array([next(j % n for j in range(i + 1, i + n + 1) if ids[j % n] != ids[i]) for i in range(n)])
+    src = source_of_each(ids)
     seeds = list(range(1000, 1000 + n))
     e_tgt = judges.expression_np(img)
     words = [FAMILIES[(expression_region(data["factors"][i]) + 1 + i % 5) % 6] for i in range(n)]
@@ -91,6 +117,8 @@ def evaluate(gen: Generator, data: dict[str, np.ndarray], **sampling) -> tuple[d
              simultaneous_word_progress_mean=float(np.mean(p)),
              simultaneous_background_psnr_db=psnr_outside(sim, img[bg_idx], masks[bg_idx]))
     m["judge_identity_rate_on_real_sources"] = float(np.mean(judges.predict_identity_np(img[src]) == ids[src]))
+    ideal = ideal_swaps(data, src, gen.model.config.mask_dilate)
+    m["swap_identity_rate_ideal"] = float(np.mean(judges.predict_identity_np(ideal) == ids[src]))
     m["seconds"] = round(time.time() - t0, 1)
     outs = {"source": img[src], "target": img, "swap": swap, "reenact_word": word, "reenact_driver": drv,
             "simultaneous": sim, "background": img[bg_idx], "words": np.array(words)}
@@ -128,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         todo += [(step, str(path)) for step, path in model_checkpoints(a.run)]
     if not todo:
         p.error("give model folders, --run RUN, or both")
-    data = test_set(a.n, a.seed)
+    data = held_out_set(a.n, a.seed)
     sampling = {"steps": a.steps}
     for k in ("guidance_identity", "guidance_expression", "guidance_mode"):
         if getattr(a, k) is not None:
