@@ -23,7 +23,10 @@ unseen backgrounds), with the faces' true masks:
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from dataclasses import replace
+from pathlib import Path
 import json
 import time
 
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 
 from sfsr.expressions import ExpressionTargets
-from sfsr.generate import Generator
+from sfsr.generate import CARD_NAME, Generator
 from sfsr.model.runs import model_checkpoints
 from sfsr.model.training import face_region
 from sfsr.synth.dataset import expression_region, sample_dataset
@@ -138,6 +141,24 @@ def save_grid(outs: dict[str, np.ndarray], path: str, rows: int = 8, scale: int 
     cv2.imwrite(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
+def verdict(m: dict[str, float]) -> dict[str, str]:
+    """Each bar of issue 4: 'met' or 'not met (value vs bar)'."""
+    out = {}
+    for key, bar in BARS.items():
+        out[key] = "met" if m[key] >= bar else f"not met ({m[key]:.3g} vs {bar})"
+    out["reenact_driver_halfway_rate"] = "met" if m["reenact_driver_halfway_rate"] >= BARS["reenact_word_halfway_rate"] else (
+        f"not met ({m['reenact_driver_halfway_rate']:.3g} vs {BARS['reenact_word_halfway_rate']})")
+    return out
+
+
+def record_in_card(model_dir: str, key: str, value: dict) -> None:
+    """Set metrics[key] in MODEL_DIR/sfsr_card.json (local folders; the card is created if absent)."""
+    path = Path(model_dir) / CARD_NAME
+    card = json.loads(path.read_text()) if path.is_file() else {}
+    card.setdefault("metrics", {})[key] = value
+    path.write_text(json.dumps(card, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("models", nargs="*", help="model folders (save_pretrained) to evaluate")
@@ -150,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance-mode", default=None, choices=["compositional", "nested"], help="guidance formula")
     p.add_argument("--grid", default="", help="write a sample grid PNG of the last model here")
     p.add_argument("--json", default="", help="append one JSON line per model here")
+    p.add_argument("--card", action="store_true", help="record each model's row in its own sfsr_card.json (metrics.held_out_acceptance)")
+    p.add_argument("--card-of", default="", help="record the --run rows in this model folder's card (metrics.held_out_over_training)")
     a = p.parse_args(argv)
     todo: list[tuple[int | None, str]] = [(None, m) for m in a.models]
     if a.run:
@@ -161,15 +184,23 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("guidance_identity", "guidance_expression", "guidance_mode"):
         if getattr(a, k) is not None:
             sampling[k] = getattr(a, k)
+    measured_with = shlex.join(["python", "-m", "sfsr.model.evaluate_synth", *(sys.argv[1:] if argv is None else argv)])
+    over_training = []
     for step, path in todo:
         gen = Generator.from_pretrained(path)
         m, outs = evaluate(gen, data, **sampling)
-        row = {"model": path, **({"step": step} if step is not None else {}), **sampling,
-               **{k: round(v, 4) for k, v in m.items()}}
+        row = {"model": path, **({"step": step} if step is not None else {}), **{**gen.sampling, **sampling},
+               "n": a.n, **{k: round(v, 4) for k, v in m.items()}}
         print(json.dumps(row), flush=True)
         if a.json:
             with open(a.json, "a") as f:
                 f.write(json.dumps(row) + "\n")
+        if step is not None:
+            over_training.append(row)
+        elif a.card:
+            record_in_card(path, "held_out_acceptance", {"measured_with": measured_with, **row, "verdict": verdict(m)})
+    if a.card_of and over_training:
+        record_in_card(a.card_of, "held_out_over_training", {"measured_with": measured_with, "rows": over_training})
     if a.grid:
         save_grid(outs, a.grid)
     return 0

@@ -1,0 +1,86 @@
+"""Publish a trained model folder as a pretrained model others start from (the committed cpu-demo).
+
+    python -m sfsr.model.publish RUNS/NAME/model DEST --name sfsr-cpu-demo \\
+        --trained-on "..." --licence "..." [--note "..."]
+    python -m sfsr.model.evaluate_synth DEST --n 128 --card --grid DEST/grid.png   # held-out metrics
+    python -m sfsr.model.evaluate_synth --run RUNS/NAME --card-of DEST              # over training
+
+DEST gets config.json, the weights in half precision (loading casts them back to float32; half
+the size in git) and sfsr_card.json: how the model was made, taken from the run_card.json that
+jobs/train.py exported next to the weights (command, commit, seed, training time, training and
+job settings, final training metrics), the loss history of the run's checkpoints, and the
+sampling defaults Generator uses. evaluate_synth --card adds the held-out metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from sfsr.generate import CARD_NAME, DEFAULT_SAMPLING
+from sfsr.model.diffsfsr import DiffSFSR
+
+
+def loss_history(run: Path) -> list[dict]:
+    """The metrics every kept checkpoint of a jobs/train.py run recorded, in step order."""
+    rows = [json.loads(p.read_text()) for p in run.glob("checkpoint_*/metrics.json")]
+    keep = ("step", "train_seconds", "samples_per_s", "loss", "loss_denoise", "loss_identity", "loss_expression", "lr")
+    return [{k: r[k] for k in keep if k in r} for r in sorted(rows, key=lambda r: r["step"])]
+
+
+def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: str, licence: str,
+            note: str = "", sampling: dict | None = None) -> dict:
+    """Write DEST (weights in float16, config, card); returns the card."""
+    src, dest = Path(model_dir), Path(dest)
+    run_card_path = src / "run_card.json"
+    if not run_card_path.is_file():
+        raise FileNotFoundError(f"{src}: no run_card.json; publish the model folder jobs/train.py exported (RUNS/NAME/model)")
+    run_card = json.loads(run_card_path.read_text())
+    model = DiffSFSR.from_pretrained(str(src), use_safetensors=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    copy.deepcopy(model).to(torch.float16).save_pretrained(dest)
+    prov, metrics, job = run_card.get("provenance", {}), run_card.get("metrics", {}), run_card.get("job", {})
+    card = {
+        "name": name,
+        "trained_on": trained_on,
+        "licence": licence,
+        "command": prov.get("command", ""),
+        "git_commit": prov.get("git_commit", ""),
+        "started_utc": prov.get("started_utc", ""),
+        "seed": job.get("seed"),
+        "steps": metrics.get("step"),
+        "train_minutes": round(metrics["train_seconds"] / 60, 2) if "train_seconds" in metrics else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "sampling": {**DEFAULT_SAMPLING, **(sampling or {})},
+        "training": {"job": job, "train_config": run_card.get("train", {}), "final_metrics": metrics},
+        "loss_history": loss_history(src.parent),
+        "metrics": {},
+    }
+    if note:
+        card["training_note"] = note
+    (dest / CARD_NAME).write_text(json.dumps(card, indent=1))
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="the model folder jobs/train.py exported (RUNS/NAME/model, with run_card.json)")
+    p.add_argument("dest", help="folder to write, e.g. sfsr/model/pretrained/cpu-demo")
+    p.add_argument("--name", required=True, help="model name shown by /v1/info")
+    p.add_argument("--trained-on", required=True, help="what data it was trained on")
+    p.add_argument("--licence", required=True, help="licence of the weights")
+    p.add_argument("--note", default="", help="anything the card should say about how it was trained")
+    p.add_argument("--steps", type=int, default=20, help="default sampling steps (evaluate_synth measures with 20)")
+    a = p.parse_args(argv)
+    card = publish(a.model, a.dest, name=a.name, trained_on=a.trained_on, licence=a.licence, note=a.note,
+                   sampling={"steps": a.steps})
+    print(f"{a.dest}: {card['steps']} steps, {card['train_minutes']} min, commit {card['git_commit'] or '?'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""Publishing a jobs/train.py model as a pretrained folder with a card that says how it was made."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors import safe_open
+
+from sfsr.generate import CARD_NAME, Generator
+from sfsr.model.evaluate_synth import record_in_card, verdict
+from sfsr.model.presets import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER, make_model
+from sfsr.model.publish import publish
+
+
+@pytest.fixture
+def exported(tmp_path):
+    """What jobs/train.py leaves: RUN/model (EMA weights + run_card.json) and RUN/checkpoint_*."""
+    run = tmp_path / "runs" / "demo"
+    tiny = make_model("tiny", identity_encoder=SYNTH_IDENTITY_ENCODER, expression_encoder=SYNTH_EXPRESSION_ENCODER)
+    tiny.save_pretrained(run / "model")
+    card = {"job": {"seed": 7, "steps": 20}, "train": {"lr": 0.002},
+            "metrics": {"step": 20, "train_seconds": 90.0, "loss": 0.1},
+            "provenance": {"command": "python -m jobs.train --preset tiny --steps 20", "git_commit": "abc123"}}
+    (run / "model" / "run_card.json").write_text(json.dumps(card))
+    for step, loss in ((20, 0.1), (10, 0.2)):
+        (run / f"checkpoint_{step}").mkdir()
+        (run / f"checkpoint_{step}" / "metrics.json").write_text(json.dumps({"step": step, "loss": loss, "epoch": 0}))
+    return run
+
+
+def test_published_folder_loads_in_half_the_size_with_its_provenance(exported, tmp_path):
+    dest = tmp_path / "pretrained" / "demo"
+    publish(exported / "model", dest, name="sfsr-demo", trained_on="tests", licence="Apache-2.0")
+    with safe_open(str(dest / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}
+    gen = Generator.from_pretrained(str(dest))
+    card = json.loads((dest / CARD_NAME).read_text())
+    assert gen.name == "sfsr-demo" and gen.sampling["steps"] == card["sampling"]["steps"]
+    assert card["command"] == "python -m jobs.train --preset tiny --steps 20" and card["git_commit"] == "abc123"
+    assert (card["seed"], card["steps"], card["train_minutes"]) == (7, 20, 1.5)
+    assert [r["step"] for r in card["loss_history"]] == [10, 20] and "epoch" not in card["loss_history"][0]
+
+
+def test_publish_refuses_a_folder_without_a_run_card(tmp_path):
+    make_model("tiny").save_pretrained(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="run_card.json"):
+        publish(tmp_path / "m", tmp_path / "out", name="x", trained_on="x", licence="x")
+
+
+def test_evaluation_rows_land_in_the_card_with_a_verdict(tmp_path):
+    m = {"swap_identity_rate": 0.5, "reenact_word_halfway_rate": 0.9, "reenact_driver_halfway_rate": 0.4,
+         "background_psnr_db": 26.0}
+    v = verdict(m)
+    assert v["swap_identity_rate"] == "not met (0.5 vs 0.8)" and v["background_psnr_db"] == "met"
+    assert v["reenact_driver_halfway_rate"].startswith("not met")
+    (tmp_path / CARD_NAME).write_text(json.dumps({"name": "x", "metrics": {"old": 1}}))
+    record_in_card(str(tmp_path), "held_out_acceptance", {**m, "verdict": v})
+    card = json.loads((tmp_path / CARD_NAME).read_text())
+    assert card["name"] == "x" and card["metrics"]["old"] == 1
+    assert card["metrics"]["held_out_acceptance"]["verdict"] == v
