@@ -162,7 +162,8 @@ def record_in_card(model_dir: str, key: str, value: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("models", nargs="*", help="model folders (save_pretrained) to evaluate")
-    p.add_argument("--run", default="", help="also every checkpoint of this training run folder, in step order")
+    p.add_argument("--run", default="", help="also the checkpoints of this training run folder, in step order")
+    p.add_argument("--every", type=int, default=1, help="with --run: only checkpoints whose step is a multiple of this, and the last")
     p.add_argument("--n", type=int, default=32, help="held-out test faces")
     p.add_argument("--seed", type=int, default=1, help="seed of the held-out test set")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
@@ -176,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     todo: list[tuple[int | None, str]] = [(None, m) for m in a.models]
     if a.run:
-        todo += [(step, str(path)) for step, path in model_checkpoints(a.run)]
+        try:
+            ckpts = model_checkpoints(a.run)
+        except ValueError as e:
+            p.error(str(e))
+        todo += [(step, str(path)) for step, path in ckpts if step % max(a.every, 1) == 0 or step == ckpts[-1][0]]
     if not todo:
         p.error("give model folders, --run RUN, or both")
     data = held_out_set(a.n, a.seed)
