@@ -57,6 +57,7 @@ class JobConfig:
     identity_loss_weight: float = 0.0
     expression_loss_weight: float = 0.0
     aux_start_step: int = 0
+    aux_swap: float = 0.0
 
 
 CKPT_STATE = "training_state.pt"
@@ -196,10 +197,13 @@ def train_config(job: JobConfig, identity_model: str | None) -> TrainConfig:
             f"which only understand tables encoded by them ({SYNTH_IDENTITY_ENCODER}); the table {job.table} "
             f"was encoded by {identity_model!r}"
         )
+    if job.aux_swap > 0 and job.identity_loss_weight <= 0:
+        raise ValueError(f"--aux-swap {job.aux_swap} trains swaps through the identity loss; give --identity-loss-weight > 0 too")
     optional = {"lr": job.lr, "warmup_steps": job.warmup_steps, "ema_decay": job.ema_decay}
     return TrainConfig(batch_size=job.batch_size, total_steps=job.steps, seed=job.seed,
                        identity_loss_weight=job.identity_loss_weight,
                        expression_loss_weight=job.expression_loss_weight, aux_start_step=job.aux_start_step,
+                       aux_swap=job.aux_swap,
                        **{k: v for k, v in optional.items() if v is not None})  # fmt: skip
 
 
@@ -260,6 +264,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[JobConfig, bool]:
     p.add_argument("--expression-loss-weight", type=float, default=0.0, help="expression loss on the recovered x0, read by the synth judges")
     p.add_argument("--aux-start-step", type=int, default=0,
                    help="first step of the identity / expression losses (the recovered faces are noise before the model learns)")
+    p.add_argument("--aux-swap", type=float, default=0.0,
+                   help="fraction of the recovery-loss samples trained as swaps (another sample's identity; needs --identity-loss-weight)")
     p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL, bf16 autocast")
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")

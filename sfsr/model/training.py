@@ -56,13 +56,18 @@ class TrainConfig:
     aux_start_step: int = 0
     aux_batch: int = 8  # samples of each batch that get the recovery losses
     aux_t_max: int = 600  # recovery losses only where x_t still shows the face
+    # Fraction of the aux samples trained as swaps: conditioned on another sample's identity, their
+    # identity loss pulls the recovered face toward that identity while the background, mask and
+    # expression stay the target's. Self-reconstruction alone never shows the model a background
+    # that disagrees with the identity vector, so it learns to read identity off the context.
+    aux_swap: float = 0.0
     recovery: str = "improved"  # "one_step", "midpoint" or "improved" (sfsr.diffusion.recovery)
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.recovery not in RECOVERIES:
             raise ValueError(f"TrainConfig.recovery={self.recovery!r} is not one of {sorted(RECOVERIES)}")
-        for name in ("p_drop_identity", "p_drop_expression"):
+        for name in ("p_drop_identity", "p_drop_expression", "aux_swap"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be in [0, 1]")
 
@@ -196,13 +201,18 @@ def train_step(
 
 def _aux_losses(net, model, judges, batch, x0, background, mregion, ab, cfg, g) -> dict[str, torch.Tensor]:
     """Identity and expression losses on x0 recovered from a fresh x_t (t < aux_t_max) of the
-    first aux_batch samples, conditioned on their full (undropped) vectors."""
-    n = min(cfg.aux_batch, x0.shape[0])
+    first aux_batch samples, conditioned on their full (undropped) vectors. The first
+    round(aux_swap * n) of them take their identity (and identity-loss target) from a donor,
+    the sample half a batch away, when that is another person."""
+    b = x0.shape[0]
+    n = min(cfg.aux_batch, b)
     dev = x0.device
     t = torch.randint(0, min(cfg.aux_t_max, ab.numel()), (n,), generator=g).to(dev)
     eps = torch.randn(x0[:n].shape, generator=g).to(dev, x0.dtype)
     x_t = add_noise(x0[:n], eps, gather(ab, t))
-    ident, expr = batch["identity"][:n], batch["expression"][:n]
+    target_emb = batch.get("identity_target", batch["identity"])
+    source = swap_sources(batch["identity"], n, round(cfg.aux_swap * n))
+    ident, expr, target_emb = batch["identity"][source], batch["expression"][:n], target_emb[source]
     bg, m = background[:n], mregion[:n]
 
     def denoise(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
@@ -211,11 +221,23 @@ def _aux_losses(net, model, judges, batch, x0, background, mregion, ab, cfg, g) 
     x0_hat = recover_x0(denoise, x_t, t, ab, model.schedule.prediction_type, RECOVERIES[cfg.recovery],
                         background=bg, mask=m)
     images = resize_for(model.decode(x0_hat), judges.size)  # (n, 3, s, s)
-    target_emb = batch.get("identity_target", ident)
     return {
-        "loss_identity": identity_loss(judges, images, target_emb[:n]).mean(),
+        "loss_identity": identity_loss(judges, images, target_emb).mean(),
         "loss_expression": expression_loss(judges, images, expr).mean(),
     }
+
+
+def swap_sources(identity: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """Index of the identity each of the first n samples is conditioned on: the first k take the
+    sample half a batch away when its identity vector differs (cosine < 0.99), the rest their own."""
+    b = identity.shape[0]
+    idx = torch.arange(n, device=identity.device)
+    if k <= 0 or b < 2:
+        return idx
+    donor = (idx[:k] + b // 2) % b
+    other = F.cosine_similarity(identity[idx[:k]], identity[donor], dim=1) < 0.99
+    idx[:k] = torch.where(other, donor, idx[:k])
+    return idx
 
 
 def training_state(model: DiffSFSR, ema: EMA | None, optimizer: torch.optim.Optimizer,

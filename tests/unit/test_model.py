@@ -20,6 +20,7 @@ from sfsr.model.training import (
     identity_label_means,
     load_training_state,
     make_optimizer,
+    swap_sources,
     train_step,
     training_state,
 )
@@ -193,26 +194,54 @@ def test_train_step_dropout_probability_one_ignores_the_vector():
     assert model.expression_stream.null.grad is None or model.expression_stream.null.grad.abs().sum() == 0
 
 
+class _TinyJudge(torch.nn.Module):
+    size = 16
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Linear(3 * 16 * 16, 128)
+
+    def identity_embedding(self, x):
+        return torch.nn.functional.normalize(self.p(x.flatten(1)), dim=1)
+
+    def expression(self, x):
+        return x.mean(dim=(2, 3)).repeat(1, 3)[:, :7]
+
+
 def test_train_step_with_recovery_losses():
-    class Judge(torch.nn.Module):
-        size = 16
-
-        def __init__(self):
-            super().__init__()
-            self.p = torch.nn.Linear(3 * 16 * 16, 128)
-
-        def identity_embedding(self, x):
-            return torch.nn.functional.normalize(self.p(x.flatten(1)), dim=1)
-
-        def expression(self, x):
-            return x.mean(dim=(2, 3)).repeat(1, 3)[:, :7]
-
+    Judge = _TinyJudge
     model = make_model("tiny")
     cfg = TrainConfig(identity_loss_weight=0.5, expression_loss_weight=0.5, aux_batch=2, recovery="midpoint")
     opt, _ = make_optimizer(model, cfg)
     logs = train_step(model, None, _batch(model), cfg, 0, opt, judges=Judge())
     assert 0 <= logs["loss_identity"] <= 2 and logs["loss_expression"] >= 0
     assert logs["loss"] > logs["loss_denoise"]
+
+
+def test_swap_sources_take_another_persons_identity_half_a_batch_away():
+    ident = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    ident[5] = ident[1]  # sample 1's donor (1 + 8 // 2) is the same person: it keeps its own
+    assert swap_sources(ident, 4, 0).tolist() == [0, 1, 2, 3]
+    assert swap_sources(ident, 4, 3).tolist() == [4, 1, 6, 3]
+
+
+def test_swap_trained_identity_loss_aims_at_the_donor(monkeypatch):
+    import sfsr.model.training as T
+
+    seen = []
+    real = T.identity_loss
+    monkeypatch.setattr(T, "identity_loss", lambda j, images, target: seen.append(target.clone()) or real(j, images, target))
+    model = make_model("tiny")
+    batch = _batch(model)
+    batch["identity"] = torch.nn.functional.normalize(torch.randn_like(batch["identity"]), dim=1)
+    b = batch["identity"].shape[0]
+    cfg = TrainConfig(identity_loss_weight=0.5, aux_batch=2, aux_swap=1.0, recovery="one_step")
+    opt, _ = make_optimizer(model, cfg)
+    train_step(model, None, batch, cfg, 0, opt, judges=_TinyJudge())
+    assert torch.equal(seen[0], batch["identity"][[b // 2, 1 + b // 2]])
+    cfg = TrainConfig(identity_loss_weight=0.5, aux_batch=2, aux_swap=0.0, recovery="one_step")
+    train_step(model, None, batch, cfg, 1, opt, judges=_TinyJudge())
+    assert torch.equal(seen[1], batch["identity"][:2])
 
 
 def test_checkpoint_state_round_trip(tmp_path):

@@ -36,3 +36,14 @@ def test_a_missing_table_is_an_error_unless_smoke_test(capsys) -> None:
     assert "--table is required" in capsys.readouterr().err
     job, smoke = parse_args(["--smoke-test", "--preset", "tiny"])
     assert smoke and job.steps == 6 and job.name == "tiny-smoke"
+
+
+def test_aux_swap_reaches_the_train_config_and_needs_the_identity_loss() -> None:
+    job, _ = parse_args(["--table", "t/faces", "--identity-loss-weight", "0.3", "--aux-swap", "0.5"])
+    assert train_config(job, SYNTH_IDENTITY_ENCODER).aux_swap == 0.5
+    job, _ = parse_args(["--table", "t/faces", "--aux-swap", "0.5"])
+    with pytest.raises(ValueError, match="--aux-swap 0.5.*--identity-loss-weight"):
+        train_config(job, SYNTH_IDENTITY_ENCODER)
+    job, _ = parse_args(["--table", "t/faces", "--identity-loss-weight", "0.3", "--aux-swap", "1.5"])
+    with pytest.raises(ValueError, match="aux_swap=1.5"):
+        train_config(job, SYNTH_IDENTITY_ENCODER)
