@@ -9,7 +9,9 @@ DEST gets config.json, the weights in half precision (loading casts them back to
 the size in git) and sfsr_card.json: how the model was made, taken from the run_card.json that
 jobs/train.py exported next to the weights (command, commit, seed, training time, training and
 job settings, final training metrics), the loss history of the run's checkpoints, and the
-sampling defaults Generator uses. evaluate_synth --card adds the held-out metrics.
+sampling defaults Generator uses. A model fine-tuned from another (--init-from) lists every
+stage, oldest first, with its command, commit and training time; train_minutes is their sum.
+evaluate_synth --card adds the held-out metrics.
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ def loss_history(run: Path) -> list[dict]:
     return [{k: r[k] for k in keep if k in r} for r in sorted(rows, key=lambda r: r["step"])]
 
 
+def stages(model_dir: Path) -> list[dict]:
+    """The run cards of a model and of the models it was fine-tuned from (job.init_from, when
+    that folder is local and has one), oldest first."""
+    chain, seen, here = [], set(), model_dir
+    while here is not None and (here / "run_card.json").is_file() and here.resolve() not in seen:
+        seen.add(here.resolve())
+        card = json.loads((here / "run_card.json").read_text())
+        chain.append({"model": str(here), **card})
+        parent = (card.get("job") or {}).get("init_from")
+        here = Path(parent) if parent and not str(parent).startswith("s3://") else None
+    return chain[::-1]
+
+
 def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: str, licence: str,
             note: str = "", sampling: dict | None = None) -> dict:
     """Write DEST (weights in float16, config, card); returns the card."""
@@ -40,6 +55,8 @@ def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: s
     if not run_card_path.is_file():
         raise FileNotFoundError(f"{src}: no run_card.json; publish the model folder jobs/train.py exported (RUNS/NAME/model)")
     run_card = json.loads(run_card_path.read_text())
+    chain = stages(src)
+    seconds = [c.get("metrics", {}).get("train_seconds") for c in chain]
     model = DiffSFSR.from_pretrained(str(src), use_safetensors=True)
     dest.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(model).to(torch.float16).save_pretrained(dest)
@@ -48,16 +65,20 @@ def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: s
         "name": name,
         "trained_on": trained_on,
         "licence": licence,
-        "command": prov.get("command", ""),
-        "git_commit": prov.get("git_commit", ""),
+        # a fine-tuned model lists every stage; the commands run in this order
+        "command": " && ".join(c.get("provenance", {}).get("command", "?") for c in chain),
+        "git_commit": prov.get("git_commit", "") if len(chain) == 1 else "; ".join(
+            f"stage {i}: {c.get('provenance', {}).get('git_commit', '?')}" for i, c in enumerate(chain, 1)),
         "started_utc": prov.get("started_utc", ""),
         "seed": job.get("seed"),
         "steps": metrics.get("step"),
-        "train_minutes": round(metrics["train_seconds"] / 60, 2) if "train_seconds" in metrics else None,
+        "train_minutes": round(sum(seconds) / 60, 2) if None not in seconds else None,  # all stages
         "parameters": sum(p.numel() for p in model.parameters()),
         "sampling": {**DEFAULT_SAMPLING, **(sampling or {})},
         "training": {"job": job, "train_config": run_card.get("train", {}), "final_metrics": metrics},
-        "loss_history": loss_history(src.parent),
+        "stages": [{"model": c["model"], "provenance": c.get("provenance", {}), "job": c.get("job", {}),
+                    "train_config": c.get("train", {}), "final_metrics": c.get("metrics", {}),
+                    "loss_history": loss_history(Path(c["model"]).parent)} for c in chain],
         "metrics": {},
     }
     if note:

@@ -13,20 +13,23 @@ from sfsr.model.presets import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER,
 from sfsr.model.publish import publish
 
 
-@pytest.fixture
-def exported(tmp_path):
+def _export(run, job: dict, seconds: float, command: str, commit: str, steps=(10, 20)):
     """What jobs/train.py leaves: RUN/model (EMA weights + run_card.json) and RUN/checkpoint_*."""
-    run = tmp_path / "runs" / "demo"
     tiny = make_model("tiny", identity_encoder=SYNTH_IDENTITY_ENCODER, expression_encoder=SYNTH_EXPRESSION_ENCODER)
     tiny.save_pretrained(run / "model")
-    card = {"job": {"seed": 7, "steps": 20}, "train": {"lr": 0.002},
-            "metrics": {"step": 20, "train_seconds": 90.0, "loss": 0.1},
-            "provenance": {"command": "python -m jobs.train --preset tiny --steps 20", "git_commit": "abc123"}}
+    card = {"job": job, "train": {"lr": 0.002}, "metrics": {"step": steps[-1], "train_seconds": seconds, "loss": 0.1},
+            "provenance": {"command": command, "git_commit": commit}}
     (run / "model" / "run_card.json").write_text(json.dumps(card))
-    for step, loss in ((20, 0.1), (10, 0.2)):
+    for step in steps[::-1]:
         (run / f"checkpoint_{step}").mkdir()
-        (run / f"checkpoint_{step}" / "metrics.json").write_text(json.dumps({"step": step, "loss": loss, "epoch": 0}))
+        (run / f"checkpoint_{step}" / "metrics.json").write_text(json.dumps({"step": step, "loss": 1 / step, "epoch": 0}))
     return run
+
+
+@pytest.fixture
+def exported(tmp_path):
+    return _export(tmp_path / "runs" / "demo", {"seed": 7, "steps": 20}, 90.0,
+                   "python -m jobs.train --preset tiny --steps 20", "abc123")
 
 
 def test_published_folder_loads_in_half_the_size_with_its_provenance(exported, tmp_path):
@@ -39,7 +42,17 @@ def test_published_folder_loads_in_half_the_size_with_its_provenance(exported, t
     assert gen.name == "sfsr-demo" and gen.sampling["steps"] == card["sampling"]["steps"]
     assert card["command"] == "python -m jobs.train --preset tiny --steps 20" and card["git_commit"] == "abc123"
     assert (card["seed"], card["steps"], card["train_minutes"]) == (7, 20, 1.5)
-    assert [r["step"] for r in card["loss_history"]] == [10, 20] and "epoch" not in card["loss_history"][0]
+    history = card["stages"][0]["loss_history"]
+    assert [r["step"] for r in history] == [10, 20] and "epoch" not in history[0]
+
+
+def test_a_fine_tuned_model_lists_every_stage_and_their_total_time(exported, tmp_path):
+    stage2 = _export(tmp_path / "runs" / "ft", {"seed": 1, "init_from": str(exported / "model")}, 30.0,
+                     "python -m jobs.train --init-from X --steps 5", "def456", steps=(5,))
+    card = publish(stage2 / "model", tmp_path / "out", name="x", trained_on="x", licence="x")
+    assert card["command"] == "python -m jobs.train --preset tiny --steps 20 && python -m jobs.train --init-from X --steps 5"
+    assert card["git_commit"] == "stage 1: abc123; stage 2: def456" and card["train_minutes"] == 2.0
+    assert [len(st["loss_history"]) for st in card["stages"]] == [2, 1] and card["seed"] == 1
 
 
 def test_publish_refuses_a_folder_without_a_run_card(tmp_path):
