@@ -71,7 +71,7 @@ def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: s
             f"stage {i}: {c.get('provenance', {}).get('git_commit', '?')}" for i, c in enumerate(chain, 1)),
         "started_utc": prov.get("started_utc", ""),
         "seed": job.get("seed"),
-        "steps": metrics.get("step"),
+        "steps": sum(c.get("metrics", {}).get("step") or 0 for c in chain),  # all stages
         "train_minutes": round(sum(seconds) / 60, 2) if None not in seconds else None,  # all stages
         "parameters": sum(p.numel() for p in model.parameters()),
         "sampling": {**DEFAULT_SAMPLING, **(sampling or {})},

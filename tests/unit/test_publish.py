@@ -51,7 +51,7 @@ def test_a_fine_tuned_model_lists_every_stage_and_their_total_time(exported, tmp
                      "python -m jobs.train --init-from X --steps 5", "def456", steps=(5,))
     card = publish(stage2 / "model", tmp_path / "out", name="x", trained_on="x", licence="x")
     assert card["command"] == "python -m jobs.train --preset tiny --steps 20 && python -m jobs.train --init-from X --steps 5"
-    assert card["git_commit"] == "stage 1: abc123; stage 2: def456" and card["train_minutes"] == 2.0
+    assert card["git_commit"] == "stage 1: abc123; stage 2: def456" and card["train_minutes"] == 2.0 and card["steps"] == 25
     assert [len(st["loss_history"]) for st in card["stages"]] == [2, 1] and card["seed"] == 1
 
 
