@@ -17,6 +17,9 @@ unseen backgrounds), with the faces' true masks:
 - swap_identity_rate_ideal: the same judge on the ideal swaps (each target re-rendered with its
   source's identity, same expression, pose and background, kept only inside the target's face
   region as the model's is): what this protocol allows at best, so a model's shortfall is its own.
+  swap_background_psnr_ideal: background PSNR of those ideal swaps. The model repaints the face
+  mask grown by mask_dilate px, so the rim between the true mask and the grown one changes with a
+  correct swap (the new head's edge pixels); this is the background score a faithful swap gets.
 - background_psnr: PSNR outside the (undilated) face mask against the target, in dB (bar 25).
 """
 
@@ -122,6 +125,7 @@ def evaluate(gen: Generator, data: dict[str, np.ndarray], **sampling) -> tuple[d
     m["judge_identity_rate_on_real_sources"] = float(np.mean(judges.predict_identity_np(img[src]) == ids[src]))
     ideal = ideal_swaps(data, src, gen.model.config.mask_dilate)
     m["swap_identity_rate_ideal"] = float(np.mean(judges.predict_identity_np(ideal) == ids[src]))
+    m["swap_background_psnr_ideal"] = psnr_outside(ideal, img, masks)
     m["seconds"] = round(time.time() - t0, 1)
     outs = {"source": img[src], "target": img, "swap": swap, "reenact_word": word, "reenact_driver": drv,
             "simultaneous": sim, "background": img[bg_idx], "words": np.array(words)}

@@ -36,6 +36,9 @@ def test_ideal_swaps_reach_the_bar_so_a_shortfall_is_the_models(data):
     assert np.array_equal(ideal[~region], data["images"][~region])  # only the face region changes
     assert np.mean(judges.predict_identity_np(ideal) == data["ids"][src]) >= 0.9
     assert np.mean(judges.predict_identity_np(data["images"]) == data["ids"][src]) == 0  # the unchanged target
+    # a faithful swap changes the rim between the true mask and the repainted one: the background
+    # score of an ideal swap is finite, and it is the ceiling a model's swap is compared with
+    assert 15 < psnr_outside(ideal, data["images"], data["masks"]) < 30
 
 
 def test_psnr_outside_ignores_the_face_and_progress_is_a_projection():
