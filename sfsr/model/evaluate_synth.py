@@ -26,12 +26,12 @@ unseen backgrounds), with the faces' true masks:
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
-import json
-import time
 
 import numpy as np
 import torch

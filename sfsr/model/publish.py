@@ -27,6 +27,11 @@ from sfsr.generate import CARD_NAME, DEFAULT_SAMPLING
 from sfsr.model.diffsfsr import DiffSFSR
 
 
+def save_half(model: torch.nn.Module, folder: Path) -> None:
+    """save_pretrained with float16 weights (half the size; loading casts back to float32)."""
+    copy.deepcopy(model).to(torch.float16).save_pretrained(folder)
+
+
 def loss_history(run: Path) -> list[dict]:
     """The metrics every kept checkpoint of a jobs/train.py run recorded, in step order."""
     rows = [json.loads(p.read_text()) for p in run.glob("checkpoint_*/metrics.json")]
@@ -51,15 +56,14 @@ def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: s
             note: str = "", sampling: dict | None = None) -> dict:
     """Write DEST (weights in float16, config, card); returns the card."""
     src, dest = Path(model_dir), Path(dest)
-    run_card_path = src / "run_card.json"
-    if not run_card_path.is_file():
+    if not (src / "run_card.json").is_file():
         raise FileNotFoundError(f"{src}: no run_card.json; publish the model folder jobs/train.py exported (RUNS/NAME/model)")
-    run_card = json.loads(run_card_path.read_text())
     chain = stages(src)
+    run_card = chain[-1]
     seconds = [c.get("metrics", {}).get("train_seconds") for c in chain]
     model = DiffSFSR.from_pretrained(str(src), use_safetensors=True)
     dest.mkdir(parents=True, exist_ok=True)
-    copy.deepcopy(model).to(torch.float16).save_pretrained(dest)
+    save_half(model, dest)
     prov, metrics, job = run_card.get("provenance", {}), run_card.get("metrics", {}), run_card.get("job", {})
     card = {
         "name": name,

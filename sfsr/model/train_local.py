@@ -26,15 +26,9 @@ from sfsr.model.presets import make_model
 from sfsr.model.synth_data import PoolSampler, build_pool
 from sfsr.model.diffsfsr import DiffSFSR
 from sfsr.model.training import EMA, TrainConfig, make_optimizer, train_step, training_state
+from sfsr.model.publish import save_half
 from sfsr.provenance import git_commit
 from sfsr.synth.judges import load_judges
-
-
-def save_half(model: torch.nn.Module, folder: Path) -> None:
-    """save_pretrained with float16 weights (half the size; loading casts back to float32)."""
-    import copy
-
-    copy.deepcopy(model).to(torch.float16).save_pretrained(folder)
 
 
 def _lr_factor(frac: float, step: int, warmup: int, final: float) -> float:
