@@ -169,13 +169,23 @@ def make_dataset(job: JobConfig) -> ray.data.Dataset:
 
 def table_conditioning(job: JobConfig):
     """The table's metadata (vector sizes, encoder names), and the per-identity mean
-    identity vectors (the identity condition: who the person is, not this photo)."""
+    identity vectors (the identity condition: who the person is, not this photo).
+
+    The means come from the rows of the training split (--split) only: a mean over the whole
+    table would carry the held-out faces' vectors into the training conditions."""
+    import pyarrow.compute as pc
+
     from sfsr.io.schema import read_table_info
     from sfsr.io.table import read_table
     from sfsr.model.training import identity_label_means
 
     info = read_table_info(job.table)
-    means = identity_label_means(read_table(job.table, columns=["labels", "identity"]))
+    rows = read_table(job.table, columns=["labels", "identity", "split"])
+    if job.split != "all":
+        rows = rows.filter(pc.equal(rows.column("split"), job.split))
+    if rows.num_rows == 0:
+        raise ValueError(f"{job.table}: no faces in split {job.split!r}; train on another --split")
+    means = identity_label_means(rows)
     return info, {k: v.tolist() for k, v in means.items()}
 
 
