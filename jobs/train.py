@@ -71,7 +71,9 @@ def _build(job: JobConfig, train: dict, model_args: dict):
 
     tcfg = T.TrainConfig(**train)
     if job.init_from:
-        model = DiffSFSR.from_pretrained(job.init_from)
+        from sfsr.io.cache import local_folder
+
+        model = DiffSFSR.from_pretrained(str(local_folder(job.init_from)))  # a folder or s3:// prefix
     else:
         model = T.make_model(job.preset, seed=job.seed, **model_args)
     ema = T.EMA(model, tcfg.ema_decay)
@@ -257,6 +259,16 @@ def run(job: JobConfig, provenance: dict | None = None) -> dict:
     return final
 
 
+def init_digest(init_from: str | None) -> str | None:
+    """sha256 of the weights and config a fine-tune starts from (sfsr.io.cache.files_digest), so
+    whoever reuses its model can tell whether it was made from the model they would start from."""
+    if not init_from:
+        return None
+    from sfsr.io.cache import files_digest, local_folder
+
+    return files_digest(local_folder(init_from))
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[JobConfig, bool]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--table", default=None, help="face table (folder or s3:// prefix); --smoke-test makes one")
@@ -301,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # taken now, not at export: the checkout may move on during a two-hour run
     provenance = {"command": shlex.join(["python", "-m", "jobs.train", *argv]), "git_commit": git_commit(),
-                  "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                  "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "init_from_sha256": init_digest(job.init_from)}
     ray.init()
     if smoke and not job.table:
         from jobs.ingest import IngestConfig

@@ -35,6 +35,7 @@ import torch
 
 from sfsr.diffusion.sampling import generators_for, sample
 from sfsr.expressions import ExpressionTargets
+from sfsr.io.cache import files_digest, local_folder
 from sfsr.model.diffsfsr import DiffSFSR
 from sfsr.model.presets import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER
 from sfsr.model.training import face_region
@@ -125,12 +126,14 @@ class Generator:
         self.name = name or model.config.preset
         self.card = card or {}
         self.sampling = {**DEFAULT_SAMPLING, **self.card.get("sampling", {})}
+        self.weights_digest = ""  # sha256 of config + weights when loaded from a folder (sfsr.io.cache)
 
     @classmethod
     def from_pretrained(cls, path: str, device: str = "cpu", *, encoders: ConditionEncoders | None = None,
                         cache_dir: str | None = None) -> Generator:
-        """Load a model folder (local, or s3://bucket/prefix downloaded to a cache)."""
-        local = _fetch(path, cache_dir) if str(path).startswith("s3://") else Path(path)
+        """Load a model folder (local, or s3://bucket/prefix copied into a cache keyed by its
+        content, so a new model written to the same prefix is fetched again: sfsr.io.cache)."""
+        local = local_folder(str(path), cache_dir)
         if not (local / "config.json").is_file():
             raise FileNotFoundError(
                 f"{path}: no config.json; expected a DiffSFSR folder written by save_pretrained "
@@ -139,8 +142,9 @@ class Generator:
         model = DiffSFSR.from_pretrained(str(local), use_safetensors=True)
         card_path = local / CARD_NAME
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-        return cls(model, encoders or encoders_for(model), device=device,
-                   name=card.get("name", local.name), card=card)
+        gen = cls(model, encoders or encoders_for(model), device=device, name=card.get("name", local.name), card=card)
+        gen.weights_digest = files_digest(local)  # what was loaded, whatever the folder is called
+        return gen
 
     @property
     def resolution(self) -> int:
@@ -303,24 +307,3 @@ def _default_seed(kind: str, ident: np.ndarray, bg: np.ndarray, expr: np.ndarray
     h.update(json.dumps(opts, sort_keys=True).encode())
     return int.from_bytes(h.digest()[:6], "little")
 
-
-def _fetch(uri: str, cache_dir: str | None) -> Path:
-    """Download the model files under an s3:// prefix into a cache folder (once per content)."""
-    from sfsr.io import storage
-
-    root = Path(cache_dir or Path.home() / ".cache" / "sfsr" / "models")
-    files = storage.list_files(uri.rstrip("/") + "/")
-    if not files:
-        raise FileNotFoundError(f"{uri}: no files under this prefix; upload the model folder there first")
-    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    local = root / key
-    prefix = uri.rstrip("/") + "/"
-    for f in files:
-        rel = f[len(prefix):]
-        dest = local / rel
-        if not dest.is_file():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(dest.name + ".part")
-            tmp.write_bytes(storage.read_bytes(f))
-            tmp.replace(dest)
-    return local

@@ -358,16 +358,46 @@ def delete_prefix(uri: str) -> int:
     return len(keys)
 
 
-def _list_keys(uri: str) -> list[str]:
+def _list_objects(uri: str) -> list[dict[str, Any]]:
+    """S3's records (Key, Size, ETag, ...) of every object under the folder `uri`."""
     bucket, key = split_s3(uri)
     prefix = key.rstrip("/") + "/" if key.strip("/") else ""
-    keys: list[str] = []
+    objects: list[dict[str, Any]] = []
     try:
         for page in _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+            objects.extend(page.get("Contents", []))
     except _boto_errors() as e:
         raise _s3_error(uri, "list", e) from e
-    return keys
+    return objects
+
+
+def _list_keys(uri: str) -> list[str]:
+    return [obj["Key"] for obj in _list_objects(uri)]
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A file under a folder and what changes when its content does."""
+
+    uri: str
+    size: int
+    version: str  # S3: the ETag; local: the modification time in nanoseconds
+
+
+def stat_files(prefix: str) -> list[FileStat]:
+    """Every file under the folder `prefix` with its size and version, sorted by URI (a missing
+    folder lists as empty). Two listings with equal stats hold the same bytes, unless a local
+    file was rewritten within the file system's timestamp resolution keeping its size."""
+    if is_s3(prefix):
+        bucket, _ = split_s3(prefix)
+        stats = [FileStat(f"{S3_SCHEME}{bucket}/{o['Key']}", int(o["Size"]), str(o.get("ETag", "")).strip('"'))
+                 for o in _list_objects(prefix) if not o["Key"].endswith("/")]
+    else:
+        stats = []
+        for uri in list_files(prefix):
+            st = os.stat(uri)
+            stats.append(FileStat(uri, st.st_size, str(st.st_mtime_ns)))
+    return sorted(stats, key=lambda s: s.uri)
 
 
 def list_files(prefix: str, suffixes: tuple[str, ...] | None = None) -> list[str]:
