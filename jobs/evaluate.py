@@ -34,6 +34,7 @@ from evaluation.suite import KIDConfig, eval_scores, merge_eval_stats
 from jobs import _evaluate_stages as st
 from sfsr.io import storage, table
 from sfsr.io.schema import read_table_info
+from sfsr.provenance import git_commit
 from sfsr.synth.factors import EXPRESSION_FACTORS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -196,10 +197,13 @@ def run(cfg: EvaluateConfig) -> dict:
                         "comparable_to_published": fe.comparable, "weights": fe.weights}
     encoders = spec.encoders()
     trained_with = list(cfg.training_recognisers)
+    weights = None
     if cfg.checkpoint:  # the model card names the encoders it was conditioned and trained on
         from sfsr.generate import Generator
 
-        trained_with.append(Generator.from_pretrained(cfg.checkpoint).info["conditioning"]["identity"])
+        gen = Generator.from_pretrained(cfg.checkpoint)
+        trained_with.append(gen.info["conditioning"]["identity"])
+        weights = gen.weights_digest  # content, not name: reusers compare it (sfsr.quickstart)
     if same_recogniser(encoders.identity.name, trained_with):
         warnings.append(f"the identity recogniser {encoders.identity.name} is the one the model was trained "
                         "against: its identity scores flatter the model; also report an independent recogniser")
@@ -211,7 +215,8 @@ def run(cfg: EvaluateConfig) -> dict:
     missing_out = scores.get("model", {}).get("failed", 0)
     metrics = {
         "task": cfg.task, "pairs": len(pairs), "seed": cfg.seed, "split": cfg.split, "table": uri,
-        "source": {"checkpoint": cfg.checkpoint, "images": cfg.images}, "feature_network": feature_info,
+        "source": {"checkpoint": cfg.checkpoint, "images": cfg.images, "weights_sha256": weights},
+        "git_commit": git_commit(), "feature_network": feature_info,
         "recogniser": encoders.identity.name, "expression_encoder": encoders.expression.name,
         "methods": scores, "warnings": warnings, "config": asdict(cfg),
         "errors": {"count": len(errors), "model_outputs_missing_or_bad": missing_out,
