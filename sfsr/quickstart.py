@@ -127,7 +127,53 @@ def _reuse(plan: Plan, what: str, exists: bool) -> bool:
     return False
 
 
+def _read_json(uri: str) -> dict | None:
+    try:
+        return json.loads(storage.read_bytes(uri))
+    except (storage.StorageError, FileNotFoundError, ValueError):
+        return None
+
+
+def made_from_now(plan: Plan) -> dict:
+    """What a fine-tuned model made now would be made from: the shipped model's weights and
+    config, the code, the table and the number of steps."""
+    from sfsr.io.cache import files_digest
+    from sfsr.provenance import git_commit
+
+    return {"init_from_sha256": files_digest(PRETRAINED), "git_commit": git_commit(),
+            "table": storage.join(plan.synth_out, "faces"), "steps": plan.steps}
+
+
+def model_stale_because(run_card: dict | None, now: dict) -> str | None:
+    """Why an earlier fine-tuned model (its exported run_card.json) is not what this run would
+    make, or None when it is."""
+    if run_card is None:
+        return "no earlier model"
+    prov, job = run_card.get("provenance") or {}, run_card.get("job") or {}
+    made = {"init_from_sha256": prov.get("init_from_sha256"), "git_commit": prov.get("git_commit"),
+            "table": job.get("table"), "steps": job.get("steps")}
+    what = {"init_from_sha256": "the shipped model", "git_commit": "the code", "table": "the table",
+            "steps": "the number of steps"}
+    changed = [f"{what[k]} ({made[k]!s:.20} then, {now[k]!s:.20} now)" for k in what if made[k] != now[k]]
+    return "made from other inputs: " + "; ".join(changed) if changed else None
+
+
+def report_stale_because(metrics: dict | None, weights_sha256: str, git_commit: str) -> str | None:
+    """Why an earlier metrics.json does not describe the model and code of this run, or None."""
+    if metrics is None:
+        return "no earlier report"
+    changed = []
+    if (metrics.get("source") or {}).get("weights_sha256") != weights_sha256:
+        changed.append("it scored other weights")
+    if metrics.get("git_commit") != git_commit:
+        changed.append(f"it was made by other code ({metrics.get('git_commit')!s:.20})")
+    return "; ".join(changed) or None
+
+
 def stage_ingest(plan: Plan) -> int:
+    if plan.fresh:
+        for uri in (plan.synth_out, plan.photos_out):
+            storage.delete_prefix(uri)  # ingest skips inputs already in a table: --fresh starts empty
     if not _reuse(plan, f"the synthetic face table {plan.synth_out}", _table_exists(plan.synth_out)):
         common = ("--crop-size", "32", "--identities", "200", "--output", plan.synth_out)
         for split, n in (("train", plan.synthetic), ("test", max(64, plan.synthetic // 8))):
@@ -143,8 +189,15 @@ def stage_ingest(plan: Plan) -> int:
 
 
 def stage_train(plan: Plan) -> int:
-    if _reuse(plan, f"the trained model {plan.model}", storage.exists(storage.join(plan.model, "config.json"))):
+    reason = "--fresh" if plan.fresh else model_stale_because(_read_json(storage.join(plan.model, "run_card.json")),
+                                                               made_from_now(plan))
+    if reason is None:
+        print(f"reusing the fine-tuned model {plan.model}: made from the shipped model, code, table and steps "
+              "this run would use (--fresh retrains)", flush=True)
         return 0
+    print(f"training {plan.model} ({reason})", flush=True)
+    # an earlier run of the same name would be resumed at its last step and train nothing
+    storage.delete_prefix(storage.join(plan.runs, RUN_NAME))
     return submit(plan.cfg, "jobs.train", "--preset", "cpu-demo", "--init-from", str(PRETRAINED),
                   "--table", storage.join(plan.synth_out, "faces"), "--storage", plan.runs, "--name", RUN_NAME,
                   "--steps", str(plan.steps), "--lr", "2e-4", "--warmup-steps", "10", "--ema-decay", "0.99",
@@ -152,8 +205,19 @@ def stage_train(plan: Plan) -> int:
 
 
 def stage_evaluate(plan: Plan) -> int:
-    if _reuse(plan, f"the evaluation in {plan.eval_dir}", (plan.eval_dir / "metrics.json").is_file()):
+    from sfsr.io.cache import files_digest, local_folder
+    from sfsr.provenance import git_commit
+
+    metrics = plan.eval_dir / "metrics.json"
+    earlier = json.loads(metrics.read_text()) if metrics.is_file() else None
+    reason = "--fresh" if plan.fresh else report_stale_because(earlier, files_digest(local_folder(plan.model)),
+                                                                git_commit())
+    if reason is None:
+        print(f"reusing the evaluation in {plan.eval_dir}: it scored this model's weights with this code "
+              "(--fresh redoes it)", flush=True)
         return 0
+    print(f"evaluating {plan.model} ({reason})", flush=True)
+    metrics.unlink(missing_ok=True)  # a failed evaluation must not leave the old report to be reused
     rc = submit(plan.cfg, "jobs.evaluate", "--table", plan.synth_out, "--checkpoint", plan.model,
                 "--output", str(plan.eval_dir), "--task", "swap", "--pairs", "64", "--kid-subsets", "20")  # fmt: skip
     if rc == 0:
@@ -264,7 +328,7 @@ def summary(plan: Plan) -> str:
              f"  model         {plan.model}",
              f"  evaluation    {plan.eval_dir / 'report.html'}"]  # fmt: skip
     if metrics.is_file():
-        lines.append(f"                {_headline(json.loads(metrics.read_text()))}")
+        lines += ["", "Evaluation (jobs/evaluate.py, held-out synthetic faces):", _headline(json.loads(metrics.read_text()))]
     lines += ["", "Try it:",
               f"  curl -H \"Authorization: Bearer $(cat {plan.token_file})\" -F source=@selfie.jpg \\",
               f"       -F expression=hysteria {plan.base_url}/v1/reenact -o reenacted.png",
@@ -273,22 +337,41 @@ def summary(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+HEADLINE_ROWS = (  # label, path in a method's scores (jobs/evaluate.py metrics.json)
+    ("identity accuracy (judge)", ("synth", "identity_accuracy")),
+    ("identity cosine", ("identity", "cosine", "mean")),
+    ("identity retrieval top-1", ("identity", "retrieval_top1")),
+    ("expression L2", ("expression", "l2", "mean")),
+    ("FD", ("fd", "value")),
+)
+HEADLINE_METHODS = ("model", "copy_target", "paste_source")
+
+
+def _at(d: object, path: tuple[str, ...]) -> object:
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
 def _headline(m: dict) -> str:
-    """One line of metrics.json (jobs/evaluate.py): the model's identity, expression and FD."""
-    model = (m.get("methods") or {}).get("model") or {}
-    parts = []
-    for label, path in (("identity cosine", ("identity", "cosine", "mean")),
-                        ("identity retrieval top-1", ("identity", "retrieval_top1")),
-                        ("expression L2", ("expression", "l2", "mean")),
-                        ("FD", ("fd", "value"))):  # fmt: skip
-        v: object = model
-        for k in path:
-            v = v.get(k) if isinstance(v, dict) else None
-        if isinstance(v, (int, float)):
-            parts.append(f"{label} {v:.3g}")
-    if model.get("fd") and (m.get("feature_network") or {}).get("comparable_to_published") is False:
-        parts.append("(FD on offline features, not comparable to published FID)")
-    return ", ".join(parts) or "(see the report)"
+    """metrics.json (jobs/evaluate.py) as a small table: the model's identity, expression and FD
+    beside the trivial baselines (copy the target; paste the source's face onto it), so a
+    number reads against what doing nothing, or copying, scores."""
+    methods = m.get("methods") or {}
+    cols = [c for c in HEADLINE_METHODS if c in methods]
+    rows = []
+    for label, path in HEADLINE_ROWS:
+        values = [_at(methods[c], path) for c in cols]
+        if any(isinstance(v, (int, float)) for v in values):
+            rows.append(f"  {label:<28}" + "".join(f"{v:>14.3g}" if isinstance(v, (int, float)) else f"{'-':>14}"
+                                                  for v in values))
+    if not rows:
+        return "(see the report)"
+    lines = [f"  {'':<28}" + "".join(f"{c:>14}" for c in cols), *rows]
+    if (methods.get("model") or {}).get("fd") and (m.get("feature_network") or {}).get("comparable_to_published") is False:
+        lines.append("  (FD on offline features, not comparable to published FID)")
+    pairs = f"{m.get('pairs')} {m.get('task', '')} pairs of split {m.get('split')!r}" if m.get("pairs") else ""
+    return "\n".join([pairs] + lines if pairs else lines)
 
 
 def _export_client_env(cfg: cluster.PlatformConfig) -> int:

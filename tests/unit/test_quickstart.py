@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -58,7 +60,7 @@ def test_a_failed_stage_stops_the_run_and_says_which(tmp_path: Path, capsys) -> 
     assert "stopped at stage 2" in err and "run it again to continue" in err
 
 
-def test_existing_outputs_are_reused_unless_fresh(tmp_path: Path, capsys) -> None:
+def test_existing_tables_are_reused_unless_fresh(tmp_path: Path, capsys) -> None:
     args = _args(tmp_path)
     plan = quickstart.make_plan(args, cli._platform_config(args))
     assert quickstart._reuse(plan, "the table", True)
@@ -68,27 +70,90 @@ def test_existing_outputs_are_reused_unless_fresh(tmp_path: Path, capsys) -> Non
     assert not quickstart._reuse(fresh, "the table", True)
 
 
+def _local_plan(tmp_path: Path, *extra: str) -> quickstart.Plan:
+    args = _args(tmp_path, "--steps", "7", *extra)
+    return dataclasses.replace(quickstart.make_plan(args, cli._platform_config(args)), root=str(tmp_path / "data"))
+
+
+def _earlier_model(plan: quickstart.Plan, **changed) -> Path:
+    """An earlier run's exported model: a checkpoint folder and a run card made from `changed`
+    inputs (the rest as this run would use)."""
+    now = quickstart.made_from_now(plan) | changed
+    model = Path(plan.model)
+    model.mkdir(parents=True)
+    (model.parent / "checkpoint_000001").mkdir()
+    (model / "run_card.json").write_text(json.dumps({
+        "job": {"table": now["table"], "steps": now["steps"]},
+        "provenance": {"init_from_sha256": now["init_from_sha256"], "git_commit": now["git_commit"]}}))
+    return model
+
+
+@pytest.mark.parametrize("changed", [{}, {"init_from_sha256": "0" * 64}, {"git_commit": "abc"}, {"steps": 3},
+                                     {"table": "s3://elsewhere/faces"}])
+def test_a_fine_tuned_model_is_reused_only_when_made_from_what_this_run_would_use(tmp_path: Path, monkeypatch,
+                                                                                   changed) -> None:
+    plan = _local_plan(tmp_path)
+    model = _earlier_model(plan, **changed)
+    submitted = []
+    monkeypatch.setattr(quickstart, "submit", lambda cfg, module, *a, **k: submitted.append((module, a)) or 0)
+    assert quickstart.stage_train(plan) == 0
+    if not changed:
+        assert submitted == [] and model.is_dir()
+        return
+    # retrained from scratch: the old run is gone (else jobs.train would resume it at its last
+    # step and train nothing) and the job asks for this run's steps
+    assert [m for m, _ in submitted] == ["jobs.train"] and not model.parent.exists()
+    args = submitted[0][1]
+    assert args[args.index("--steps") + 1] == "7" and args[args.index("--init-from") + 1] == str(quickstart.PRETRAINED)
+
+
+def test_fresh_retrains_even_a_matching_model(tmp_path: Path, monkeypatch) -> None:
+    plan = _local_plan(tmp_path, "--fresh")
+    model = _earlier_model(plan)
+    submitted = []
+    monkeypatch.setattr(quickstart, "submit", lambda cfg, module, *a, **k: submitted.append(module) or 0)
+    assert quickstart.stage_train(plan) == 0
+    assert submitted == ["jobs.train"] and not model.exists()
+
+
+def test_a_report_is_reused_only_for_the_same_weights_and_code(tmp_path: Path, monkeypatch) -> None:
+    plan = _local_plan(tmp_path)
+    model = Path(plan.model)
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
+    from sfsr.io.cache import files_digest
+    from sfsr.provenance import git_commit
+
+    plan.eval_dir.mkdir(parents=True)
+    metrics = plan.eval_dir / "metrics.json"
+    submitted = []
+    monkeypatch.setattr(quickstart, "submit", lambda cfg, module, *a, **k: submitted.append(module) or 0)
+
+    metrics.write_text(json.dumps({"source": {"weights_sha256": files_digest(model)}, "git_commit": git_commit()}))
+    assert quickstart.stage_evaluate(plan) == 0 and submitted == []
+    (model / "diffusion_pytorch_model.safetensors").write_bytes(b"retrained")  # a new model, same place
+    assert quickstart.stage_evaluate(plan) == 0 and submitted == ["jobs.evaluate"]
+    assert not metrics.exists()  # the stale report is gone before the new one is made
+    assert quickstart.report_stale_because({"source": {"weights_sha256": "x"}, "git_commit": "y"}, "x", "z") == \
+        "it was made by other code (y)"
+
+
 def test_summary_names_every_url_and_a_curl_example(tmp_path: Path) -> None:
     args = _args(tmp_path, "--port", "8125")
     plan = quickstart.make_plan(args, cli._platform_config(args))
     plan.eval_dir.mkdir(parents=True)
-    (plan.eval_dir / "metrics.json").write_text(
-        '{"methods": {"model": {"identity": {"cosine": {"mean": 0.5}, "retrieval_top1": 0.25}, "fd": {"value": 12.0}}}}')
+    (plan.eval_dir / "metrics.json").write_text(json.dumps({"pairs": 64, "task": "swap", "split": "test", "methods": {
+        "model": {"identity": {"cosine": {"mean": 0.5}, "retrieval_top1": 0.25}, "synth": {"identity_accuracy": 0.875},
+                  "fd": {"value": 12.0}},
+        "copy_target": {"identity": {"cosine": {"mean": 0.125}}, "synth": {"identity_accuracy": 0.0}},
+        "paste_source": {"synth": {"identity_accuracy": 0.984}}}}))
     text = quickstart.summary(plan)
     for piece in ("http://127.0.0.1:8125/", "http://127.0.0.1:8125/docs", plan.cfg.dashboard_url, "curl -H",
-                  "Authorization: Bearer", "/v1/reenact", "identity cosine 0.5, identity retrieval top-1 0.25, FD 12", "make down"):
+                  "Authorization: Bearer", "/v1/reenact", "make down", "64 swap pairs of split 'test'"):
         assert piece in text, piece
-
-
-@pytest.mark.parametrize(("bad", "named"), [("--synthetic=10", "--synthetic 10"), ("--steps=0", "--steps 0"),
-                                             ("--port=70000", "--port 70000")])  # fmt: skip
-def test_out_of_range_values_are_refused_naming_the_flag(tmp_path: Path, capsys, bad: str, named: str) -> None:
-    args = _args(tmp_path, bad)
-    assert quickstart.run(args, cli._platform_config(args), up=lambda: 1 / 0, doctor=lambda: 0) == 2
-    assert named in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("bad", ["--steps=abc", "--port=x"])
-def test_bad_numbers_are_argparse_errors(tmp_path: Path, bad: str) -> None:
-    with pytest.raises(SystemExit):
-        _args(tmp_path, bad)
+    table = {line.split("  ")[1].strip(): line.split()[-3:] for line in text.splitlines() if line.startswith("  identity")}
+    assert text.index("copy_target") < text.index("paste_source")
+    assert table["identity accuracy (judge)"] == ["0.875", "0", "0.984"]
+    assert table["identity cosine"] == ["0.5", "0.125", "-"]
+    assert table["identity retrieval top-1"] == ["0.25", "-", "-"]
