@@ -213,6 +213,15 @@ def phase_kill(args, model: str, images: list[bytes]) -> None:
           f"after recovery {sum(r[2] == 200 for r in after)}/{len(after)} ok")
 
 
+def resolve_model(name: str) -> str:
+    """--model as an absolute folder: 'tiny' writes a random tiny model to a temp folder."""
+    if name == "tiny":
+        from sfsr.model.presets import write_random_model
+
+        return str(write_random_model(Path(tempfile.mkdtemp(prefix="sfsr-bench-tiny-"))).resolve())
+    return str(Path(name).resolve())
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -236,12 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     import ray
     from ray import serve
 
-    model = args.model
-    if model == "tiny":
-        from tests.integration.test_serve import write_tiny_model
-
-        model = str(write_tiny_model(Path(tempfile.mkdtemp(prefix="sfsr-bench-tiny-"))))
-    model = str(Path(model).resolve())
+    model = resolve_model(args.model)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})

@@ -162,6 +162,14 @@ def sd_init(sd_path: str, *, seed: int = 0, identity_dim: int = 512, expression_
     return model
 
 
+def write_random_model(folder: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
+    """A random-weights model of `preset`, conditioned on the synth judges like cpu-demo (so a
+    Generator builds its encoders), saved the way trained models are: for tests and benches."""
+    make_model(preset, seed=seed, identity_encoder=SYNTH_IDENTITY_ENCODER, expression_encoder=SYNTH_EXPRESSION_ENCODER,
+               trained_on="nothing (random weights, a test model)").save_pretrained(str(folder))
+    return Path(folder)
+
+
 def _sd_schedule(root: Path) -> dict[str, Any]:
     """The folder's scheduler settings when it has them (scheduler/scheduler_config.json)."""
     import json
