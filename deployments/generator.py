@@ -13,12 +13,10 @@ length probes and health checks, which otherwise time out on a 2-core machine un
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -121,18 +119,16 @@ def model_summary(info: dict[str, Any], version: str) -> dict[str, Any]:
     }
 
 
-def weights_version(folder: str) -> str:
-    """sha256 prefix of the model's weight files: changes whenever the weights do."""
-    path = Path(folder)
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
-    if not files:
-        return "unknown"
-    h = hashlib.sha256()
-    for f in files:
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return "sha256:" + h.hexdigest()[:12]
+def weights_version(digest: str) -> str:
+    """The loaded weights' version as shown by /v1/info: a prefix of their sha256
+    (Generator.weights_digest, from the files loaded, local or fetched from s3://)."""
+    return "sha256:" + digest[:12] if digest else "unknown"
+
+
+def needs_reload(old: GeneratorSettings, new: GeneratorSettings) -> bool:
+    """Whether a user_config change must load the model again (batch settings change in place)."""
+    keys = ("model", "model_revision", "device", "torch_threads")
+    return any(getattr(old, k) != getattr(new, k) for k in keys)
 
 
 @serve.deployment(name="Generator")
@@ -152,8 +148,7 @@ class GeneratorDeployment:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         settings = from_dict(GeneratorSettings, config, "Generator user_config")
-        if self.settings is None or settings.model != self.settings.model or settings.device != self.settings.device \
-                or settings.torch_threads != self.settings.torch_threads:
+        if self.settings is None or needs_reload(self.settings, settings):
             self._load(settings)
         self.run.set_max_batch_size(settings.max_batch_size)
         self.run.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
@@ -176,7 +171,7 @@ class GeneratorDeployment:
         except FileNotFoundError as e:
             raise RuntimeError(f"Generator user_config.model={settings.model!r}: {e}. Point it at a model folder "
                                "(train one with jobs/train.py) in deployments/serve_config.yaml") from None
-        summary = model_summary(dict(model.info), weights_version(settings.model_path))  # fails early if info lacks it
+        summary = model_summary(dict(model.info), weights_version(model.weights_digest))  # fails early if info lacks it
         # One tiny generation loads the encoders and warms torch up, so the first request
         # does not pay for it and a model that cannot generate fails here, at deploy time.
         size = summary["resolution"]

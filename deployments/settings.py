@@ -146,6 +146,10 @@ class GeneratorSettings:
     max_batch_size: int = 8
     batch_wait_timeout_s: float = 0.05
     torch_threads: int = 1  # intra-op threads per replica; replicas x threads <= cores
+    # Any text; changing it reloads the model on running replicas. `serve deploy` of an unchanged
+    # config changes nothing, so new weights written to the same `model` URI need a new revision
+    # (the quickstart writes the weights' sha256 here). New replicas always load what is there now.
+    model_revision: str = ""
 
     def check(self) -> None:
         if self.max_batch_size < 1:

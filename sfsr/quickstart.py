@@ -225,14 +225,17 @@ def stage_evaluate(plan: Plan) -> int:
     return rc
 
 
-def derived_serve_config(port: int, model: str, token_file: Path | None) -> dict:
-    """deployments/serve_config.yaml with another port, model and API token file (as a dict;
-    the deployments keep their order, so `deployments_by_name` edits them in place)."""
+def derived_serve_config(port: int, model: str, token_file: Path | None, model_revision: str = "") -> dict:
+    """deployments/serve_config.yaml with another port, model (and its revision: new weights at
+    the same URI need a new one to reach running replicas) and API token file (as a dict; the
+    deployments keep their order, so `deployments_by_name` edits them in place)."""
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"]["port"] = port
     deps = deployments_by_name(config)
     deps["Ingress"]["user_config"]["api_token_file"] = str(token_file) if token_file else None
     deps["Generator"]["user_config"]["model"] = str(model)
+    if model_revision:
+        deps["Generator"]["user_config"]["model_revision"] = model_revision
     return config
 
 
@@ -241,10 +244,15 @@ def deployments_by_name(config: dict) -> dict[str, dict]:
 
 
 def serve_config(plan: Plan) -> Path:
-    """The config the quickstart deploys: this run's model, port and API token file."""
+    """The config the quickstart deploys: this run's model (pinned to its weights' sha256, so a
+    retrained model reaches the running replicas on redeploy), port and API token file."""
+    from sfsr.io.cache import files_digest, local_folder
+
     path = plan.local / "serve_config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(derived_serve_config(plan.port, plan.model, plan.token_file), sort_keys=False))
+    revision = files_digest(local_folder(plan.model))
+    path.write_text(yaml.safe_dump(derived_serve_config(plan.port, plan.model, plan.token_file, revision),
+                                   sort_keys=False))
     return path
 
 

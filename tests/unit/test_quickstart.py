@@ -39,8 +39,10 @@ def test_missing_photo_folder_is_refused_before_anything_starts(tmp_path: Path, 
 
 
 def test_serve_config_is_the_shipped_one_with_model_port_and_token(tmp_path: Path) -> None:
-    args = _args(tmp_path, "--port", "8124")
-    plan = quickstart.make_plan(args, cli._platform_config(args))
+    plan = _local_plan(tmp_path, "--port", "8124")
+    Path(plan.model).mkdir(parents=True)
+    (Path(plan.model) / "config.json").write_text("{}")
+    (Path(plan.model) / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
     written = yaml.safe_load(quickstart.serve_config(plan).read_text())
     shipped = yaml.safe_load(quickstart.SERVE_CONFIG.read_text())
     assert written["http_options"] == shipped["http_options"] | {"port": 8124}
@@ -48,6 +50,13 @@ def test_serve_config_is_the_shipped_one_with_model_port_and_token(tmp_path: Pat
     deps = {d["name"]: d for d in written["applications"][0]["deployments"]}
     assert deps["Ingress"]["user_config"]["api_token_file"] == str(plan.token_file)
     assert deps["Generator"]["user_config"]["model"] == plan.model
+    # pinned to the weights, so a model retrained at the same URI reloads on redeploy
+    from sfsr.io.cache import files_digest
+
+    assert deps["Generator"]["user_config"]["model_revision"] == files_digest(plan.model)
+    (Path(plan.model) / "diffusion_pytorch_model.safetensors").write_bytes(b"retrained")
+    again = quickstart.deployments_by_name(yaml.safe_load(quickstart.serve_config(plan).read_text()))
+    assert again["Generator"]["user_config"]["model_revision"] != deps["Generator"]["user_config"]["model_revision"]
     assert [d["name"] for d in written["applications"][0]["deployments"]] == \
         [d["name"] for d in shipped["applications"][0]["deployments"]]
 
