@@ -218,7 +218,7 @@ td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f4f4
 
 def render_html(metrics: dict, examples: list[Example] = (), previous: dict | None = None) -> str:  # type: ignore[assignment]
     title = f"sfsr evaluation: {metrics.get('task', '?')}"
-    fe = metrics.get("feature_network", {})
+    fe = metrics.get("feature_network") or {}  # None with --features none
     warn = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in metrics.get("warnings", []))
     info = (f"<p>{metrics.get('pairs', '?')} pairs, seed {metrics.get('seed', '?')}; FD features: "
             f"<b>{html.escape(str(fe.get('score_name', 'none')))}</b> ({html.escape(str(fe.get('name', '-')))})</p>")
