@@ -106,7 +106,9 @@ def test_missing_size_names_the_fix(tmp_path):
 def test_training_smoke_test_writes_loadable_weights(tmp_path):
     card = main(["--smoke-test", "--out", str(tmp_path)])
     metrics = card["held_out_metrics"]
-    assert metrics["n_test"] == 200 and 0.0 <= metrics["identity_top1"] <= 1.0
+    # 20 identities: chance is 0.05; four seconds of training read 0.70 (December 2026)
+    assert metrics["n_test"] == 200 and metrics["identity_top1"] >= 0.3
+    assert metrics["embedding_cos_same"] > metrics["embedding_cos_different"] + 0.2
     assert card["train_config"]["identities"] == 20
     reloaded = load_judges(SIZE, folder=tmp_path)
     assert reloaded.cfg.n_identities == 20
