@@ -116,6 +116,8 @@ def model_summary(info: dict[str, Any], version: str) -> dict[str, Any]:
         "conditioning": conditioning,
         "sampling_defaults": info.get("sampling_defaults") or {},
         "trained_on": info.get("trained_on") or "not recorded in the model folder",
+        "licence": info.get("licence") or "not recorded in the model folder",
+        "warning": info.get("warning"),  # set for models trained on synthetic faces (Generator.info)
     }
 
 

@@ -46,6 +46,7 @@ from sfsr.io.images import encode_png as plain_png
 logger = logging.getLogger("ray.serve")
 STATIC = Path(__file__).resolve().parent / "static"
 EXAMPLE_IDENTITIES = (3, 11, 27, 42, 58, 71)  # sfsr.synth identities shown as example faces
+WARNING_HEADER = "X-Sfsr-Warning"  # on outputs of a model trained on synthetic faces (documented in OpenAPI)
 MODEL_INFO_TTL_S = 30.0  # re-read Generator.info this often (a reconfigure may load another model)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Everything the Ingress methods use must be defined above the class: serve.ingress pickles the
@@ -282,7 +283,8 @@ class Ingress:
         crop = await self._call(self.generator.run, job)
         meta = {
             "request_id": rid, "route": route, "model": info["name"], "model_version": info["version"],
-            "trained_on": info["trained_on"], "seed": seed, "steps": p.steps,
+            "trained_on": info["trained_on"], "licence": info.get("licence"), "warning": info.get("warning"),
+            "seed": seed, "steps": p.steps,
             "guidance_identity": p.guidance_identity, "guidance_expression": p.guidance_expression,
             "expression": job.word, "expression_source": "target" if route == "swap" else job.expression_kind,
             "face": {"field": out.field, "bbox": [round(float(v), 1) for v in of.bbox], "aligned_input": out.aligned},
@@ -291,15 +293,20 @@ class Ingress:
         png, shape = await asyncio.to_thread(self._finish, out.image, crop, of, meta)
         meta.update(width=shape[1], height=shape[0], seconds=round(time.perf_counter() - t0, 3),
                     watermark={"method": watermark.METHOD, "payload": watermark.PAYLOAD.hex()})
+        headers = {"X-Sfsr-Model": f"{info['name']} {info['version']}"}
+        if meta["warning"]:
+            headers[WARNING_HEADER] = meta["warning"]
         if "application/json" in request.headers.get("accept", ""):
-            return JSONResponse({"image": "data:image/png;base64," + base64.b64encode(png).decode(), "metadata": meta})
-        return Response(png, media_type="image/png", headers={"X-Sfsr-Model": f"{info['name']} {info['version']}"})
+            return JSONResponse({"image": "data:image/png;base64," + base64.b64encode(png).decode(), "metadata": meta,
+                                 "warning": meta["warning"]}, headers=headers)
+        return Response(png, media_type="image/png", headers=headers)
 
     def _finish(self, photo: np.ndarray, crop: np.ndarray, face: Any, meta: dict[str, Any]) -> tuple[bytes, tuple]:
         image = compose.paste_back(photo, crop, face.align_matrix, face.mask, self.settings.feather)
         image = compose.fit_output(image, self.settings.max_output_side)
         text = watermark.provenance(meta["model"], meta["model_version"], meta["request_id"], route=meta["route"],
-                                    seed=str(meta["seed"]), trained_on=str(meta["trained_on"]))
+                                    seed=str(meta["seed"]), trained_on=str(meta["trained_on"]),
+                                    licence=str(meta["licence"]), **({"warning": meta["warning"]} if meta["warning"] else {}))
         marked = watermark.embed(image)
         return watermark.encode_png(marked, text), marked.shape
 

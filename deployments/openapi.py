@@ -69,7 +69,20 @@ def request_body(route: str) -> dict[str, Any]:
             "200": {"description": "the generated image: PNG with provenance text and an invisible watermark "
                                    "(or JSON with the PNG as a data: URL and its metadata when the request sends "
                                    "Accept: application/json)",
-                    "content": {"image/png": {}, "application/json": {}}},
+                    "headers": {
+                        "X-Sfsr-Model": {"description": "model name and weights version", "schema": {"type": "string"}},
+                        "X-Sfsr-Warning": {"description": "present when the model was trained on synthetic faces: "
+                                           "outputs on photos are not photo-real, and what to use instead "
+                                           "(also the JSON field `warning` and the PNG text sfsr:warning)",
+                                           "schema": {"type": "string"}}},
+                    "content": {"image/png": {}, "application/json": {"schema": {
+                        "type": "object", "required": ["image", "metadata", "warning"],
+                        "properties": {
+                            "image": {"type": "string", "description": "data:image/png;base64,..."},
+                            "metadata": {"type": "object", "description": "request id, model, version, trained_on, "
+                                         "licence, seed, steps, guidance, face box, watermark"},
+                            "warning": {"type": ["string", "null"], "description": "set when the model was trained "
+                                        "on synthetic faces (see the X-Sfsr-Warning header)"}}}}}},
             "401": {"description": "missing or wrong bearer token (only when a token is configured)"},
             "413": {"description": "request or image too large"},
             "415": {"description": "not multipart/JSON, or an image format we do not take"},

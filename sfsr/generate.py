@@ -66,6 +66,16 @@ def synth_encoders() -> ConditionEncoders:
                              ExpressionTargets.for_synth())
 
 
+def synthetic_warning(identity_encoder: str) -> str | None:
+    """What every output of a model conditioned on the synthetic judges must say, or None: such a
+    model only knows 32 px procedural faces, so a photo comes back as a cartoon face."""
+    if identity_encoder != SYNTH_IDENTITY_ENCODER:
+        return None
+    return ("this model was trained on synthetic 32 px faces (sfsr.synth): on photos it paints a procedural "
+            "face, not a photo-real one. For photos, ingest real faces with a face pack (jobs.ingest --input) "
+            "and train on them (jobs.train --table), then serve that model.")
+
+
 def encoders_for(model: DiffSFSR) -> ConditionEncoders:
     names = (model.config.identity_encoder, model.config.expression_encoder)
     if names == (SYNTH_IDENTITY_ENCODER, SYNTH_EXPRESSION_ENCODER):
@@ -155,7 +165,10 @@ class Generator:
         d = self.model.describe()
         return {
             "model": self.name, "preset": d["preset"], "resolution": self.resolution,
-            "trained_on": d["trained_on"], "latent": d["latent"], "parameters": d["denoiser_parameters"],
+            # the card (sfsr.model.publish) is the published word; the config is what training wrote
+            "trained_on": self.card.get("trained_on") or d["trained_on"] or "",
+            "licence": self.card.get("licence") or "", "warning": synthetic_warning(self.encoders.identity_name),
+            "latent": d["latent"], "parameters": d["denoiser_parameters"],
             "conditioning": {"identity": self.encoders.identity_name, "expression": self.encoders.expression_name,
                              "identity_dim": self.model.config.identity_dim,
                              "expression_dim": self.model.config.expression_dim},

@@ -62,6 +62,7 @@ def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: s
     run_card = chain[-1]
     seconds = [c.get("metrics", {}).get("train_seconds") for c in chain]
     model = DiffSFSR.from_pretrained(str(src), use_safetensors=True)
+    model.register_to_config(trained_on=trained_on)  # config and card say the same (Generator.info)
     dest.mkdir(parents=True, exist_ok=True)
     save_half(model, dest)
     prov, metrics, job = run_card.get("provenance", {}), run_card.get("metrics", {}), run_card.get("job", {})

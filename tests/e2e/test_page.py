@@ -7,6 +7,7 @@ Run inside the loopback-only namespace: tests/isolated.sh .venv/bin/pytest tests
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import photos
-from tests.fixtures.serve_app import TOKEN
+from tests.fixtures.serve_app import COMMITTED_MODEL, TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / ".cache" / "e2e" / "page.png"
@@ -71,8 +72,10 @@ def test_upload_choose_a_word_and_generate(base_url: str, browser, tmp_path: Pat
     browser.find_element(By.ID, "save-token").click()
     _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#examples img")) == 6)
     model_text = browser.find_element(By.ID, "model-text").text
-    assert "Trained on: nothing (random weights, a test model)" in model_text and "16 px" in model_text
-    assert not browser.find_elements(By.ID, "demo-note")  # the demo note is for the synthetic-face model only
+    card = json.loads((COMMITTED_MODEL / "sfsr_card.json").read_text())
+    assert f"Trained on: {card['trained_on']}" in model_text and "32 px" in model_text
+    # the committed model knows synthetic faces only: the page shows the server's warning
+    assert "synthetic 32 px faces" in browser.find_element(By.ID, "demo-note").text
 
     words = Select(browser.find_element(By.ID, "word"))
     groups = browser.find_elements(By.CSS_SELECTOR, "#word optgroup")

@@ -20,9 +20,10 @@ import requests
 from PIL import Image
 
 from sfsr import watermark
+from sfsr.io.cache import files_digest
 from tests.fixtures import photos
 from tests.fixtures.bad_images import bad_image_bytes
-from tests.fixtures.serve_app import TOKEN
+from tests.fixtures.serve_app import COMMITTED_MODEL, TOKEN
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -90,9 +91,13 @@ def test_expressions_and_info(base_url: str) -> None:
     words = requests.get(f"{base_url}/v1/expressions", headers=auth(), timeout=30).json()
     assert words["count"] == 135 and list(words["families"]) == ["love", "joy", "surprise", "anger", "sadness", "fear"]
     info = requests.get(f"{base_url}/v1/info", headers=auth(), timeout=30).json()
-    assert info["model"]["resolution"] == 16 and info["auth_required"] is True
-    assert info["model"]["trained_on"] == "nothing (random weights, a test model)"
-    assert info["model"]["version"].startswith("sha256:") and info["model"]["expression_dim"] == 7
+    # the committed model itself: its card's provenance, and a warning that it is synthetic
+    card = json.loads((COMMITTED_MODEL / "sfsr_card.json").read_text())
+    model = info["model"]
+    assert model["resolution"] == 32 and info["auth_required"] is True
+    assert (model["name"], model["trained_on"], model["licence"]) == (card["name"], card["trained_on"], card["licence"])
+    assert model["version"] == "sha256:" + files_digest(COMMITTED_MODEL)[:12] and model["expression_dim"] == 7
+    assert "synthetic 32 px faces" in model["warning"] and "jobs.train" in model["warning"]
     assert info["limits"]["max_request_bytes"] == 32 * 2**20
 
 
@@ -105,6 +110,10 @@ def test_reenact_multipart_with_a_word(base_url: str) -> None:
     text = check_png(r.content, src.shape[:2])
     assert text["sfsr:route"] == "reenact" and text["sfsr:seed"] == "7"
     assert r.headers["X-Request-Id"] == text["sfsr:request_id"]
+    card = json.loads((COMMITTED_MODEL / "sfsr_card.json").read_text())
+    assert (text["sfsr:model"], text["sfsr:trained_on"], text["sfsr:licence"]) == \
+        (card["name"], card["trained_on"], card["licence"])
+    assert "synthetic 32 px faces" in r.headers["X-Sfsr-Warning"] and text["sfsr:warning"] == r.headers["X-Sfsr-Warning"]
 
 
 def test_swap_json_base64_and_json_response(base_url: str) -> None:
@@ -118,6 +127,8 @@ def test_swap_json_base64_and_json_response(base_url: str) -> None:
     meta = out["metadata"]
     assert meta["route"] == "swap" and meta["steps"] == 2 and meta["face"]["field"] == "target"
     assert meta["statement"] == watermark.GENERATED_STATEMENT
+    assert out["warning"] == meta["warning"] == r.headers["X-Sfsr-Warning"] and "synthetic" in out["warning"]
+    assert meta["licence"].startswith("Apache-2.0")
 
 
 def test_generate_with_vector_image_and_aligned_example(base_url: str) -> None:

@@ -40,6 +40,8 @@ def test_published_folder_loads_in_half_the_size_with_its_provenance(exported, t
     gen = Generator.from_pretrained(str(dest))
     card = json.loads((dest / CARD_NAME).read_text())
     assert gen.name == "sfsr-demo" and gen.sampling["steps"] == card["sampling"]["steps"]
+    assert json.loads((dest / "config.json").read_text())["trained_on"] == "tests"  # config agrees with the card
+    assert (gen.info["trained_on"], gen.info["licence"]) == ("tests", "Apache-2.0")
     assert card["command"] == "python -m jobs.train --preset tiny --steps 20" and card["git_commit"] == "abc123"
     assert (card["seed"], card["steps"], card["train_minutes"]) == (7, 20, 1.5)
     history = card["stages"][0]["loss_history"]
