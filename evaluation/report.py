@@ -27,6 +27,8 @@ ROWS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("expression L2 to reference", ("expression", "l2", "mean"), False),
     ("pose L2 (degrees)", ("pose", "l2_degrees", "mean"), False),
     ("judge identity accuracy", ("synth", "identity_accuracy"), True),
+    ("render identity accuracy (no network)", ("render", "identity_accuracy"), True),
+    ("render expression accuracy (no network)", ("render", "expression_accuracy"), True),
     ("judge expression MAE", ("synth", "expression_mae", "mean"), False),
     ("background PSNR (dB)", ("synth", "background_psnr_db", "mean"), True),
     ("failed outputs", ("failed",), False),

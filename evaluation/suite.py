@@ -58,6 +58,7 @@ class PairBatch:
     expression_reference: np.ndarray | None = None  # (B, De) pack-space targets for word pairs
     synth_identity: np.ndarray | None = None  # (B,) int identity ids of the identity faces
     synth_expression: np.ndarray | None = None  # (B, F) reference expression factors
+    render_plans: list[dict] | None = None  # per pair, evaluation.synth.render_plan (synthetic faces)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class MethodStats:
     expression: ex.ExpressionStats | None = None
     pose: po.PoseStats | None = None
     synth: sy.SynthStats | None = None
+    render: sy.RenderStats | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ def batch_statistics(batch: PairBatch, models: EvalModels) -> EvalStats:
         if models.judges is not None and batch.synth_identity is not None and batch.synth_expression is not None:
             st["synth"] = sy.judge_statistics(models.judges, images, batch.synth_identity, batch.synth_expression,
                                               batch.background, batch.background_mask, ok)
+        if batch.render_plans is not None:
+            st["render"] = sy.render_statistics(images, batch.render_plans, batch.background_mask, ok)
         out[name] = MethodStats(n=b, failed=int((~ok).sum()), **st)
     return EvalStats(batch.task, real_fd, real_kid, out)
 
@@ -182,6 +186,7 @@ def merge_eval_stats(*parts: EvalStats) -> EvalStats:
             expression=_merge_optional(ex.merge_expression, [m.expression for m in ms]),
             pose=_merge_optional(po.merge_pose, [m.pose for m in ms]),
             synth=_merge_optional(sy.merge_synth, [m.synth for m in ms]),
+            render=_merge_optional(sy.merge_render, [m.render for m in ms]),
         )
     return EvalStats(parts[0].task, _merge_optional(merge_moments, [p.real_fd for p in parts]),
                      _merge_optional(merge_samples, [p.real_kid for p in parts]), methods)
@@ -216,5 +221,7 @@ def eval_scores(stats: EvalStats, feature_label: str = "", kid: KIDConfig = KIDC
             s["pose"] = po.pose_score(m.pose)
         if m.synth is not None:
             s["synth"] = sy.synth_score(m.synth)
+        if m.render is not None:
+            s["render"] = sy.render_score(m.render)
         out[name] = s
     return out

@@ -9,6 +9,18 @@
   capped at PSNR_CAP_DB so means stay finite.
 
 The judges are inputs (sfsr.synth.load_judges); features are the judges' outputs on the batch.
+
+The judges were trained with, and are used by, the models' training losses, so they can flatter
+a model. The render readers use no network (sfsr.synth.readers): the renderer draws the exact
+face each pair asks for and a few wrong ones (another identity; the face left as it was; another
+expression family), and an output counts as a hit when the asked-for render is the nearest
+inside the face mask:
+- render identity accuracy: candidates are the background face drawn with the identity face's
+  id, with its own id and with others of the evaluated set (same expression, pose, background);
+- render expression accuracy: candidates are the identity the output was read as, drawn with the reference
+  expression (the driver's, or the word's target), with the background face's own, and with the
+  apex target of each other family.
+`render_plan` chooses the candidates of each pair (driver side, pure); `render_statistics` reads.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.stats import Bins, ScalarStats, merge_scalar, scalar_stats
-from sfsr.synth.factors import EXPRESSION_FACTORS
+from sfsr.synth.factors import EXPRESSION_FACTORS, FAMILIES
 
 PSNR_CAP_DB = 100.0
 JUDGE_CHUNK = 8  # images per judge call, whatever the batch (see features.in_fixed_chunks)
@@ -86,6 +98,83 @@ def judge_statistics(judges, output: np.ndarray, source_identity: np.ndarray, re
     pe = np.where(ok[:, None], expr, np.nan)
     psnr = np.where(ok, background_psnr(output, target, target_mask), np.nan)
     return synth_statistics(hit, pe, reference_expression, psnr, name)
+
+
+RENDER_CANDIDATES = 8  # identity candidates per pair: the asked-for id, the background's, 6 others
+
+
+@dataclass(frozen=True)
+class RenderStats:
+    identity_hit: ScalarStats
+    expression_hit: ScalarStats
+
+
+def render_plan(index: int, identity_id: int, background: dict, reference: list[float], pool: list[int],
+                family_targets: dict[str, list[float]]) -> dict:
+    """The candidates one pair is read against (see the module docstring), as plain data for the
+    actors: background is the background face's synth params (anything
+    sfsr.synth.factors.sample_from_params reads), reference the expression asked for, pool the synth
+    identity ids of the evaluated faces (others are taken from it by the pair index)."""
+    from dataclasses import asdict
+
+    from sfsr.synth.dataset import expression_region
+    from sfsr.synth.factors import sample_from_params
+
+    bg = sample_from_params(background)
+    background = {"identity_id": bg.identity_id, "expression": list(bg.expression), "pose": asdict(bg.pose),
+                  "background_seed": bg.background_seed}
+    ids = [int(identity_id)] + ([bg.identity_id] if bg.identity_id != identity_id else [])
+    ring = sorted(set(int(p) for p in pool))
+    start = index % len(ring) if ring else 0
+    ids += [p for p in ring[start:] + ring[:start] if p not in ids][: RENDER_CANDIDATES - len(ids)]
+    ref = np.asarray(reference, np.float32)
+    exprs = [ref.tolist()]
+    own = np.asarray(background["expression"], np.float32)
+    if not np.allclose(own, ref, atol=1e-4):
+        exprs.append(own.tolist())
+    asked = FAMILIES[expression_region(ref)]
+    exprs += [list(map(float, v)) for f, v in family_targets.items() if f != asked]
+    return {"synth_background": background, "render_identities": ids, "render_expressions": exprs}
+
+
+def render_statistics(output: np.ndarray, plans: list[dict], background_mask: np.ndarray,
+                      ok: np.ndarray | None = None) -> RenderStats:
+    """Read each output (B, S, S, 3) uint8 against its pair's candidates (render_plan) inside the
+    background face's mask (B, S, S); rows where ok is False count as missing. Identity candidates
+    keep the background's expression; expression candidates take the identity the output was read as."""
+    from dataclasses import replace
+
+    from sfsr.synth.factors import sample_from_params
+    from sfsr.synth.readers import read_one
+
+    ok = np.ones(len(output), bool) if ok is None else np.asarray(ok, bool)
+    id_hit = np.full(len(output), np.nan)
+    ex_hit = np.full(len(output), np.nan)
+    for i, plan in enumerate(plans):
+        if not ok[i]:
+            continue
+        base = sample_from_params(plan["synth_background"])
+        region = np.asarray(background_mask[i]) > 0
+        # the output outside the face is the output's own: only the face region is compared
+        ids = [replace(base, identity_id=j) for j in plan["render_identities"]]
+        k = read_one(output[i], ids, output[i], region)
+        id_hit[i] = float(k == 0)
+        # expression is read on the identity the output was read as, so a wrong identity is one miss, not two
+        seen = ids[k]
+        exprs = [replace(seen, expression=tuple(float(v) for v in e)) for e in plan["render_expressions"]]
+        ex_hit[i] = float(read_one(output[i], exprs, output[i], region) == 0)
+    return RenderStats(scalar_stats(id_hit, HIT_BINS), scalar_stats(ex_hit, HIT_BINS))
+
+
+def merge_render(*parts: RenderStats) -> RenderStats:
+    return RenderStats(merge_scalar(*[p.identity_hit for p in parts]),
+                       merge_scalar(*[p.expression_hit for p in parts]))
+
+
+def render_score(stats: RenderStats) -> dict:
+    return {"reader": "nearest exact render (sfsr.synth.readers, no network)",
+            "identity_accuracy": stats.identity_hit.mean if stats.identity_hit.n else None,
+            "expression_accuracy": stats.expression_hit.mean if stats.expression_hit.n else None}
 
 
 def merge_synth(*parts: SynthStats) -> SynthStats:

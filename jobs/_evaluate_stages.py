@@ -230,6 +230,7 @@ class Score:
                 expression_reference=_stack_opt([m.get("expression_reference") for m in meta]),
                 synth_identity=_stack_opt([m.get("synth_identity") for m in meta]),
                 synth_expression=_stack_opt([m.get("synth_expression") for m in meta]),
+                render_plans=meta if all("render_identities" in m for m in meta) else None,
             )
             stats = batch_statistics(pb, self.models)
         shown = [self._example(r) for r in rows if r["index"] < self.examples and r["identity_png"] is not None

@@ -74,11 +74,15 @@ def faces_uri(uri: str) -> str:
 
 def pair_meta(cfg: EvaluateConfig, pairs: list, labels: dict, synth: dict, buckets: int) -> dict:
     """pair_id -> what the actors need to know of each pair (broadcast to them)."""
-    targets = None
-    if cfg.words and synth:
+    targets = families = None
+    if synth:
+        from evaluation.synth import render_plan
         from sfsr.expressions import ExpressionTargets
+        from sfsr.synth.factors import FAMILIES
 
         targets = ExpressionTargets.for_synth()
+        families = {f: targets.target(f).tolist() for f in FAMILIES}
+        pool = [synth[p.identity]["identity_id"] for p in pairs]
     meta = {}
     for p in pairs:
         m = {"index": p.index, "bucket": p.index % buckets, "identity": p.identity, "background": p.background,
@@ -87,6 +91,8 @@ def pair_meta(cfg: EvaluateConfig, pairs: list, labels: dict, synth: dict, bucke
             m["synth_identity"] = synth[p.identity]["identity_id"]
             m["synth_expression"] = (targets.target(p.word).tolist() if p.word is not None
                                      else synth[p.driver]["expression"])
+            m.update(render_plan(p.index, m["synth_identity"], synth[p.background], m["synth_expression"], pool,
+                                 families))
         meta[p.pair_id] = m
     return meta
 
@@ -127,7 +133,8 @@ def run(cfg: EvaluateConfig) -> dict:
             if sp:
                 # by name: synth_params is JSON with sorted keys, not EXPRESSION_FACTORS order
                 synth[ids[i]] = {"identity_id": sp["identity_id"],
-                                 "expression": [sp["expression"][f] for f in EXPRESSION_FACTORS]}
+                                 "expression": [sp["expression"][f] for f in EXPRESSION_FACTORS],
+                                 "pose": sp.get("pose") or {}, "background_seed": sp.get("background_seed", 0)}
     words = None
     if cfg.words:
         from sfsr.expressions import WORDS

@@ -347,6 +347,8 @@ def summary(plan: Plan) -> str:
 
 HEADLINE_ROWS = (  # label, path in a method's scores (jobs/evaluate.py metrics.json)
     ("identity accuracy (judge)", ("synth", "identity_accuracy")),
+    ("identity accuracy (render)", ("render", "identity_accuracy")),
+    ("expression accuracy (render)", ("render", "expression_accuracy")),
     ("identity cosine", ("identity", "cosine", "mean")),
     ("identity retrieval top-1", ("identity", "retrieval_top1")),
     ("expression L2", ("expression", "l2", "mean")),

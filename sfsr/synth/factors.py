@@ -250,3 +250,13 @@ def synth_params_json(sample: SynthSample) -> str:
         "identity": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in ident.items()},
     }
     return json.dumps(payload, sort_keys=True)
+
+
+def sample_from_params(params: dict) -> SynthSample:
+    """The SynthSample a synth_params_json payload (parsed) describes: it renders the same face."""
+    expr = params["expression"]
+    values = [expr[n] for n in EXPRESSION_FACTORS] if isinstance(expr, dict) else list(expr)
+    pose = params.get("pose") or {}
+    return SynthSample(int(params["identity_id"]), tuple(float(v) for v in values),
+                       Pose(**{k: float(v) for k, v in pose.items()}), int(params.get("background_seed", 0)))
+
