@@ -5,7 +5,7 @@
   3. ingest             jobs/ingest.py: synthetic faces (train and held-out test splits) and, when
                         given, a folder of real photos through the builtin face pack; tables on S3
   4. train              jobs/train.py: a short fine-tune of the committed cpu-demo model on that
-                        table, checkpoints on S3
+                        table with the recovery losses it was finished with, checkpoints on S3
   5. evaluate           jobs/evaluate.py on the held-out split: metrics.json + report.html
   6. serve              `serve deploy` of deployments/serve_config.yaml with the trained model and
                         an API token; the page, /docs and one real /v1/reenact request answer
@@ -201,6 +201,9 @@ def stage_train(plan: Plan) -> int:
     return submit(plan.cfg, "jobs.train", "--preset", "cpu-demo", "--init-from", str(PRETRAINED),
                   "--table", storage.join(plan.synth_out, "faces"), "--storage", plan.runs, "--name", RUN_NAME,
                   "--steps", str(plan.steps), "--lr", "2e-4", "--warmup-steps", "10", "--ema-decay", "0.99",
+                  # the recipe of the shipped model's last stage: a plain denoising fine-tune
+                  # erodes its swaps (judge identity 0.96 -> 0.75 after 100 steps)
+                  "--identity-loss-weight", "0.5", "--expression-loss-weight", "0.1", "--aux-swap", "1.0",
                   "--checkpoint-every", str(max(1, plan.steps // 2)), "--sample-every", str(plan.steps))  # fmt: skip
 
 
