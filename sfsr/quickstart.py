@@ -196,6 +196,7 @@ def stage_train(plan: Plan) -> int:
               "this run would use (--fresh retrains)", flush=True)
         return 0
     print(f"training {plan.model} ({reason})", flush=True)
+    stop_serving(plan)
     # an earlier run of the same name would be resumed at its last step and train nothing
     storage.delete_prefix(storage.join(plan.runs, RUN_NAME))
     return submit(plan.cfg, "jobs.train", "--preset", "cpu-demo", "--init-from", str(PRETRAINED),
@@ -220,6 +221,7 @@ def stage_evaluate(plan: Plan) -> int:
               "(--fresh redoes it)", flush=True)
         return 0
     print(f"evaluating {plan.model} ({reason})", flush=True)
+    stop_serving(plan)
     metrics.unlink(missing_ok=True)  # a failed evaluation must not leave the old report to be reused
     rc = submit(plan.cfg, "jobs.evaluate", "--table", plan.synth_out, "--checkpoint", plan.model,
                 "--output", str(plan.eval_dir), "--task", "swap", "--pairs", "64", "--kid-subsets", "20")  # fmt: skip
@@ -262,6 +264,19 @@ def serve_config(plan: Plan) -> Path:
 def _serve_status(env: dict[str, str]) -> str:
     done = subprocess.run([cluster._bin("serve"), "status"], env=env, capture_output=True, text=True, timeout=60, check=False)
     return done.stdout + done.stderr
+
+
+def stop_serving(plan: Plan) -> None:
+    """Shut down the Serve application an earlier run left up: its replicas hold CPUs that the
+    training job's workers and Ray Data tasks need (on 2 cores the job waits for them forever).
+    Stage 6 deploys it again, with the new model."""
+    env = _env(plan.cfg) | _serve_env(plan)
+    if "sfsr" not in _serve_status(env):
+        return
+    print("stopping the Serve application of an earlier run: its replicas hold CPUs the jobs need "
+          "(stage 6 deploys it again)", flush=True)
+    subprocess.run([cluster._bin("serve"), "shutdown", "-y"], env=env, capture_output=True, text=True, timeout=300,
+                   check=False)
 
 
 def stage_serve(plan: Plan, timeout: float = 600) -> int:

@@ -79,6 +79,14 @@ def test_existing_tables_are_reused_unless_fresh(tmp_path: Path, capsys) -> None
     assert not quickstart._reuse(fresh, "the table", True)
 
 
+@pytest.fixture(autouse=True)
+def serving_stops(monkeypatch) -> list:
+    """Record stop_serving calls instead of running the serve CLI against whatever cluster is up."""
+    calls = []
+    monkeypatch.setattr(quickstart, "stop_serving", lambda plan: calls.append(plan))
+    return calls
+
+
 def _local_plan(tmp_path: Path, *extra: str) -> quickstart.Plan:
     args = _args(tmp_path, "--steps", "7", *extra)
     return dataclasses.replace(quickstart.make_plan(args, cli._platform_config(args)), root=str(tmp_path / "data"))
@@ -114,6 +122,20 @@ def test_a_fine_tuned_model_is_reused_only_when_made_from_what_this_run_would_us
     assert [m for m, _ in submitted] == ["jobs.train"] and not model.parent.exists()
     args = submitted[0][1]
     assert args[args.index("--steps") + 1] == "7" and args[args.index("--init-from") + 1] == str(quickstart.PRETRAINED)
+
+
+def test_the_serve_app_is_stopped_before_training_and_evaluating_but_not_for_reuse(
+        tmp_path: Path, monkeypatch) -> None:
+    # an earlier run's replicas hold CPUs: on 2 cores jobs.train and jobs.evaluate waited for them forever
+    plan = _local_plan(tmp_path)
+    _earlier_model(plan)
+    events = []
+    monkeypatch.setattr(quickstart, "stop_serving", lambda p: events.append("stop"))
+    monkeypatch.setattr(quickstart, "submit", lambda cfg, module, *a, **k: events.append(module) or 0)
+    assert quickstart.stage_train(plan) == 0 and events == []  # reused: the app keeps serving it
+    fresh = _local_plan(tmp_path, "--fresh")
+    assert quickstart.stage_train(fresh) == 0 and events == ["stop", "jobs.train"]
+    assert quickstart.stage_evaluate(fresh) == 0 and events[2:] == ["stop", "jobs.evaluate"]
 
 
 def test_fresh_retrains_even_a_matching_model(tmp_path: Path, monkeypatch) -> None:
