@@ -61,10 +61,10 @@ cpu-demo-model: $(STAMP)
 	    --steps $(CPU_DEMO_SWAP_STEPS) --lr 5e-4 --warmup-steps 20 --ema-decay 0.99 --identity-loss-weight 0.5 \
 	    --expression-loss-weight 0.1 --aux-swap 1.0 --seed 1 --checkpoint-every 100 --sample-every 300 \
 	    --keep-checkpoints 10
-	$(PY) -m sfsr.model.publish $(CPU_DEMO_DIR)/runs/cpu-demo-swap/model $(CPU_DEMO_DIR)/published \
+	$(PY) -m sfsr.release.publish $(CPU_DEMO_DIR)/runs/cpu-demo-swap/model $(CPU_DEMO_DIR)/published \
 	    --name sfsr-cpu-demo --trained-on "synthetic faces from sfsr.synth, 32 px" \
 	    --licence "Apache-2.0 (trained here from procedural data)"
-	$(PY) -m sfsr.model.evaluate_synth $(CPU_DEMO_DIR)/published --n $(CPU_DEMO_EVAL_N) --card \
+	$(PY) -m sfsr.release.evaluate_synth $(CPU_DEMO_DIR)/published --n $(CPU_DEMO_EVAL_N) --card \
 	    --grid $(CPU_DEMO_DIR)/published/grid.png
 
 down: $(STAMP)

@@ -2,8 +2,7 @@
 
     python bench/midpoint.py RUN_DIR [--n 48] [--png midpoint.png]
 
-RUN_DIR is a training run folder: jobs/train.py's (checkpoint_*/model) or
-sfsr.model.train_local's (checkpoints/step-*), see sfsr.model.runs. For every checkpoint, held-out synthetic faces (split "test") are noised to x_t at a grid of timesteps with
+RUN_DIR is a jobs/train.py run folder (the layout of sfsr.model.checkpoint). For every checkpoint, held-out synthetic faces (split "test") are noised to x_t at a grid of timesteps with
 fixed noise, x0 is recovered with each method (sfsr.diffusion.recovery) under the faces' own
 judge-encoded conditions, and the error against the true x0 is measured in the face region and
 over the whole image (MSE in [-1, 1] units; PSNR with peak-to-peak 2). The paper's comparison
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sfsr.diffusion.recovery import IMPROVED, MIDPOINT, ONE_STEP, Recovery, recover_x0  # noqa: E402
 from sfsr.diffusion.schedule import add_noise, alphas_cumprod, gather  # noqa: E402
 from sfsr.model import DiffSFSR  # noqa: E402
-from sfsr.model.runs import model_checkpoints  # noqa: E402
+from sfsr.model.checkpoint import model_checkpoints  # noqa: E402
 from sfsr.model.training import face_region  # noqa: E402
 from sfsr.synth.dataset import render_batch  # noqa: E402
 from sfsr.synth.judges import load_judges  # noqa: E402
@@ -125,7 +124,7 @@ def draw_plot(rows: list[dict], path: str) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("run", help="training run folder (jobs/train.py's or train_local's)")
+    p.add_argument("run", help="a jobs/train.py run folder (RUN/checkpoint_*/model)")
     p.add_argument("--n", type=int, default=48, help="held-out faces")
     p.add_argument("--seed", type=int, default=2, help="seed of the faces and noise")
     p.add_argument("--t", default="100,300,500,700,900", help="timesteps to noise to")

@@ -29,6 +29,7 @@ import ray.train.torch
 import torch
 
 from sfsr.io import storage
+from sfsr.model import checkpoint
 from sfsr.model.presets import SYNTH_IDENTITY_ENCODER
 from sfsr.provenance import git_commit
 from sfsr.model.training import TrainConfig
@@ -58,10 +59,6 @@ class JobConfig:
     expression_loss_weight: float = 0.0
     aux_start_step: int = 0
     aux_swap: float = 0.0
-
-
-CKPT_STATE = "training_state.pt"
-CKPT_META = "position.json"
 
 
 def _build(job: JobConfig, train: dict, model_args: dict):
@@ -103,9 +100,8 @@ def train_loop(config: dict) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / CKPT_STATE, map_location="cpu", weights_only=True)
+            state, pos = checkpoint.read(d)
             step = T.load_training_state(state, model, ema, opt, sched)
-            pos = json.loads((Path(d) / CKPT_META).read_text())
             epoch, batch_in_epoch = pos["epoch"], pos["batch_in_epoch"]
             seconds_before = float(pos.get("train_seconds", 0.0))  # training time of earlier attempts
         print(f"[rank {rank}] resumed from a checkpoint at step {step} (epoch {epoch}, batch {batch_in_epoch})", flush=True)
@@ -148,14 +144,11 @@ def _report(state: dict, position: dict, metrics: dict, rank: int, ema_model, pr
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="sfsr-ckpt-") as d:
-        torch.save(state, Path(d) / CKPT_STATE)
-        (Path(d) / CKPT_META).write_text(json.dumps(position))
-        ema_model.save_pretrained(Path(d) / "model")  # the EMA weights, loadable with from_pretrained
+        checkpoint.write(d, state, position, metrics, ema_model)
         if sample:
             from jobs._train_samples import save_sample_grid
 
-            save_sample_grid(ema_model, preview, Path(d) / f"samples-{metrics['step']:07d}.png")
-        (Path(d) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            save_sample_grid(ema_model, preview, Path(d) / checkpoint.sample_grid_name(metrics["step"]))
         print(f"step {metrics['step']:>6}  " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                                                      if isinstance(v, float)), flush=True)  # fmt: skip
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
@@ -193,11 +186,11 @@ def table_conditioning(job: JobConfig):
 
 def export_model(checkpoint_dir: Path, dest: str, card: dict) -> None:
     """Copy the checkpoint's EMA model folder to `dest` (local or s3://) with a run card."""
-    src = checkpoint_dir / "model"
+    src = checkpoint_dir / checkpoint.MODEL
     for f in sorted(src.rglob("*")):
         if f.is_file():
             storage.write_bytes(storage.join(dest, str(f.relative_to(src))), f.read_bytes())
-    storage.write_bytes(storage.join(dest, "run_card.json"), json.dumps(card, indent=2, default=str).encode())
+    storage.write_bytes(storage.join(dest, checkpoint.RUN_CARD), json.dumps(card, indent=2, default=str).encode())
 
 
 def train_config(job: JobConfig, identity_model: str | None) -> TrainConfig:
@@ -250,7 +243,7 @@ def run(job: JobConfig, provenance: dict | None = None) -> dict:
     result = trainer.fit()
     final = {"checkpoint": result.checkpoint.path if result.checkpoint else None, "metrics": result.metrics}
     if result.checkpoint is not None:
-        dest = storage.join(job.storage, job.name, "model")
+        dest = storage.join(job.storage, job.name, checkpoint.MODEL)
         with result.checkpoint.as_directory() as d:
             export_model(Path(d), dest, {"job": asdict(job), "train": asdict(tcfg), "metrics": result.metrics,
                                          "provenance": provenance or {},

@@ -165,7 +165,7 @@ class Generator:
         d = self.model.describe()
         return {
             "model": self.name, "preset": d["preset"], "resolution": self.resolution,
-            # the card (sfsr.model.publish) is the published word; the config is what training wrote
+            # the card (sfsr.release.publish) is the published word; the config is what training wrote
             "trained_on": self.card.get("trained_on") or d["trained_on"] or "",
             "licence": self.card.get("licence") or "", "warning": synthetic_warning(self.encoders.identity_name),
             "latent": d["latent"], "parameters": d["denoiser_parameters"],

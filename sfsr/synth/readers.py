@@ -9,7 +9,7 @@ inside the region the model repaints. No weights are involved, so nothing a trai
   and other identities of the set (same expression, pose, background);
 - expression: candidates are the face re-rendered with each family's word target.
 Candidates are composited like a model's output: the render inside the region, the input outside.
-`nearest` reads a batch with the same number of candidates per row (sfsr.model.evaluate_synth);
+`nearest` reads a batch with the same number of candidates per row (sfsr.release.evaluate_synth);
 `read_one` reads one output against its own list (jobs/evaluate.py, evaluation.synth).
 """
 

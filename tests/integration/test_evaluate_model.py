@@ -5,7 +5,7 @@ agrees with the synthetic-model protocol:
   Generate actors) and a Serve redeploy;
 - `jobs.evaluate --checkpoint` on the committed cpu-demo model over held-out synthetic faces
   reads the same judge identity accuracy as generating those pairs directly with the Generator
-  and the judges (what sfsr.model.evaluate_synth does), same faces, seeds and steps.
+  and the judges (what sfsr.release.evaluate_synth does), same faces, seeds and steps.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 
 from sfsr.expressions import ExpressionTargets
 from sfsr.generate import Generator
-from sfsr.model.evaluate_synth import held_out_set, progress, source_of_each
+from sfsr.release.evaluate_synth import held_out_set, progress, source_of_each
 from sfsr.model.presets import write_random_model
 from sfsr.synth.dataset import expression_region
 from sfsr.synth.factors import FAMILIES

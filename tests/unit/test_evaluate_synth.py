@@ -1,4 +1,4 @@
-"""The held-out protocol of issue 4 (sfsr.model.evaluate_synth), without a diffusion model."""
+"""The held-out protocol of issue 4 (sfsr.release.evaluate_synth), without a diffusion model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sfsr.model.evaluate_synth import held_out_set, ideal_swaps, progress, psnr_outside, source_of_each
+from sfsr.release.evaluate_synth import held_out_set, ideal_swaps, progress, psnr_outside, source_of_each
 from sfsr.model.training import face_region
 from sfsr.synth.dataset import render_batch
 from sfsr.synth.judges import load_judges

@@ -8,9 +8,9 @@ import pytest
 from safetensors import safe_open
 
 from sfsr.generate import CARD_NAME, Generator
-from sfsr.model.evaluate_synth import record_in_card, verdict
+from sfsr.release.evaluate_synth import record_in_card, verdict
 from sfsr.model.presets import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER, make_model
-from sfsr.model.publish import publish
+from sfsr.release.publish import publish
 
 
 def _export(run, job: dict, seconds: float, command: str, commit: str, steps=(10, 20)):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sfsr.expressions import ExpressionTargets
-from sfsr.model.evaluate_synth import held_out_set, ideal_swaps, render_readings, source_of_each
+from sfsr.release.evaluate_synth import held_out_set, ideal_swaps, render_readings, source_of_each
 from sfsr.model.training import face_region
 from sfsr.synth import readers as R
 from sfsr.synth.dataset import expression_region

@@ -1,9 +1,9 @@
 """Publish a trained model folder as a pretrained model others start from (the committed cpu-demo).
 
-    python -m sfsr.model.publish RUNS/NAME/model DEST --name sfsr-cpu-demo \\
+    python -m sfsr.release.publish RUNS/NAME/model DEST --name sfsr-cpu-demo \\
         --trained-on "..." --licence "..." [--note "..."]
-    python -m sfsr.model.evaluate_synth DEST --n 128 --card --grid DEST/grid.png   # held-out metrics
-    python -m sfsr.model.evaluate_synth --run RUNS/NAME --card-of DEST              # over training
+    python -m sfsr.release.evaluate_synth DEST --n 128 --card --grid DEST/grid.png   # held-out metrics
+    python -m sfsr.release.evaluate_synth --run RUNS/NAME --card-of DEST              # over training
 
 DEST gets config.json, the weights in half precision (loading casts them back to float32; half
 the size in git) and sfsr_card.json: how the model was made, taken from the run_card.json that
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from sfsr.generate import CARD_NAME, DEFAULT_SAMPLING
+from sfsr.model import checkpoint
 from sfsr.model.diffsfsr import DiffSFSR
 
 
@@ -34,18 +35,17 @@ def save_half(model: torch.nn.Module, folder: Path) -> None:
 
 def loss_history(run: Path) -> list[dict]:
     """The metrics every kept checkpoint of a jobs/train.py run recorded, in step order."""
-    rows = [json.loads(p.read_text()) for p in run.glob("checkpoint_*/metrics.json")]
     keep = ("step", "train_seconds", "samples_per_s", "loss", "loss_denoise", "loss_identity", "loss_expression", "lr")
-    return [{k: r[k] for k in keep if k in r} for r in sorted(rows, key=lambda r: r["step"])]
+    return [{k: r[k] for k in keep if k in r} for r in checkpoint.checkpoint_metrics(run)]
 
 
 def stages(model_dir: Path) -> list[dict]:
     """The run cards of a model and of the models it was fine-tuned from (job.init_from, when
     that folder is local and has one), oldest first."""
     chain, seen, here = [], set(), model_dir
-    while here is not None and (here / "run_card.json").is_file() and here.resolve() not in seen:
+    while here is not None and (here / checkpoint.RUN_CARD).is_file() and here.resolve() not in seen:
         seen.add(here.resolve())
-        card = json.loads((here / "run_card.json").read_text())
+        card = json.loads((here / checkpoint.RUN_CARD).read_text())
         chain.append({"model": str(here), **card})
         parent = (card.get("job") or {}).get("init_from")
         here = Path(parent) if parent and not str(parent).startswith("s3://") else None
@@ -56,7 +56,7 @@ def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: s
             note: str = "", sampling: dict | None = None) -> dict:
     """Write DEST (weights in float16, config, card); returns the card."""
     src, dest = Path(model_dir), Path(dest)
-    if not (src / "run_card.json").is_file():
+    if not (src / checkpoint.RUN_CARD).is_file():
         raise FileNotFoundError(f"{src}: no run_card.json; publish the model folder jobs/train.py exported (RUNS/NAME/model)")
     chain = stages(src)
     run_card = chain[-1]

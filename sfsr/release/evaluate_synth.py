@@ -1,7 +1,7 @@
 """Held-out acceptance metrics of a synthetic-face model, read by the synth judges (issue 4).
 
-    python -m sfsr.model.evaluate_synth MODEL_DIR [MODEL_DIR ...] --n 32 --grid grid.png
-    python -m sfsr.model.evaluate_synth --run RUN_DIR --json over_training.jsonl   # every checkpoint
+    python -m sfsr.release.evaluate_synth MODEL_DIR [MODEL_DIR ...] --n 32 --grid grid.png
+    python -m sfsr.release.evaluate_synth --run RUN_DIR --json over_training.jsonl   # every checkpoint
 
 On split "test" of sfsr.synth (identity x expression-region combinations never seen in training,
 unseen backgrounds), with the faces' true masks:
@@ -46,7 +46,7 @@ import torch
 
 from sfsr.expressions import ExpressionTargets
 from sfsr.generate import CARD_NAME, Generator
-from sfsr.model.runs import model_checkpoints
+from sfsr.model.checkpoint import model_checkpoints
 from sfsr.model.training import face_region
 from sfsr.synth.dataset import expression_region, sample_dataset
 from sfsr.synth.render import render
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("guidance_identity", "guidance_expression", "guidance_mode"):
         if getattr(a, k) is not None:
             sampling[k] = getattr(a, k)
-    measured_with = shlex.join(["python", "-m", "sfsr.model.evaluate_synth", *(sys.argv[1:] if argv is None else argv)])
+    measured_with = shlex.join(["python", "-m", "sfsr.release.evaluate_synth", *(sys.argv[1:] if argv is None else argv)])
     over_training = []
     for step, path in todo:
         gen = Generator.from_pretrained(path)
