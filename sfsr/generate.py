@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,37 +32,16 @@ import cv2
 import numpy as np
 import torch
 
+from sfsr import conditions
+from sfsr.conditions import SYNTH_IDENTITY_ENCODER, ConditionEncoders  # ConditionEncoders re-exported
 from sfsr.diffusion.sampling import generators_for, sample
-from sfsr.expressions import ExpressionTargets
 from sfsr.io.cache import files_digest, local_folder
 from sfsr.model.diffsfsr import DiffSFSR
-from sfsr.model.presets import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER
 from sfsr.model.training import face_region
 
 CARD_NAME = "sfsr_card.json"
 DEFAULT_SAMPLING = {"steps": 25, "guidance_identity": 2.0, "guidance_expression": 2.0,
                     "guidance_mode": "compositional", "sampler": "ddim"}
-
-
-@dataclass
-class ConditionEncoders:
-    """What turns images and words into a model's condition vectors."""
-
-    identity_name: str
-    expression_name: str
-    identity: Any  # callable: uint8 (B, S, S, 3) -> float32 (B, Di)
-    expression: Any  # callable: uint8 (B, S, S, 3) -> float32 (B, De)
-    targets: ExpressionTargets  # word -> expression vector in the same space
-
-
-def synth_encoders() -> ConditionEncoders:
-    """The synth judges (32 px) and the synthetic-factor word targets (the cpu-demo model's)."""
-    from sfsr.synth.judges import load_judges
-
-    judges = load_judges(size=32)
-    return ConditionEncoders(SYNTH_IDENTITY_ENCODER, SYNTH_EXPRESSION_ENCODER,
-                             judges.identity_embedding_np, judges.expression_np,
-                             ExpressionTargets.for_synth())
 
 
 def synthetic_warning(identity_encoder: str) -> str | None:
@@ -77,14 +55,8 @@ def synthetic_warning(identity_encoder: str) -> str | None:
 
 
 def encoders_for(model: DiffSFSR) -> ConditionEncoders:
-    names = (model.config.identity_encoder, model.config.expression_encoder)
-    if names == (SYNTH_IDENTITY_ENCODER, SYNTH_EXPRESSION_ENCODER):
-        return synth_encoders()
-    raise ValueError(
-        f"model was trained with identity encoder {names[0]!r} and expression encoder {names[1]!r}; "
-        f"Generator builds only the synth judges itself: pass encoders=ConditionEncoders(...) "
-        "wrapping that face pack's encoders"
-    )
+    """The encoders named in the model's config, built by their provider (sfsr.conditions)."""
+    return conditions.encoders_for(model.config.identity_encoder, model.config.expression_encoder)
 
 
 def _as_batch(images: Any, name: str) -> np.ndarray:

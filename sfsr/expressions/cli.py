@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from sfsr.expressions.targets import FER_CLASSES, ExpressionTargets, builtin_face_space
+from sfsr.expressions.targets import FER_CLASSES, ExpressionTargets, builtin_face_space, targets_for_space
 from sfsr.expressions.vocabulary import FAMILIES, WORDS, UnknownExpressionError, lookup
 
 
@@ -66,7 +66,7 @@ def _targets(space: str, bank_path: str | None) -> ExpressionTargets:
 
         bank = pq.read_table(bank_path)
     if space == "synth":
-        return ExpressionTargets.for_synth(bank=bank)
+        return targets_for_space("synth", bank=bank)
     dim = len(FER_CLASSES)
     if bank is not None and bank.num_rows:
         dim = len(bank.column("vector")[0].as_py())

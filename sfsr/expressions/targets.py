@@ -12,7 +12,7 @@ A target is the vector the model's expression condition is given in place of an 
    intensity of the family's bank rows, and neutral is the bank's "neutral" row, else the
    prototype at intensity 0, else the bank's overall mean;
 3. prototype: `prototype_fn(family, intensity)`, for the synthetic-face space
-   `sfsr.synth.factors.family_prototype`, for the builtin face pack `FerPrototypes` below.
+   `sfsr.synth.factors.family_prototype` (sfsr/synth/conditioning.py builds those targets), for the builtin face pack `FerPrototypes` below.
 Step 2 can extrapolate past the family mean (a word stronger than the family's average), so its
 result is clipped to the space's bounds (`ExpressionSpace.low/high`, the synthetic factor
 ranges) and class probabilities (`n_probabilities`) are clipped at 0 and renormalised.
@@ -209,21 +209,6 @@ class ExpressionTargets:
             geometry = None if anchor is None else anchor[len(FER_CLASSES):]
         return cls(space, bank=bank, prototype_fn=FerPrototypes(space, geometry))
 
-    @classmethod
-    def for_synth(cls, bank: Any | None = None) -> ExpressionTargets:
-        """Targets in the synthetic-face space, prototypes from sfsr.synth.family_prototype."""
-        # Lazy: sfsr.synth pulls in its renderer. Its factors module holds the definitions.
-        from sfsr.synth import factors
-
-        space = ExpressionSpace(
-            "synth",
-            len(factors.EXPRESSION_FACTORS),
-            tuple(factors.EXPRESSION_FACTORS),
-            low=tuple(float(v) for v in factors.EXPRESSION_LOW),
-            high=tuple(float(v) for v in factors.EXPRESSION_HIGH),
-        )
-        return cls(space, bank=bank, prototype_fn=factors.family_prototype)
-
     # -- resolution -------------------------------------------------------------------------
 
     def _check(self, vec: Any, what: str) -> np.ndarray:
@@ -333,3 +318,17 @@ def interpolate(a: Any, b: Any, t: float) -> np.ndarray:
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"interpolate: t must be in [0, 1], got {t}")
     return ((1.0 - t) * va + t * vb).astype(np.float32)
+
+
+# expression space -> the module that provides its word targets (`expression_targets(bank=None)`),
+# imported only when asked, so this package never imports the provider (see sfsr.conditions)
+TARGET_PROVIDERS: dict[str, str] = {"synth": "sfsr.synth.conditioning"}
+
+
+def targets_for_space(space: str, bank: Any | None = None) -> ExpressionTargets:
+    """Word targets in a provider's expression space (e.g. "synth"), from `bank` where it has the word."""
+    import importlib
+
+    if space not in TARGET_PROVIDERS:
+        raise ValueError(f"no provider for expression space {space!r}; known: {', '.join(sorted(TARGET_PROVIDERS))}")
+    return importlib.import_module(TARGET_PROVIDERS[space]).expression_targets(bank=bank)

@@ -23,12 +23,11 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from sfsr.conditions import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER  # the default, re-exported
 from sfsr.diffusion.schedule import Schedule
 from sfsr.model.diffsfsr import DiffSFSR
 
 PRESETS = ("tiny", "cpu-demo", "base", "sd-init")
-SYNTH_IDENTITY_ENCODER = "synth-judge-identity-32px"
-SYNTH_EXPRESSION_ENCODER = "synth-judge-factors-32px"
 
 
 def _unet(

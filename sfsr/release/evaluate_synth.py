@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfsr.expressions import ExpressionTargets
+from sfsr.synth.conditioning import expression_targets
 from sfsr.generate import CARD_NAME, Generator
 from sfsr.model.checkpoint import model_checkpoints
 from sfsr.model.training import face_region
@@ -101,7 +101,7 @@ def ideal_swaps(data: dict, src: np.ndarray, dilate: int) -> np.ndarray:
 def evaluate(gen: Generator, data: dict[str, np.ndarray], **sampling) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """All metrics for one generator on a test set; also returns the outputs for a grid."""
     judges = load_judges(32)
-    targets = ExpressionTargets.for_synth()
+    targets = expression_targets()
     img, masks, ids = data["images"], data["masks"], data["ids"]
     n = len(img)
     src = source_of_each(ids)
@@ -155,7 +155,7 @@ def render_readings(data: dict, src: np.ndarray, words: list[str], swap: np.ndar
     region = face_region(torch.from_numpy(data["masks"][:, None]).float(), dilate)[:, 0].numpy() > 0
     cand = R.identity_candidates(data["samples"], ids[src], ids, img, region)
     read = R.nearest(swap, cand, region)
-    targets = ExpressionTargets.for_synth()
+    targets = expression_targets()
     fam = np.stack([targets.target(f) for f in FAMILIES])  # (6, 7)
     own = np.concatenate([np.broadcast_to(fam, (len(img), *fam.shape)), factors[:, None]], axis=1)  # (B, 7, 7)
     word_read = R.nearest(word, R.expression_candidates(data["samples"], own, img, region), region)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfsr.expressions import ExpressionTargets
+from sfsr.synth.conditioning import expression_targets
 from sfsr.generate import Generator
 from sfsr.release.evaluate_synth import held_out_set, progress, source_of_each
 from sfsr.model.presets import write_random_model
@@ -45,7 +45,7 @@ def swap_identity_rate(gen: Generator, data: dict) -> float:
 def word_halfway_rate(gen: Generator, data: dict) -> float:
     words = [FAMILIES[(expression_region(data["factors"][i]) + 1 + i % 5) % 6] for i in range(N)]
     out = gen.reenact(data["images"], words=words, masks=data["masks"], seeds=list(range(N)), steps=STEPS)
-    judges, targets = load_judges(32), ExpressionTargets.for_synth()
+    judges, targets = load_judges(32), expression_targets()
     p = progress(judges.expression_np(out), judges.expression_np(data["images"]), np.stack([targets.target(w) for w in words]))
     return float(np.mean(p >= 0.5))
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from sfsr.synth.conditioning import expression_targets
 from sfsr.expressions import (
     FAMILIES,
     FER_CLASSES,
@@ -298,7 +299,7 @@ def test_travel_length_endpoints_and_even_steps():
 
 def test_synth_space_uses_synth_prototypes():
     from sfsr.synth import factors
-    t = ExpressionTargets.for_synth()
+    t = expression_targets()
     assert t.space.dim == len(factors.EXPRESSION_FACTORS)
     np.testing.assert_array_equal(
         t.target("rage"), factors.family_prototype("anger", lookup("rage").intensity)

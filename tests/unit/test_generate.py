@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sfsr.expressions import ExpressionTargets, UnknownExpressionError
+from sfsr.expressions import UnknownExpressionError
+from sfsr.synth.conditioning import expression_targets
 from sfsr.generate import CARD_NAME, ConditionEncoders, Generator
 from sfsr.model import make_model
 from sfsr.model.training import face_region
@@ -32,7 +33,7 @@ def _encoders() -> ConditionEncoders:
 
     return ConditionEncoders("test-identity", "test-expression", identity,
                              lambda images: (small(images) @ proj_ex).astype(np.float32),
-                             ExpressionTargets.for_synth())
+                             expression_targets())
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_zero_guidance_is_unconditional(gen):
 
 
 def test_expression_items_words_images_vectors(gen):
-    targets = ExpressionTargets.for_synth()
+    targets = expression_targets()
     vec = targets.target("joy")
     got = gen.expression_vectors(["joy", vec, _faces(1, 20)[0]])
     assert got.shape == (3, 7) and np.allclose(got[0], vec) and np.allclose(got[1], vec)

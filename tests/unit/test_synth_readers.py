@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sfsr.expressions import ExpressionTargets
+from sfsr.synth.conditioning import expression_targets
 from sfsr.release.evaluate_synth import held_out_set, ideal_swaps, render_readings, source_of_each
 from sfsr.model.training import face_region
 from sfsr.synth import readers as R
@@ -33,7 +33,7 @@ def _words(data):
 
 
 def _word_outputs(data, words, region):
-    targets = ExpressionTargets.for_synth()
+    targets = expression_targets()
     drawn = [replace(s, expression=tuple(float(v) for v in targets.target(w))) for s, w in zip(data["samples"], words)]
     return R.composite(drawn, data["images"], region)
 
@@ -83,7 +83,7 @@ def test_readings_survive_sampling_noise_but_not_another_identity(data):
 
 def test_every_family_is_told_apart(data):
     region = _region(data)
-    fam = np.stack([ExpressionTargets.for_synth().target(f) for f in FAMILIES])
+    fam = np.stack([expression_targets().target(f) for f in FAMILIES])
     for k, f in enumerate(FAMILIES):
         out = _word_outputs(data, [f] * len(data["ids"]), region)
         read = R.nearest(out, R.expression_candidates(data["samples"], fam, data["images"], region), region)
@@ -102,7 +102,7 @@ def _job_pairs(n=12, word=False):
 
     samples = [draw_sample(k, 3, 200, "test") for k in range(n)]
     params = [json.loads(synth_params_json(s)) for s in samples]
-    targets = ExpressionTargets.for_synth()
+    targets = expression_targets()
     fams = {f: targets.target(f).tolist() for f in FAMILIES}
     pool = [s.identity_id for s in samples]
     plans = []
