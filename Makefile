@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.sfsr-installed
 
-.PHONY: install install-gpu photos test test-unit quickstart cpu-demo-model down lint clean
+.PHONY: install install-gpu photos test test-unit quickstart cpu-demo-model down lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -66,6 +66,16 @@ cpu-demo-model: $(STAMP)
 	    --licence "Apache-2.0 (trained here from procedural data)"
 	$(PY) -m sfsr.release.evaluate_synth $(CPU_DEMO_DIR)/published --n $(CPU_DEMO_EVAL_N) --card \
 	    --grid $(CPU_DEMO_DIR)/published/grid.png
+
+# ruff (pinned in the test extra, configured in pyproject.toml): the linter, then the formatter's check.
+# `make format` applies both.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 down: $(STAMP)
 	$(VENV)/bin/sfsr cluster down
