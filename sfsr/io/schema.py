@@ -13,10 +13,13 @@ pyarrow does not enforce that when building a table, so writers call `validate_t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sfsr.io import storage
@@ -32,6 +35,22 @@ _STR_META = ("identity_model", "expression_model")
 
 class TableSchemaError(ValueError):
     """A table does not have the schema, version or dimensions the reader needs."""
+
+
+T = TypeVar("T")
+
+
+def read_parquet(uri: str, read: Callable[[str, pafs.FileSystem], T], remedy: str) -> T:
+    """`read(path, filesystem)` on the Parquet file `uri` (pq.read_table, read_metadata, ...),
+    with its errors named: bytes that are not (complete) Parquet -> TableSchemaError ending in
+    `remedy`; I/O (missing file, unreachable endpoint, refused credentials) -> StorageError."""
+    fs, path = storage.arrow_filesystem(uri)
+    try:
+        return read(path, fs)
+    except pa.ArrowInvalid as e:
+        raise TableSchemaError(f"{uri}: not a readable Parquet file ({e}); {remedy}") from e
+    except OSError as e:
+        raise storage.arrow_error(uri, "read", e) from e
 
 
 def face_id(source_uri: str, face_index: int) -> str:
@@ -208,13 +227,7 @@ def read_table_info(uri: str, **expected: int | str | None) -> TableInfo:
         raise storage.StorageNotFoundError(f"{uri}: no Parquet files there; check the path or run ingest first")
     infos = []
     for f in files:
-        fs, path = storage.arrow_filesystem(f)
-        try:
-            md = pq.read_metadata(path, filesystem=fs)
-        except pa.ArrowInvalid as e:
-            raise TableSchemaError(f"{f}: not a readable Parquet file ({e}); delete it or re-run the job") from e
-        except OSError as e:
-            raise storage.arrow_error(f, "read", e) from e
+        md = read_parquet(f, lambda path, fs: pq.read_metadata(path, filesystem=fs), "delete it or re-run the job")
         infos.append((f, md.schema.to_arrow_schema(), md.num_rows))
     first_file, schema, _ = infos[0]
     for f, other, _ in infos[1:]:
