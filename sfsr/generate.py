@@ -236,7 +236,8 @@ class Generator:
             raise ValueError(f"from_vectors: {len(ident)} identities, {len(expr)} expressions, {len(bg_raw)} backgrounds "
                              f"and {len(seeds)} seeds; give one of each per sample")
         m = self._masks(masks, len(bg_raw), bg_raw.shape[1])
-        return self._sample(ident, expr, resize_square_batch(bg_raw, self.resolution), m, list(seeds), {**self.sampling, **sampling})
+        bg = resize_square_batch(bg_raw, self.resolution)
+        return self._sample(ident, expr, bg, m, list(seeds), {**self.sampling, **sampling})
 
     # -- shared path ------------------------------------------------------------------------
 
