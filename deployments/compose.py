@@ -12,6 +12,7 @@ import numpy as np
 from sfsr.faces.align import template
 from sfsr.faces.analyze import FaceRecord, face_mask
 from sfsr.faces.base import Pose
+from sfsr.io.images import resize_square
 
 
 def aligned_face(image: np.ndarray, crop_size: int) -> FaceRecord:
@@ -26,8 +27,7 @@ def aligned_face(image: np.ndarray, crop_size: int) -> FaceRecord:
                          "without *_aligned so the face is detected")
     s = crop_size / w
     matrix = np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5]], np.float32)  # source -> crop
-    interp = cv2.INTER_AREA if w > crop_size else cv2.INTER_CUBIC
-    crop = cv2.resize(image, (crop_size, crop_size), interpolation=interp)
+    crop = resize_square(image, crop_size, enlarge=cv2.INTER_CUBIC)
     lm5 = (template(crop_size) + 0.5) / s - 0.5  # (5, 2) back in source pixels
     return FaceRecord(
         face_index=0, bbox=np.array([0.0, 0.0, w, h], np.float32), score=1.0,
@@ -46,8 +46,8 @@ def downscale_face(face: FaceRecord, crop_size: int) -> FaceRecord:
     scale = np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]], np.float64)
     m = np.vstack([face.align_matrix.astype(np.float64), [0.0, 0.0, 1.0]])
     matrix = (scale @ m)[:2].astype(np.float32)
-    crop = cv2.resize(face.crop, (crop_size, crop_size), interpolation=cv2.INTER_AREA)
-    mask = cv2.resize(face.mask.astype(np.float32), (crop_size, crop_size), interpolation=cv2.INTER_AREA) >= 0.5
+    crop = resize_square(face.crop, crop_size, enlarge=cv2.INTER_AREA)
+    mask = resize_square(face.mask.astype(np.float32), crop_size, enlarge=cv2.INTER_AREA) >= 0.5
     return FaceRecord(face.face_index, face.bbox, face.score, face.landmarks5, face.landmarks, matrix, crop, mask,
                       face.pose)
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 from evaluation.protocol import Pair
 from evaluation.report import Example
 from sfsr.io import storage
-from sfsr.io.images import ImageError, decode_image, decode_png, encode_png
+from sfsr.io.images import ImageError, decode_image, decode_png, encode_png, resize_square
 
 ROLES = ("identity", "background", "driver")
 PAIR_ROW = pa.schema([
@@ -78,16 +78,6 @@ def assemble_pairs(group: pa.Table, pairs: dict) -> pa.Table:
     return pa.Table.from_pylist(out, schema=PAIR_ROW)
 
 
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    """An output at the table's crop size (other methods and models may work at other sizes)."""
-    if img.shape[:2] == (size, size):
-        return img
-    import cv2
-
-    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
-
-
 def read_outputs(batch: pa.Table, outputs: dict[str, str], crop_size: int) -> pa.Table:
     """Fill output_png from a folder of images named <pair_id>.<ext> (`outputs`: pair_id -> uri),
     resized to the table's crop size when another method wrote another size. A missing or
@@ -101,7 +91,7 @@ def read_outputs(batch: pa.Table, outputs: dict[str, str], crop_size: int) -> pa
                 err = "missing output: no <pair_id>.<ext> file for this pair"
             else:
                 try:
-                    png = encode_png(_resize(decode_image(storage.read_bytes(uri), source=uri), crop_size))
+                    png = encode_png(resize_square(decode_image(storage.read_bytes(uri), source=uri), crop_size))
                 except (ImageError, storage.StorageError) as e:
                     err = f"bad output {uri}: {e}"
         pngs.append(png)
@@ -138,7 +128,7 @@ class Generate:
                 out = self.gen.generate(ident, expression=list(driver) if driver is not None else words,
                                         background_images=back, masks=masks, seeds=seeds)
             for r, img in zip(ok, np.asarray(out)):
-                r["output_png"] = encode_png(_resize(np.asarray(img, np.uint8), self.crop_size))
+                r["output_png"] = encode_png(resize_square(np.asarray(img, np.uint8), self.crop_size))
         return pa.Table.from_pylist(rows, schema=PAIR_ROW)
 
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from sfsr.io import storage
 from sfsr.io.images import ImageError, decode_image, encode_png
-from sfsr.io.schema import ERROR_SCHEMA, face_id, input_id
+from sfsr.io.schema import ERROR_SCHEMA, face_row, input_id
 
 # decoded source images: raw RGB bytes + shape, or an error
 DECODED = pa.schema([
@@ -203,18 +203,15 @@ class Encode:
                 if not good:
                     continue
                 mask = np.frombuffer(r["mask"], np.uint8).reshape(size, size)
-                out.append({
-                    "face_id": face_id(r["source_uri"], r["face_index"]), "source_uri": r["source_uri"],
-                    "face_index": r["face_index"], "split": self._split(r), "image": encode_png(crop),
-                    "bbox": r["bbox"], "landmarks": r["landmarks"], "align_matrix": r["align_matrix"],
-                    "identity": ident.tolist(), "identity_model": self.schema.metadata[b"identity_model"].decode(),
-                    "expression": expr.tolist(), "expression_model": self.schema.metadata[b"expression_model"].decode(),
-                    "expression_label": r["expression_label"], "yaw": r["yaw"], "pitch": r["pitch"], "roll": r["roll"],
-                    "face_mask": encode_png(mask),
-                    "labels": {"identity_label": r["identity_label"], "expression_word": r["expression_label"],
-                               "synth_params": r["synth_params"]},
-                    "error": None,
-                })  # fmt: skip
+                row = face_row(
+                    self.schema, source_uri=r["source_uri"], face_index=r["face_index"], split=self._split(r),
+                    image_png=encode_png(crop), face_mask_png=encode_png(mask),
+                    bbox=r["bbox"], landmarks=r["landmarks"], align_matrix=r["align_matrix"],
+                    identity=ident, expression=expr, yaw=r["yaw"], pitch=r["pitch"], roll=r["roll"],
+                    expression_label=r["expression_label"], identity_label=r["identity_label"],
+                    synth_params=r["synth_params"],
+                )  # fmt: skip
+                out.append({**row, "error": None})
         for r in errors:
             out.append({"source_uri": r["source_uri"], "error": {k: r[k] for k in ("stage", "reason", "message")}})
         return pa.Table.from_pylist(out, schema=encoded_schema(self.schema))

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -36,6 +35,7 @@ from sfsr import conditions
 from sfsr.conditions import SYNTH_IDENTITY_ENCODER, ConditionEncoders  # ConditionEncoders re-exported
 from sfsr.diffusion.sampling import generators_for, sample
 from sfsr.io.cache import files_digest, local_folder
+from sfsr.io.images import resize_square_batch
 from sfsr.model.diffsfsr import DiffSFSR
 from sfsr.model.training import face_region
 
@@ -78,13 +78,6 @@ def _as_batch(images: Any, name: str) -> np.ndarray:
             "(B, S, S, 3) or a list of (S, S, 3)"
         )
     return arr
-
-
-def _resize(arr: np.ndarray, size: int) -> np.ndarray:
-    if arr.shape[1] == size:
-        return arr
-    interp = cv2.INTER_AREA if arr.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(a, (size, size), interpolation=interp) for a in arr])
 
 
 def _broadcast(n: int, **arrays: Any) -> None:
@@ -215,7 +208,8 @@ class Generator:
             raise ValueError(f"from_vectors: {len(ident)} identities, {len(expr)} expressions, {len(bg_raw)} backgrounds "
                              f"and {len(seeds)} seeds; give one of each per sample")
         m = self._masks(masks, len(bg_raw), bg_raw.shape[1])
-        return self._sample(ident, expr, _resize(bg_raw, self.resolution), m, list(seeds), {**self.sampling, **sampling})
+        bg = resize_square_batch(bg_raw, self.resolution)
+        return self._sample(ident, expr, bg, m, list(seeds), {**self.sampling, **sampling})
 
     # -- shared path ------------------------------------------------------------------------
 
@@ -231,7 +225,7 @@ class Generator:
         ident = _rep(self.identity_vectors(ids_img), n)
         expr, bg_raw = _rep(expr, n), _rep(background, n)
         s = self.resolution
-        bg = _resize(bg_raw, s)
+        bg = resize_square_batch(bg_raw, s)
         m = self._masks(masks, len(bg_raw), bg_raw.shape[1])
         m = _rep(m, n)
         if seeds is None:
@@ -254,7 +248,7 @@ class Generator:
         if arr.ndim != 3 or len(arr) not in (1, n) or arr.shape[1] != arr.shape[2]:
             raise ValueError(f"masks: shape {arr.shape}; expected (B, S, S) bool/uint8 face masks, one per target/background")
         m = (arr > (127 if arr.dtype == np.uint8 and arr.max() > 1 else 0)).astype(np.uint8) * 255
-        m = _resize(m, s) >= 128  # (B, S, S) at the model's resolution
+        m = resize_square_batch(m, s) >= 128  # (B, S, S) at the model's resolution
         return np.repeat(m, n, axis=0) if len(m) == 1 and n > 1 else m
 
     @torch.no_grad()

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sfsr.diffusion.schedule import gather, paste, split_prediction
+from sfsr.diffusion.schedule import add_noise, eps_from_x0, gather, paste, split_prediction
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -67,7 +67,7 @@ IMPROVED = Recovery(steps=2, spacing="linear", paste_background=True, combine="m
 RECOVERIES: dict[str, Recovery] = {"one_step": ONE_STEP, "midpoint": MIDPOINT, "improved": IMPROVED}
 
 
-def substep_timesteps(t: torch.Tensor, ab: torch.Tensor, steps: int, spacing: str) -> list[torch.Tensor]:
+def substep_timesteps(t: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, spacing: str) -> list[torch.Tensor]:
     """[t_0 = t, t_1, ..., t_{K-1}] integer timesteps (each (B,)) of the K evaluations.
 
     linear: t_k = round(t (K - k) / K). logsnr: t_k is the timestep whose log-SNR is nearest
@@ -78,7 +78,7 @@ def substep_timesteps(t: torch.Tensor, ab: torch.Tensor, steps: int, spacing: st
     out = [t]
     if steps == 1:
         return out
-    lam_all = torch.log(ab / (1 - ab)).to(t.device)  # (T,) increasing as t decreases
+    lam_all = torch.log(alphas_cumprod / (1 - alphas_cumprod)).to(t.device)  # (T,) increasing as t decreases
     lam_t, lam_0 = lam_all[t], lam_all[0]
     for k in range(1, steps):
         if spacing == "linear":
@@ -94,7 +94,7 @@ def recover_x0(
     denoise: Denoise,
     x_t: torch.Tensor,
     t: torch.Tensor,
-    ab: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
     prediction_type: str,
     recovery: Recovery = ONE_STEP,
     *,
@@ -104,36 +104,25 @@ def recover_x0(
 ) -> torch.Tensor:
     """x0 estimate (B, C, H, W) from x_t (B, C, H, W) at integer timesteps t (B,).
 
-    ab: (T,) alphas_cumprod. background (B, C, H, W) / mask (B, 1, H, W), 1 = face: used
+    alphas_cumprod: (T,) table of a_t. background (B, C, H, W) / mask (B, 1, H, W), 1 = face: used
     when recovery.paste_background. first: the network output at (x_t, t) if already computed.
     Differentiable through every evaluation (use torch.no_grad() around it for evaluation)."""
     if recovery.paste_background and (background is None or mask is None):
         raise ValueError("recover_x0: paste_background needs background and mask tensors")
-    ts = substep_timesteps(t, ab, recovery.steps, recovery.spacing)
+    ts = substep_timesteps(t, alphas_cumprod, recovery.steps, recovery.spacing)
     x = x_t
     estimates = []
     for k, tk in enumerate(ts):
-        a = gather(ab, tk)  # (B,)
+        a = gather(alphas_cumprod, tk)  # (B,)
         pred = first if (k == 0 and first is not None) else denoise(x, tk)
         x0, eps = split_prediction(pred, x, a, prediction_type)
         if recovery.paste_background:
             x0 = paste(x0, background, mask)
-            eps = _eps_from(x, x0, a)
+            eps = eps_from_x0(x, x0, a)
         estimates.append(x0)
         if k + 1 < len(ts):
-            a_next = gather(ab, ts[k + 1])
-            x = _ddim(x0, eps, a_next)
+            a_next = gather(alphas_cumprod, ts[k + 1])
+            x = add_noise(x0, eps, a_next)  # deterministic DDIM (eta = 0) state at a_next
     if recovery.combine == "mean":
         return torch.stack(estimates).mean(dim=0)
     return estimates[-1]
-
-
-def _eps_from(x: torch.Tensor, x0: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    a4 = a.to(x.dtype).reshape(-1, 1, 1, 1)
-    return (x - a4.sqrt() * x0) / (1 - a4).sqrt().clamp_min(1e-8)
-
-
-def _ddim(x0: torch.Tensor, eps: torch.Tensor, a_next: torch.Tensor) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) state at a_next from (x0, eps)."""
-    a4 = a_next.to(x0.dtype).reshape(-1, 1, 1, 1)
-    return a4.sqrt() * x0 + (1 - a4).sqrt() * eps

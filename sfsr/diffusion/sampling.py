@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from sfsr.diffusion.schedule import Schedule, join_prediction, paste, split_prediction
+from sfsr.diffusion.schedule import Schedule, eps_from_x0, join_prediction, paste, split_prediction
 
 # net(x (N, C, h, w), t (N,), drop_identity (N,) bool, drop_expression (N,) bool) -> output
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -101,18 +101,18 @@ def sample(
         raise ValueError(f"steps must be >= 1, got {steps}")
     sched = make_scheduler(schedule, sampler)
     sched.set_timesteps(steps, device=device)
-    ab = sched.alphas_cumprod.to(device)  # (T,) float32, diffusers' own values
+    alphas_cumprod = sched.alphas_cumprod.to(device)  # (T,) float32, diffusers' own values
     x = initial_noise(shape, generators, device) * sched.init_noise_sigma  # (B, C, h, w)
     ptype = schedule.prediction_type
     for i, t in enumerate(sched.timesteps):
         tt = t.reshape(1).expand(x.shape[0]).to(device)
         out = guided_output(net, x, tt, guidance_identity, guidance_expression, guidance_mode)
-        a = ab[tt.long()]
+        a = alphas_cumprod[tt.long()]  # (B,)
         x0, eps = split_prediction(out, x, a, ptype)
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
         x0 = paste(x0, background, mask)
-        eps = (x - a.sqrt().reshape(-1, 1, 1, 1) * x0) / (1 - a).sqrt().clamp_min(1e-8).reshape(-1, 1, 1, 1)
+        eps = eps_from_x0(x, x0, a)
         x = sched.step(join_prediction(x0, eps, a, ptype), t, x).prev_sample
         if progress is not None:
             progress(i + 1, steps)

@@ -9,6 +9,10 @@ use diffusers' DDIM / DPMSolver schedulers and the training loss stays consisten
 Prediction types follow diffusers: "epsilon" (the noise), "v_prediction"
 (v = sqrt(a) eps - sqrt(1 - a) x0, Salimans & Ho 2022) and "sample" (x0). Every function here is
 a pure function of tensors.
+
+Names, here and in recovery.py, sampling.py and sfsr/model/training.py: `alphas_cumprod` is the
+(T,) table; `a` (or `a_next`) is its value gathered per sample, (B,); `a4` is that value
+broadcast to (B, 1, 1, 1) against an image batch.
 """
 
 from __future__ import annotations
@@ -73,15 +77,15 @@ def _bcast(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return a.to(like.device, like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def gather(ab: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """a_t for integer timesteps t (B,) -> (B,) float64 on t's device."""
-    return ab.to(t.device)[t.long()]
+def gather(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """a_t = alphas_cumprod[t] ((T,) table) for integer timesteps t (B,) -> (B,) on t's device."""
+    return alphas_cumprod.to(t.device)[t.long()]
 
 
 def add_noise(x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(a) x0 + sqrt(1 - a) eps; x0, eps (B, C, H, W), a (B,)."""
-    a = _bcast(a, x0)
-    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+    a4 = _bcast(a, x0)
+    return a4.sqrt() * x0 + (1 - a4).sqrt() * eps
 
 
 def target(x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, prediction_type: str) -> torch.Tensor:
@@ -91,25 +95,37 @@ def target(x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, prediction_type
     if prediction_type == "sample":
         return x0
     if prediction_type == "v_prediction":
-        ab = _bcast(a, x0)
-        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
+        a4 = _bcast(a, x0)
+        return a4.sqrt() * eps - (1 - a4).sqrt() * x0
     raise ValueError(f"prediction_type={prediction_type!r} is not one of {PREDICTION_TYPES}")
+
+
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The noise that makes x_t from x0 at a (B,): eps = (x_t - sqrt(a) x0) / sqrt(1 - a), (B, C, H, W).
+
+    sqrt(1 - a) is floored at 1e-8: at t = 0 the cosine schedule's a is 1 to float precision."""
+    a4 = _bcast(a, x_t)
+    return (x_t - a4.sqrt() * x0) / (1 - a4).sqrt().clamp_min(1e-8)
+
+
+def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The clean image behind x_t given its noise, at a (B,): x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)."""
+    a4 = _bcast(a, x_t)
+    return (x_t - (1 - a4).sqrt() * eps) / a4.sqrt()
 
 
 def split_prediction(
     pred: torch.Tensor, x_t: torch.Tensor, a: torch.Tensor, prediction_type: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0_hat, eps_hat), each (B, C, H, W), from a network output at x_t with a (B,)."""
-    ab = _bcast(a, x_t)
-    s, c = ab.sqrt(), (1 - ab).sqrt()
     if prediction_type == "epsilon":
-        eps = pred
-        return (x_t - c * eps) / s, eps
+        return x0_from_eps(x_t, pred, a), pred
     if prediction_type == "v_prediction":
-        x0 = s * x_t - c * pred
-        return x0, c * x_t + s * pred
+        a4 = _bcast(a, x_t)
+        s, c = a4.sqrt(), (1 - a4).sqrt()
+        return s * x_t - c * pred, c * x_t + s * pred
     if prediction_type == "sample":
-        return pred, (x_t - s * pred) / c.clamp_min(1e-8)
+        return pred, eps_from_x0(x_t, pred, a)
     raise ValueError(f"prediction_type={prediction_type!r} is not one of {PREDICTION_TYPES}")
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from sfsr.faces.align import template, transform_points
 from sfsr.faces.base import Pose
 from sfsr.faces.pack import FacePack
+from sfsr.io.images import resize_square_batch
 
 # centre x, centre y, semi-axis x, semi-axis y in 112-px template units: forehead to chin,
 # cheek to cheek for a frontal face aligned to the ArcFace template.
@@ -87,13 +88,6 @@ def analyze_image(pack: FacePack, image: np.ndarray, crop_size: int | None = Non
     return out
 
 
-def _resize_batch(crops: np.ndarray, size: int) -> np.ndarray:
-    if crops.shape[1] == size:
-        return crops
-    interp = cv2.INTER_AREA if crops.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
-
-
 def encode_crops(pack: FacePack, crops: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(B, S, S, 3) uint8 aligned crops -> identity (B, Di) and expression (B, De) float32.
 
@@ -108,6 +102,6 @@ def encode_crops(pack: FacePack, crops: np.ndarray | list[np.ndarray]) -> tuple[
     if len(arr) == 0:
         empty = np.zeros((0, pack.identity.output.dim), np.float32)
         return empty, np.zeros((0, pack.expression.output.dim), np.float32)
-    ident = pack.identity(_resize_batch(arr, pack.identity.input_size))
-    expr = pack.expression(_resize_batch(arr, pack.expression.input_size))
+    ident = pack.identity(resize_square_batch(arr, pack.identity.input_size))
+    expr = pack.expression(resize_square_batch(arr, pack.expression.input_size))
     return ident.astype(np.float32, copy=False), expr.astype(np.float32, copy=False)

@@ -27,7 +27,8 @@ import cv2
 import numpy as np
 
 from sfsr.faces.base import Detection, OutputSpec, Pose
-from sfsr.faces.insightface_runtime import OnnxNet, check_crops, resize_square
+from sfsr.faces.insightface_runtime import OnnxNet, check_crops
+from sfsr.io.images import resize_square_batch
 
 LANDMARK_INPUT = 192  # 1k3d68's input side
 CONTEXT = 1.5  # insightface crops 1.5 x the face box for its landmark networks
@@ -123,7 +124,7 @@ class ArcFaceEncoder:
         self.output = OutputSpec(out[1], "L2-normalised ArcFace embedding; cosine similarity compares identities")
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        crops = resize_square(check_crops(crops, f"{self.name} identity encoder"), self.input_size)
+        crops = resize_square_batch(check_crops(crops, f"{self.name} identity encoder"), self.input_size)
         if len(crops) == 0:
             return np.zeros((0, self.output.dim), np.float32)
         emb = self.net.run_batched(crops, self.max_batch).reshape(len(crops), -1)  # (B, D)
@@ -203,7 +204,7 @@ def expression_geometry(points: np.ndarray, mean_shape: np.ndarray) -> np.ndarra
 def landmark_input_from_crops(crops: np.ndarray) -> np.ndarray:
     """Aligned crops (B, S, S, 3) -> 1k3d68 inputs (B, 192, 192, 3): the crop resized to the
     128 px face region, black margin around it, the framing insightface gives a detection box."""
-    face = resize_square(crops, FACE_IN_LANDMARK_INPUT)
+    face = resize_square_batch(crops, FACE_IN_LANDMARK_INPUT)
     pad = (LANDMARK_INPUT - FACE_IN_LANDMARK_INPUT) // 2
     rest = LANDMARK_INPUT - FACE_IN_LANDMARK_INPUT - pad
     return np.pad(face, ((0, 0), (pad, rest), (pad, rest), (0, 0)))
@@ -289,5 +290,5 @@ class ExpressionEncoder:
         geo = np.stack([expression_geometry(p, self.landmarks.mean_shape) for p in pts])  # (B, 7)
         if self.regressor is None:
             return geo
-        reg = self.regressor.run_batched(resize_square(crops, self.regressor_size), self.max_batch)
+        reg = self.regressor.run_batched(resize_square_batch(crops, self.regressor_size), self.max_batch)
         return np.concatenate([reg.reshape(len(crops), -1), geo], 1).astype(np.float32)

@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -154,11 +153,3 @@ def check_crops(crops: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
-def resize_square(images: np.ndarray, size: int) -> np.ndarray:
-    """(B, S, S, 3) -> (B, size, size, 3). Crops aligned to the template at any size show the same
-    face region (sfsr.faces.align scales the template uniformly), so resizing is exact up to
-    interpolation; INTER_AREA when shrinking avoids aliasing."""
-    if images.shape[1] == size:
-        return images
-    interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])

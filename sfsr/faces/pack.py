@@ -3,8 +3,9 @@
 A pack folder holds model files plus `sfsr-pack.json` (a `PackManifest`). Opening a pack:
 
 1. resolve the spec: "builtin" (files shipped inside installed Python packages), a local folder,
-   a name under $SFSR_PACKS_DIR, or an s3:// prefix (downloaded into a local cache folder keyed
-   by the manifest's sha256, so two versions of a pack never share a cache entry);
+   a name under $SFSR_PACKS_DIR, or an s3:// prefix (copied by sfsr.io.cache.fetch_folder, the one
+   s3 folder download, into a cache folder keyed by the prefix's listing, so two versions of a
+   pack never share a cache entry);
 2. verify every file's sha256 against the manifest (a wrong or missing file is a `PackError`
    naming the file, the expected and the actual checksum);
 3. call the loader registered for the manifest's `kind` (`register_loader`), which builds the
@@ -318,34 +319,19 @@ def _read_manifest(folder: Path) -> PackManifest:
 
 
 def _fetch_s3(prefix: str) -> tuple[PackManifest, Path]:
-    """Download an s3:// pack into the cache (only files not already there and correct)."""
+    """An s3:// pack copied into the cache by fetch_folder (all-or-nothing, once per content);
+    check_files then verifies what arrived against the manifest."""
     from sfsr.io import storage  # imported here: local packs need no S3 client
+    from sfsr.io.cache import fetch_folder
 
     murl = storage.join(prefix, MANIFEST_NAME)
     try:
-        raw = storage.read_bytes(murl)
-    except storage.StorageError as e:
-        raise PackError(f"{murl}: cannot read the pack manifest ({e})") from e
-    manifest = PackManifest.from_json(raw, where=murl)
-    folder = cache_dir() / hashlib.sha256(raw).hexdigest()
-    folder.mkdir(parents=True, exist_ok=True)
-    for f in manifest.files:
-        if f.package:
-            continue
-        dest = folder / f.name
-        if dest.is_file() and dest.stat().st_size == f.size and sha256_file(dest) == f.sha256:
-            continue
-        try:
-            data = storage.read_bytes(storage.join(prefix, f.name))
-        except storage.StorageError as e:
-            raise PackError(f"pack {manifest.name!r} at {prefix}: file {f.name} (expected sha256 {f.sha256}) "
-                            f"could not be downloaded: {e}", [(f.name, f.sha256, "missing")]) from e
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)  # atomic: a concurrent reader never sees half a file
-    (folder / MANIFEST_NAME).write_bytes(raw)
-    return manifest, folder
+        folder = fetch_folder(prefix, cache_dir())
+    except (storage.StorageError, FileNotFoundError) as e:
+        raise PackError(f"{prefix}: cannot download the pack ({e})") from e
+    if not (folder / MANIFEST_NAME).is_file():
+        raise PackError(f"{murl}: no pack manifest there; upload the folder `sfsr packs init` wrote, manifest included")
+    return PackManifest.from_json((folder / MANIFEST_NAME).read_bytes(), where=murl), folder
 
 
 def resolve(spec: str) -> tuple[PackManifest, dict[str, Path], str]:

@@ -20,6 +20,8 @@ escapes it. The checks run cheapest first and before the expensive step they pro
 
 PIL's own decompression-bomb guard (Image.MAX_IMAGE_PIXELS, about 89 M pixels) still applies on
 top of ImageLimits.max_pixels; when it fires it is reported as "too_many_pixels" too.
+
+Decoded square crops change size in one place, `resize_square` / `resize_square_batch`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -224,3 +227,25 @@ def decode_png(data: bytes, *, source: str = "<png>") -> np.ndarray:
     except Exception as e:
         raise _broken(source, e) from None
     raise ImageError("unsupported_mode", source, f"PNG mode {mode!r}; table images are L or RGB")
+
+
+def resize_square(image: np.ndarray, size: int, *, enlarge: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """A square (S, S) or (S, S, C) image -> (size, size) or (size, size, C), same dtype.
+
+    INTER_AREA when shrinking (averaging avoids aliasing); `enlarge`, a cv2.INTER_* flag, when
+    enlarging (callers differ: crops for encoders use INTER_LINEAR, the page's aligned faces
+    INTER_CUBIC, judges and table crops INTER_AREA). The image itself, not a copy, when it is
+    already size x size. A non-square image is stretched to the square; its height decides
+    shrink or enlarge."""
+    if image.shape[:2] == (size, size):
+        return image
+    interp = cv2.INTER_AREA if image.shape[0] > size else enlarge
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def resize_square_batch(images: np.ndarray, size: int, *, enlarge: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """(B, S, S) or (B, S, S, C) -> (B, size, size[, C]), each image as resize_square; the batch
+    itself when S == size."""
+    if images.shape[1:3] == (size, size):
+        return images
+    return np.stack([resize_square(im, size, enlarge=enlarge) for im in images])

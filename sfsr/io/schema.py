@@ -13,10 +13,14 @@ pyarrow does not enforce that when building a table, so writers call `validate_t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sfsr.io import storage
@@ -32,6 +36,22 @@ _STR_META = ("identity_model", "expression_model")
 
 class TableSchemaError(ValueError):
     """A table does not have the schema, version or dimensions the reader needs."""
+
+
+T = TypeVar("T")
+
+
+def read_parquet(uri: str, read: Callable[[str, pafs.FileSystem], T], remedy: str) -> T:
+    """`read(path, filesystem)` on the Parquet file `uri` (pq.read_table, read_metadata, ...),
+    with its errors named: bytes that are not (complete) Parquet -> TableSchemaError ending in
+    `remedy`; I/O (missing file, unreachable endpoint, refused credentials) -> StorageError."""
+    fs, path = storage.arrow_filesystem(uri)
+    try:
+        return read(path, fs)
+    except pa.ArrowInvalid as e:
+        raise TableSchemaError(f"{uri}: not a readable Parquet file ({e}); {remedy}") from e
+    except OSError as e:
+        raise storage.arrow_error(uri, "read", e) from e
 
 
 def face_id(source_uri: str, face_index: int) -> str:
@@ -95,6 +115,96 @@ def face_table_schema(
         b"expression_dim": str(int(expression_dim)).encode(),
     }
     return pa.schema(fields, metadata=meta)
+
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+SPLITS = ("train", "test")
+_VECTOR_FIX = {  # what to do when an encoder vector does not fit the table
+    "identity": "encode with the table's identity model, or ingest into a new table",
+    "expression": "encode with the table's expression model, or ingest into a new table",
+}
+
+
+def face_row(
+    schema: pa.Schema,
+    *,
+    source_uri: str,
+    face_index: int,
+    split: str,
+    image_png: bytes,
+    face_mask_png: bytes,
+    bbox: Any,
+    landmarks: Any,
+    align_matrix: Any,
+    identity: Any,
+    expression: Any,
+    yaw: float,
+    pitch: float,
+    roll: float,
+    expression_label: str | None = None,
+    identity_label: str | None = None,
+    synth_params: str | None = None,
+) -> dict[str, Any]:
+    """One face-table row (a dict in `schema`'s column order) from its parts, checked against
+    `schema` (from face_table_schema): face_id derived from (source_uri, face_index), the encoder
+    names from the schema's metadata, vectors (array-likes) flattened to float32 lists of the
+    schema's lengths; identity and expression must be finite (validate_table refuses NaN there);
+    labels.expression_word is the expression label.
+    A wrong part raises ValueError naming the field and what it should be."""
+    if (schema.metadata or {}).get(META_KIND) != b"faces":
+        raise ValueError("face_row: `schema` is not a face-table schema; build it with face_table_schema")
+    where = f"face row {source_uri!r} face {face_index}"
+
+    def vector(field: str, value: Any) -> list[float]:
+        want = schema.field(field).type.list_size
+        a = np.asarray(value, np.float32).reshape(-1)
+        if a.size != want:
+            raise ValueError(f"{where}: {field} has {a.size} values, the face table expects {want}; "
+                             f"{_VECTOR_FIX.get(field, 'give it in the layout of face_table_schema')}")
+        if field in _VECTOR_FIX and not np.isfinite(a).all():
+            raise ValueError(f"{where}: {field} holds NaN or infinite values; the encoder failed on this crop, drop it")
+        return a.tolist()
+
+    def text(field: str, value: Any) -> str | None:
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{where}: {field} must be a string or None, got {type(value).__name__} {value!r}")
+        return value
+
+    def png(field: str, value: Any) -> bytes:
+        if not isinstance(value, (bytes, bytearray)):
+            raise ValueError(f"{where}: {field} must be PNG bytes, got {type(value).__name__}; "
+                             "encode it with sfsr.io.images.encode_png")
+        if not value.startswith(_PNG):
+            raise ValueError(f"{where}: {field} is not PNG data (starts {bytes(value[:8])!r}); "
+                             "encode it with sfsr.io.images.encode_png")
+        return bytes(value)
+
+    def angle(field: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise ValueError(f"{where}: {field} must be a number of degrees, got {type(value).__name__} {value!r}")
+        return float(value)
+
+    if not isinstance(source_uri, str) or not source_uri:
+        raise ValueError(f"{where}: source_uri must be a non-empty string, got {source_uri!r}")
+    if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)) or not 0 <= face_index < 2**31:
+        raise ValueError(f"{where}: face_index must be a non-negative int, got {face_index!r}")
+    if split not in SPLITS:
+        raise ValueError(f"{where}: split is {split!r}; use one of {SPLITS}")
+    row = {
+        "face_id": face_id(source_uri, int(face_index)), "source_uri": source_uri, "face_index": int(face_index),
+        "split": split, "image": png("image_png", image_png),
+        "bbox": vector("bbox", bbox), "landmarks": vector("landmarks", landmarks),
+        "align_matrix": vector("align_matrix", align_matrix),
+        "identity": vector("identity", identity), "identity_model": schema.metadata[b"identity_model"].decode(),
+        "expression": vector("expression", expression), "expression_model": schema.metadata[b"expression_model"].decode(),
+        "expression_label": text("expression_label", expression_label),
+        "yaw": angle("yaw", yaw), "pitch": angle("pitch", pitch), "roll": angle("roll", roll),
+        "face_mask": png("face_mask_png", face_mask_png),
+        "labels": {"identity_label": text("identity_label", identity_label), "expression_word": expression_label,
+                   "synth_params": text("synth_params", synth_params)},
+    }  # fmt: skip
+    assert list(row) == schema.names, "face_row and face_table_schema list different columns"
+    return row
 
 
 ERROR_SCHEMA = pa.schema(
@@ -208,13 +318,7 @@ def read_table_info(uri: str, **expected: int | str | None) -> TableInfo:
         raise storage.StorageNotFoundError(f"{uri}: no Parquet files there; check the path or run ingest first")
     infos = []
     for f in files:
-        fs, path = storage.arrow_filesystem(f)
-        try:
-            md = pq.read_metadata(path, filesystem=fs)
-        except pa.ArrowInvalid as e:
-            raise TableSchemaError(f"{f}: not a readable Parquet file ({e}); delete it or re-run the job") from e
-        except OSError as e:
-            raise storage.arrow_error(f, "read", e) from e
+        md = read_parquet(f, lambda path, fs: pq.read_metadata(path, filesystem=fs), "delete it or re-run the job")
         infos.append((f, md.schema.to_arrow_schema(), md.num_rows))
     first_file, schema, _ = infos[0]
     for f, other, _ in infos[1:]:

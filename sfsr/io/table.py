@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sfsr.io import storage
-from sfsr.io.schema import TableSchemaError, table_files, validate_table
+from sfsr.io.schema import TableSchemaError, read_parquet, table_files, validate_table
 
 DEFAULT_BUCKETS = 16
 META_KEY = b"sfsr_table_key"
@@ -97,14 +97,8 @@ def _existing_parts(table_uri: str) -> dict[int, tuple[str, int]]:
 
 
 def _read(uri: str, columns: list[str] | None = None) -> pa.Table:
-    fs, path = storage.arrow_filesystem(uri)
-    try:
-        return pq.read_table(path, filesystem=fs, columns=columns)
-    except pa.ArrowInvalid as e:  # the bytes arrived but are not (complete) Parquet
-        raise TableSchemaError(f"{uri}: not a readable Parquet file ({e}); an interrupted write? "
-                               "delete it and re-run the job that wrote it") from e
-    except OSError as e:  # I/O: missing file, unreachable endpoint, refused credentials
-        raise storage.arrow_error(uri, "read", e) from e
+    return read_parquet(uri, lambda path, fs: pq.read_table(path, filesystem=fs, columns=columns),
+                        "an interrupted write? delete it and re-run the job that wrote it")
 
 
 def _table_meta(schema: pa.Schema) -> dict[bytes, bytes]:
@@ -144,13 +138,7 @@ def _write_part(uri: str, table: pa.Table, schema: pa.Schema, key: str, num_buck
 
 
 def _check_compatible(table_uri: str, part_uri: str, schema: pa.Schema, key: str) -> None:
-    fs, path = storage.arrow_filesystem(part_uri)
-    try:
-        existing = pq.read_schema(path, filesystem=fs)
-    except pa.ArrowInvalid as e:
-        raise TableSchemaError(f"{part_uri}: not a readable Parquet file ({e}); restore or delete it") from e
-    except OSError as e:
-        raise storage.arrow_error(part_uri, "read", e) from e
+    existing = read_parquet(part_uri, lambda path, fs: pq.read_schema(path, filesystem=fs), "restore or delete it")
     if not existing.equals(schema, check_metadata=False):
         raise TableSchemaError(f"{table_uri}: the table's columns differ from this commit's schema; "
                                "write to a new table (or delete this one) instead of mixing schemas")
@@ -252,14 +240,8 @@ def _clean_temp_files(table_uri: str) -> None:
 
 
 def _count_rows(table_uri: str) -> int:
-    total = 0
-    for uri in table_files(table_uri):
-        fs, path = storage.arrow_filesystem(uri)
-        try:
-            total += pq.read_metadata(path, filesystem=fs).num_rows
-        except OSError as e:
-            raise storage.arrow_error(uri, "read", e) from e
-    return total
+    read = lambda path, fs: pq.read_metadata(path, filesystem=fs).num_rows  # noqa: E731
+    return sum(read_parquet(uri, read, "delete it and re-run the job that wrote it") for uri in table_files(table_uri))
 
 
 def read_keys(table_uri: str, key: str) -> set[str]:

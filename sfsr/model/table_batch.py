@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from sfsr.io.images import decode_png
+from sfsr.io.images import decode_png, resize_square
 
 NEEDED = ("image", "face_mask", "identity", "expression")
 
@@ -33,10 +33,6 @@ def _columns(batch: Any) -> dict[str, list]:
         f"batch_from_table_rows: got {type(batch).__name__}; pass a pyarrow Table/RecordBatch, a "
         "pandas DataFrame or a dict of columns"
     )
-
-
-def _fit(img: np.ndarray, size: int, interp: int) -> np.ndarray:
-    return img if img.shape[:2] == (size, size) else cv2.resize(img, (size, size), interpolation=interp)
 
 
 def _label(labels: Any) -> str | None:
@@ -76,8 +72,8 @@ def batch_from_table_rows(
             raise ValueError(f"face-table row {i}: image is greyscale {img.shape}; crops are RGB")
         m = decode_png(cols["face_mask"][i], source=f"face-table row {i} column face_mask")
         m = m if m.ndim == 2 else m[..., 0]
-        images.append(_fit(img, size, cv2.INTER_AREA))
-        masks.append(_fit(m, size, cv2.INTER_AREA))
+        images.append(resize_square(img, size, enlarge=cv2.INTER_AREA))
+        masks.append(resize_square(m, size, enlarge=cv2.INTER_AREA))
     ident = np.asarray([np.asarray(v, np.float32) for v in cols["identity"]], np.float32)  # (B, Di)
     expr = np.asarray([np.asarray(v, np.float32) for v in cols["expression"]], np.float32)  # (B, De)
     if identity_means and "labels" in cols:

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from sfsr.diffusion.losses import denoising_loss, expression_loss, identity_loss, resize_for
 from sfsr.diffusion.recovery import RECOVERIES, recover_x0
-from sfsr.diffusion.schedule import add_noise, alphas_cumprod, gather
+from sfsr.diffusion import schedule as noise_schedule
+from sfsr.diffusion.schedule import add_noise, gather
 from sfsr.model.diffsfsr import DiffSFSR
 from sfsr.model.presets import make_model
 from sfsr.model.table_batch import batch_from_table_rows, identity_label_means  # re-exported
@@ -160,18 +161,18 @@ def train_step(
     dev = batch["image"].device
     g = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step)
     b = batch["image"].shape[0]
-    ab = alphas_cumprod(model.schedule)
+    alphas_cumprod = noise_schedule.alphas_cumprod(model.schedule)  # (T,)
     ptype = model.schedule.prediction_type
 
     region = face_region(batch["mask"].float(), model.config.mask_dilate)  # (B, 1, S, S)
     with torch.no_grad():
         x0 = model.encode(batch["image"].float())  # (B, C, h, w)
         background, mregion = model.prepare_background(batch["image"].float(), region)
-    t = torch.randint(0, ab.numel(), (b,), generator=g).to(dev)
+    t = torch.randint(0, alphas_cumprod.numel(), (b,), generator=g).to(dev)
     eps = torch.randn(x0.shape, generator=g).to(dev, x0.dtype)
     drop_id = (torch.rand(b, generator=g) < cfg.p_drop_identity).to(dev)
     drop_ex = (torch.rand(b, generator=g) < cfg.p_drop_expression).to(dev)
-    a = gather(ab, t)
+    a = gather(alphas_cumprod, t)
     x_t = add_noise(x0, eps, a)
     pred = net(x_t, t, background, mregion, batch["identity"], batch["expression"], drop_id, drop_ex)
     per = denoising_loss(pred, x0, eps, a, ptype, mregion, face_weight=cfg.face_weight,
@@ -182,7 +183,7 @@ def train_step(
     use_aux = judges is not None and step >= cfg.aux_start_step and (
         cfg.identity_loss_weight > 0 or cfg.expression_loss_weight > 0)
     if use_aux:
-        aux = _aux_losses(net, model, judges, batch, x0, background, mregion, ab, cfg, g)
+        aux = _aux_losses(net, model, judges, batch, x0, background, mregion, alphas_cumprod, cfg, g)
         for k, v in aux.items():
             logs[k] = float(v.detach())
         loss = loss + cfg.identity_loss_weight * aux["loss_identity"] + cfg.expression_loss_weight * aux["loss_expression"]
@@ -199,7 +200,7 @@ def train_step(
     return logs
 
 
-def _aux_losses(net, model, judges, batch, x0, background, mregion, ab, cfg, g) -> dict[str, torch.Tensor]:
+def _aux_losses(net, model, judges, batch, x0, background, mregion, alphas_cumprod, cfg, g) -> dict[str, torch.Tensor]:
     """Identity and expression losses on x0 recovered from a fresh x_t (t < aux_t_max) of the
     first aux_batch samples, conditioned on their full (undropped) vectors. The first
     round(aux_swap * n) of them take their identity (and identity-loss target) from a donor,
@@ -207,9 +208,9 @@ def _aux_losses(net, model, judges, batch, x0, background, mregion, ab, cfg, g) 
     b = x0.shape[0]
     n = min(cfg.aux_batch, b)
     dev = x0.device
-    t = torch.randint(0, min(cfg.aux_t_max, ab.numel()), (n,), generator=g).to(dev)
+    t = torch.randint(0, min(cfg.aux_t_max, alphas_cumprod.numel()), (n,), generator=g).to(dev)
     eps = torch.randn(x0[:n].shape, generator=g).to(dev, x0.dtype)
-    x_t = add_noise(x0[:n], eps, gather(ab, t))
+    x_t = add_noise(x0[:n], eps, gather(alphas_cumprod, t))
     target_emb = batch.get("identity_target", batch["identity"])
     source = swap_sources(batch["identity"], n, round(cfg.aux_swap * n))
     ident, expr, target_emb = batch["identity"][source], batch["expression"][:n], target_emb[source]
@@ -218,7 +219,7 @@ def _aux_losses(net, model, judges, batch, x0, background, mregion, ab, cfg, g) 
     def denoise(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
         return net(x, tt, bg, m, ident, expr)
 
-    x0_hat = recover_x0(denoise, x_t, t, ab, model.schedule.prediction_type, RECOVERIES[cfg.recovery],
+    x0_hat = recover_x0(denoise, x_t, t, alphas_cumprod, model.schedule.prediction_type, RECOVERIES[cfg.recovery],
                         background=bg, mask=m)
     images = resize_for(model.decode(x0_hat), judges.size)  # (n, 3, s, s)
     return {

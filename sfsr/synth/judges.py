@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from sfsr.io.images import resize_square_batch
 from sfsr.synth.factors import EXPRESSION_FACTORS
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -120,8 +121,8 @@ def uint8_to_tensor(images: np.ndarray, size: int | None = None) -> torch.Tensor
         )
     if arr.ndim == 3:
         arr = arr[None]
-    if size is not None and arr.shape[1:3] != (size, size):
-        arr = np.stack([cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA) for a in arr])
+    if size is not None:
+        arr = resize_square_batch(arr, size, enlarge=cv2.INTER_AREA)
     t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()  # (B, 3, H, W)
     return t / 127.5 - 1.0
 

@@ -16,9 +16,11 @@ from sfsr.diffusion.schedule import (
     Schedule,
     add_noise,
     alphas_cumprod,
+    eps_from_x0,
     gather,
     split_prediction,
     target,
+    x0_from_eps,
 )
 
 
@@ -37,6 +39,17 @@ def test_split_inverts_target(ptype):
     x_t = add_noise(x0, eps, a)
     got_x0, got_eps = split_prediction(target(x0, eps, a, ptype), x_t, a, ptype)
     assert torch.allclose(got_x0, x0, atol=1e-4) and torch.allclose(got_eps, eps, atol=1e-3)
+
+
+def test_eps_and_x0_conversions_invert_the_forward_process():
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
+    a = torch.tensor([0.999, 0.7, 0.3, 0.01], dtype=torch.float64)
+    x_t = add_noise(x0, eps, a)
+    assert torch.allclose(eps_from_x0(x_t, x0, a), eps, atol=1e-3)
+    assert torch.allclose(x0_from_eps(x_t, eps, a), x0, atol=1e-3)
+    # a = 1 (t = 0 of the cosine schedule in float32): finite, not a division by zero
+    assert torch.isfinite(eps_from_x0(x0, x0, torch.ones(4, dtype=torch.float64))).all()
 
 
 def _oracle(x0: torch.Tensor, ab: torch.Tensor, ptype: str):

@@ -27,8 +27,9 @@ from sfsr.faces import insightface_pack as ifp
 from sfsr.faces import pack
 from sfsr.faces.align import template
 from sfsr.faces.insightface_encoders import expression_geometry, mean_shape_68, pose_from_landmarks
-from sfsr.faces.insightface_runtime import OnnxNet, graph_normalisation, resize_square, select_providers
+from sfsr.faces.insightface_runtime import OnnxNet, graph_normalisation, select_providers
 from sfsr.faces.insightface_scrfd import ScrfdDetector
+from sfsr.io.images import resize_square_batch
 from tests.fixtures import onnx_standins as standins
 
 pytestmark = pytest.mark.filterwarnings("ignore::sfsr.faces.insightface_pack.UnpublishedWeightsWarning")
@@ -395,7 +396,7 @@ def test_user_expression_regressor_comes_first(tmp_path):
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)  # 3 crops, a batch-1 model
     out = enc(crops)
-    small = resize_square(crops, standins.EXPRESSION_SIZE).astype(np.float64)
+    small = resize_square_batch(crops, standins.EXPRESSION_SIZE).astype(np.float64)
     lum = ((small - 127.5) / 127.5).mean(-1)  # (3, 64, 64)
     h = standins.EXPRESSION_SIZE // 2
     quads = np.stack([lum[:, :h, :h].mean((1, 2)), lum[:, :h, h:].mean((1, 2)),

@@ -162,7 +162,7 @@ def test_unknown_kind_is_refused(tmp_path):
 
 
 class _FakeS3:
-    """Stands in for sfsr.io.storage.read_bytes over an in-memory bucket, counting reads."""
+    """Stands in for sfsr.io.storage.read_bytes / stat_files over an in-memory bucket, counting reads."""
 
     def __init__(self, objects: dict[str, bytes]):
         self.objects, self.reads = objects, []
@@ -175,12 +175,19 @@ class _FakeS3:
             raise StorageError(f"{uri}: no such key")
         return self.objects[uri]
 
+    def stat_files(self, prefix: str) -> list:
+        from sfsr.io.storage import FileStat
+
+        return sorted((FileStat(u, len(d), _sha(d)) for u, d in self.objects.items() if u.startswith(prefix)),
+                      key=lambda s: s.uri)
+
 
 def _s3(monkeypatch, objects):
     from sfsr.io import storage
 
     fake = _FakeS3(objects)
     monkeypatch.setattr(storage, "read_bytes", fake.read_bytes)
+    monkeypatch.setattr(storage, "stat_files", fake.stat_files)
     return fake
 
 
@@ -190,17 +197,19 @@ def _bucket(manifest: PackManifest | None = None) -> dict[str, bytes]:
     return objs
 
 
-def test_s3_pack_downloads_once_into_cache_keyed_by_manifest(monkeypatch):
+def test_s3_pack_downloads_once_into_cache_keyed_by_content(monkeypatch):
     objs = _bucket()
     fake = _s3(monkeypatch, objs)
     fp = pack.open_pack("s3://b/packs/tiny/")
     assert fp.location == "s3://b/packs/tiny"
-    key = _sha(objs["s3://b/packs/tiny/sfsr-pack.json"])
-    assert (pack.cache_dir() / key / "sub" / "expr.bin").read_bytes() == FILES["sub/expr.bin"]
-    first = len(fake.reads)
-    assert first == 4  # manifest + 3 files
+    copies = list(pack.cache_dir().glob("*/sub/expr.bin"))
+    assert [c.read_bytes() for c in copies] == [FILES["sub/expr.bin"]]
+    assert len(fake.reads) == 4  # manifest + 3 files
     pack.open_pack("s3://b/packs/tiny")
-    assert len(fake.reads) == first + 1  # only the manifest again: files came from the cache
+    assert len(fake.reads) == 4  # unchanged listing: everything came from the cache
+    objs["s3://b/packs/tiny/sfsr-pack.json"] = _manifest().to_json().encode() + b"\n"  # a new version of the pack
+    pack.open_pack("s3://b/packs/tiny")
+    assert len(fake.reads) == 8 and len(list(pack.cache_dir().glob("*/sub/expr.bin"))) == 2
 
 
 def test_s3_tampered_object_fails_verification(monkeypatch):

@@ -80,6 +80,56 @@ def test_rows_from_numpy_build_a_valid_table():
     assert t.column("expression_label").null_count == 4
 
 
+def _parts(row: dict) -> dict:
+    """face_row's keyword arguments for a fixture row."""
+    return dict(
+        source_uri=row["source_uri"], face_index=row["face_index"], split=row["split"], image_png=row["image"],
+        face_mask_png=row["face_mask"], bbox=row["bbox"], landmarks=row["landmarks"], align_matrix=row["align_matrix"],
+        identity=row["identity"], expression=row["expression"], yaw=row["yaw"], pitch=row["pitch"], roll=row["roll"],
+        expression_label=row["expression_label"], identity_label=row["labels"]["identity_label"],
+        synth_params=row["labels"]["synth_params"],
+    )
+
+
+def test_face_row_builds_the_same_row_as_by_hand():
+    s = make_schema()
+    hand = face_rows(4)
+    for r in hand:  # face_row files the expression label as the row's expression word too (what ingest writes)
+        r["labels"]["expression_word"] = r["expression_label"]
+    built = [S.face_row(s, **_parts(r)) for r in hand]
+    assert [list(r) for r in built] == [s.names] * 4
+    S.validate_table(pa.Table.from_pylist(built, schema=s), s)
+    assert pa.Table.from_pylist(built, schema=s).equals(pa.Table.from_pylist(hand, schema=s))
+    assert built[1]["face_id"] == S.face_id("/data/img0.jpg", 1) and built[1]["identity_model"] == "idm"
+    # vectors come out as float32 values whatever the input layout: (5, 2) landmarks -> 10
+    again = S.face_row(s, **{**_parts(hand[0]), "landmarks": np.asarray(hand[0]["landmarks"], np.float64).reshape(5, 2)})
+    assert again["landmarks"] == built[0]["landmarks"]
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"identity": np.zeros(7, np.float32)}, "identity has 7 values, the face table expects 8"),
+        ({"expression": np.full(5, np.nan, np.float32)}, "expression holds NaN"),
+        ({"bbox": [1.0, 2.0, 3.0]}, "bbox has 3 values, the face table expects 4"),
+        ({"face_mask_png": np.zeros((16, 16), np.uint8)}, "face_mask_png must be PNG bytes, got ndarray"),
+        ({"image_png": b"JFIF...."}, "image_png is not PNG data"),
+        ({"split": "val"}, "split is 'val'"),
+        ({"face_index": -1}, "face_index must be a non-negative int"),
+        ({"yaw": "12"}, "yaw must be a number"),
+        ({"identity_label": 3}, "identity_label must be a string or None"),
+    ],
+)
+def test_face_row_names_the_wrong_field(change, field):
+    with pytest.raises(ValueError, match=f"face row '/data/img0.jpg' face -?[0-9]+: {field}"):
+        S.face_row(make_schema(), **{**_parts(face_rows(1)[0]), **change})
+
+
+def test_face_row_refuses_another_schema():
+    with pytest.raises(ValueError, match="not a face-table schema"):
+        S.face_row(S.ERROR_SCHEMA, **_parts(face_rows(1)[0]))
+
+
 def test_validate_table_catches_problems():
     s = make_schema()
     good = pa.Table.from_pylist(face_rows(3), schema=s)
