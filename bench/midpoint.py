@@ -52,7 +52,7 @@ def psnr(mse: float) -> float:
 def measure(model: DiffSFSR, data: dict, t_grid: list[int], seed: int) -> dict[str, dict[int, tuple[float, float]]]:
     """method -> t -> (face MSE, whole MSE), averaged over the faces."""
     model.eval()
-    ab = alphas_cumprod(model.schedule)
+    table = alphas_cumprod(model.schedule)  # (T,)
     x0 = data["x0"]
     face = data["mask"]  # (B, 1, S, S) true face mask
     region = face_region(face, model.config.mask_dilate)
@@ -67,10 +67,10 @@ def measure(model: DiffSFSR, data: dict, t_grid: list[int], seed: int) -> dict[s
         g = torch.Generator().manual_seed(seed * 10_007 + t_val)  # same noise for every method and checkpoint
         eps = torch.randn(x0.shape, generator=g)
         t = torch.full((b,), t_val, dtype=torch.long)
-        x_t = add_noise(x0, eps, gather(ab, t))
+        x_t = add_noise(x0, eps, gather(table, t))
         first = denoise(x_t, t)  # shared first evaluation, as in training
         for name, rec in METHODS.items():
-            est = recover_x0(denoise, x_t, t, ab, model.schedule.prediction_type, rec,
+            est = recover_x0(denoise, x_t, t, table, model.schedule.prediction_type, rec,
                              background=bg, mask=mreg, first=first).clamp(-1, 1)
             err = (est - x0) ** 2  # (B, 3, S, S)
             face_mse = float((err * face).sum() / (face.sum() * 3))

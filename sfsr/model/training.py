@@ -1,6 +1,6 @@
 """One training step of DiffSFSR, its optimiser, EMA and checkpoint state (no Ray here).
 
-jobs/train.py (Ray Train) and sfsr/model/train_local.py both drive `train_step`:
+jobs/train.py (Ray Train) drives `train_step`, the one training loop:
 
     model = make_model("cpu-demo"); ema = EMA(model, cfg.ema_decay)
     opt, sched = make_optimizer(model, cfg)

@@ -52,52 +52,52 @@ def test_eps_and_x0_conversions_invert_the_forward_process():
     assert torch.isfinite(eps_from_x0(x0, x0, torch.ones(4, dtype=torch.float64))).all()
 
 
-def _oracle(x0: torch.Tensor, ab: torch.Tensor, ptype: str):
+def _oracle(x0: torch.Tensor, table: torch.Tensor, ptype: str):
     """A 'network' that knows x0: at any (x, t) it outputs the exact prediction for it."""
     def denoise(x, t):
-        a = gather(ab, t).to(x.dtype).reshape(-1, 1, 1, 1)
+        a = gather(table, t).to(x.dtype).reshape(-1, 1, 1, 1)
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
-        return target(x0, eps, gather(ab, t), ptype)
+        return target(x0, eps, gather(table, t), ptype)
     return denoise
 
 
 @pytest.mark.parametrize("ptype", PREDICTION_TYPES)
 @pytest.mark.parametrize("rec", [ONE_STEP, MIDPOINT, IMPROVED, Recovery(steps=4, spacing="logsnr", combine="mean")])
 def test_recovery_exact_for_true_noise(ptype, rec):
-    ab = alphas_cumprod(Schedule())
+    table = alphas_cumprod(Schedule())
     g = torch.Generator().manual_seed(1)
     x0 = torch.rand(5, 3, 8, 8, generator=g, dtype=torch.float64) * 2 - 1
     eps = torch.randn(5, 3, 8, 8, generator=g, dtype=torch.float64)
     t = torch.tensor([0, 10, 300, 700, 990])
-    x_t = add_noise(x0, eps, gather(ab, t))
+    x_t = add_noise(x0, eps, gather(table, t))
     mask = (torch.rand(5, 1, 8, 8, generator=g) > 0.5).double()
-    out = recover_x0(_oracle(x0, ab, ptype), x_t, t, ab, ptype, rec, background=x0, mask=mask)
+    out = recover_x0(_oracle(x0, table, ptype), x_t, t, table, ptype, rec, background=x0, mask=mask)
     assert torch.allclose(out, x0, atol=1e-6)
 
 
 def test_recovery_counts_and_places_evaluations():
-    ab = alphas_cumprod(Schedule())
+    table = alphas_cumprod(Schedule())
     calls = []
     x0 = torch.zeros(2, 3, 4, 4, dtype=torch.float64)
-    oracle = _oracle(x0, ab, "epsilon")
+    oracle = _oracle(x0, table, "epsilon")
 
     def counting(x, t):
         calls.append(t.clone())
         return oracle(x, t)
 
     t = torch.tensor([800, 400])
-    recover_x0(counting, add_noise(x0, torch.randn_like(x0), gather(ab, t)), t, ab, "epsilon", MIDPOINT)
+    recover_x0(counting, add_noise(x0, torch.randn_like(x0), gather(table, t)), t, table, "epsilon", MIDPOINT)
     assert len(calls) == 2 and calls[1].tolist() == [400, 200]  # plain midpoint: index t / 2
-    lam = torch.log(ab / (1 - ab))
-    ts = substep_timesteps(t, ab, 2, "logsnr")
+    lam = torch.log(table / (1 - table))
+    ts = substep_timesteps(t, table, 2, "logsnr")
     # log-SNR placement: the midpoint's log-SNR is halfway between lambda(t) and lambda(0)
     for b in range(2):
         want = (lam[t[b]] + lam[0]) / 2
         assert abs(lam[ts[1][b]] - want) <= (lam[ts[1][b] - 1] - lam[ts[1][b] + 1]).abs()
     # `first` replaces the first evaluation (training re-uses the denoising loss's output)
     calls.clear()
-    x_t = add_noise(x0, torch.randn_like(x0), gather(ab, t))
-    recover_x0(counting, x_t, t, ab, "epsilon", MIDPOINT, first=oracle(x_t, t))
+    x_t = add_noise(x0, torch.randn_like(x0), gather(table, t))
+    recover_x0(counting, x_t, t, table, "epsilon", MIDPOINT, first=oracle(x_t, t))
     assert len(calls) == 1
 
 
@@ -263,7 +263,7 @@ def test_arcface_np_free_gradients():
 def test_improved_is_the_mean_of_one_step_and_midpoint_with_paste():
     torch.manual_seed(4)
     conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-    ab = alphas_cumprod(Schedule())
+    table = alphas_cumprod(Schedule())
 
     def net(x, t):
         return conv(x) * 0.3
@@ -272,9 +272,9 @@ def test_improved_is_the_mean_of_one_step_and_midpoint_with_paste():
     bg, mask = torch.rand(2, 3, 6, 6), (torch.rand(2, 1, 6, 6) > 0.5).float()
     kw = dict(background=bg, mask=mask)
     with torch.no_grad():
-        one = recover_x0(net, x_t, t, ab, "v_prediction", Recovery(1, paste_background=True), **kw)
-        mid = recover_x0(net, x_t, t, ab, "v_prediction", Recovery(2, paste_background=True), **kw)
-        imp = recover_x0(net, x_t, t, ab, "v_prediction", IMPROVED, **kw)
+        one = recover_x0(net, x_t, t, table, "v_prediction", Recovery(1, paste_background=True), **kw)
+        mid = recover_x0(net, x_t, t, table, "v_prediction", Recovery(2, paste_background=True), **kw)
+        imp = recover_x0(net, x_t, t, table, "v_prediction", IMPROVED, **kw)
     assert torch.allclose(imp, (one + mid) / 2, atol=1e-6)
     assert torch.equal(imp * (1 - mask), bg * (1 - mask))  # known background, exactly
     assert not torch.allclose(one, mid)
