@@ -22,7 +22,7 @@ import json
 import pickle
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import ray
@@ -32,6 +32,7 @@ from evaluation.protocol import TASKS, draw_pairs, faces_from_rows
 from evaluation.report import write_report
 from evaluation.suite import KIDConfig, eval_scores, merge_eval_stats
 from jobs import _evaluate_stages as st
+from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage, table
 from sfsr.io.schema import read_table_info
 from sfsr.provenance import git_commit
@@ -40,30 +41,36 @@ from sfsr.synth.factors import EXPRESSION_FACTORS
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvaluateConfig:
-    table: str
-    output: str
-    task: str = "swap"
-    images: str | None = None
-    checkpoint: str | None = None
-    pairs: int = 1000
-    seed: int = 0
-    split: str = "test"
-    words: bool = False
-    features: str = "auto"
-    fid_weights: str | None = None
-    recogniser: str = "auto"
-    pose: bool = True
-    training_recognisers: tuple[str, ...] = ()
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    kid_capacity: int = 10_000
-    batch_size: int = 64
-    actors: int = 0
-    examples: int = 8
-    previous: str | None = None
-    pairs_only: bool = False
+    """The job's settings, each declared once: the command line is derived from these fields
+    (sfsr.cli_settings) and the resolved values are saved in OUT/metrics.json."""
+
+    table: str = setting("face table (or an ingest output folder holding faces/)", required=True)
+    output: str = setting("folder or s3:// prefix for pairs.jsonl, metrics.json, report.html", required=True)
+    checkpoint: str | None = setting("model folder for sfsr.generate.Generator.from_pretrained", None, one_of="outputs")
+    images: str | None = setting("folder or s3:// prefix of outputs named <pair_id>.png (any method)", None,
+                                 one_of="outputs")
+    pairs_only: bool = setting("only write pairs.jsonl (to produce --images elsewhere)", False)
+    task: str = setting("what the outputs are", "swap", choices=TASKS)
+    pairs: int = setting("number of pairs drawn", 1000)
+    seed: int = setting("pairing seed (also the KID subset seed)", 0)
+    split: str = setting("face-table split to draw from ('all' for every face)", "test")
+    words: bool = setting("reenact/generate: drive with expression words, not faces", False)
+    features: str = setting("FD/KID network: auto, efficientnet-lite0, inception-v3-fid, none", "auto")
+    fid_weights: str | None = setting("folder/s3:// prefix/file with pt_inception-2015-12-05-6726825d.pth", None)
+    recogniser: str = setting("face pack for identity/expression/pose (auto: builtin, or the synthetic judges on a "
+                              "synthetic table), or 'judges'", "auto")
+    pose: bool = setting("skip the pose metric (a detector pass per crop)", True, flag="--no-pose")
+    training_recognisers: tuple[str, ...] = setting("comma-separated identity encoders the model was trained against "
+                                                    "(a warning is shown when the evaluation uses one)", ())
+    kid_subsets: int = setting("KID subsets", 100)
+    kid_subset_size: int = setting("KID subset size (clamped to the sample)", 1000)
+    kid_capacity: int = setting("images kept per side for KID (uniform sample)", 10_000)
+    batch_size: int = setting("pairs per actor call", 64)
+    actors: int = setting("actors per pool (0: half the CPUs)", 0)
+    examples: int = setting("pairs shown in the report's grid", 8)
+    previous: str | None = setting("an earlier metrics.json to show changes against", None)
 
 
 def faces_uri(uri: str) -> str:
@@ -236,42 +243,21 @@ def run(cfg: EvaluateConfig) -> dict:
             "seconds": metrics["seconds"]}
 
 
-def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--table", required=True, help="face table (or an ingest output folder holding faces/)")
-    p.add_argument("--output", required=True, help="folder or s3:// prefix for pairs.jsonl, metrics.json, report.html")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="model folder for sfsr.generate.Generator.from_pretrained")
-    src.add_argument("--images", help="folder or s3:// prefix of outputs named <pair_id>.png (any method)")
-    p.add_argument("--pairs-only", action="store_true", help="only write pairs.jsonl (to produce --images elsewhere)")
-    p.add_argument("--task", default="swap", choices=TASKS, help="what the outputs are")
-    p.add_argument("--pairs", type=int, default=1000, help="number of pairs drawn")
-    p.add_argument("--seed", type=int, default=0, help="pairing seed (also the KID subset seed)")
-    p.add_argument("--split", default="test", help="face-table split to draw from ('all' for every face)")
-    p.add_argument("--words", action="store_true", help="reenact/generate: drive with expression words, not faces")
-    p.add_argument("--features", default="auto", help="FD/KID network: auto, efficientnet-lite0, inception-v3-fid, none")
-    p.add_argument("--fid-weights", default=None, help="folder/s3:// prefix/file with pt_inception-2015-12-05-6726825d.pth")
-    p.add_argument("--recogniser", default="auto", help="face pack for identity/expression/pose (auto: builtin, "
-                   "or the synthetic judges on a synthetic table), or 'judges'")
-    p.add_argument("--no-pose", dest="pose", action="store_false", help="skip the pose metric (a detector pass per crop)")
-    p.add_argument("--training-recognisers", default="", help="comma-separated identity encoders the model was "
-                   "trained against (a warning is shown when the evaluation uses one)")
-    p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets")
-    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (clamped to the sample)")
-    p.add_argument("--kid-capacity", type=int, default=10_000, help="images kept per side for KID (uniform sample)")
-    p.add_argument("--batch-size", type=int, default=64, help="pairs per actor call")
-    p.add_argument("--actors", type=int, default=0, help="actors per pool (0: half the CPUs)")
-    p.add_argument("--examples", type=int, default=8, help="pairs shown in the report's grid")
-    p.add_argument("--previous", default=None, help="an earlier metrics.json to show changes against")
+def parser() -> argparse.ArgumentParser:
+    """The command line: a flag per EvaluateConfig field, and --smoke-test."""
+    p = settings_parser(EvaluateConfig, __doc__)
     p.add_argument("--smoke-test", action="store_true", help="tiny run: 16 pairs, small KID")
-    a = p.parse_args(argv)
-    if not (a.checkpoint or a.images or a.pairs_only):
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
+    p = parser()
+    cfg, a = parse_settings(EvaluateConfig, p, argv)
+    if not (cfg.checkpoint or cfg.images or cfg.pairs_only):
         p.error("give --checkpoint (generate outputs) or --images (score outputs made elsewhere), or --pairs-only")
     if a.smoke_test:
-        a.pairs, a.kid_subsets, a.kid_subset_size, a.batch_size = min(a.pairs, 16), 10, 8, 8
-    fields = {k: v for k, v in vars(a).items() if k in EvaluateConfig.__dataclass_fields__}
-    fields["training_recognisers"] = tuple(s for s in a.training_recognisers.split(",") if s)
-    return EvaluateConfig(**fields)
+        cfg = replace(cfg, pairs=min(cfg.pairs, 16), kid_subsets=10, kid_subset_size=8, batch_size=8)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
