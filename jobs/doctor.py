@@ -10,7 +10,6 @@ Checks what every other job relies on, prints one table, and exits non-zero nami
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -136,15 +135,8 @@ def render(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command line: a flag per DoctorConfig field, and --smoke-test."""
-    p = settings_parser(DoctorConfig, __doc__)
-    p.add_argument("--smoke-test", action="store_true", help="same checks; accepted so every job has the flag")
-    return p
-
-
 def parse_args(argv: list[str] | None = None) -> DoctorConfig:
-    p = parser()
+    p = settings_parser(DoctorConfig, __doc__, smoke_test="same checks; accepted so every job has the flag")
     return parse_settings(DoctorConfig, p, argv)[0]
 
 

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import pickle
 import sys
@@ -243,15 +242,8 @@ def run(cfg: EvaluateConfig) -> dict:
             "seconds": metrics["seconds"]}
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command line: a flag per EvaluateConfig field, and --smoke-test."""
-    p = settings_parser(EvaluateConfig, __doc__)
-    p.add_argument("--smoke-test", action="store_true", help="tiny run: 16 pairs, small KID")
-    return p
-
-
 def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
-    p = parser()
+    p = settings_parser(EvaluateConfig, __doc__, smoke_test="tiny run: 16 pairs, small KID")
     cfg, a = parse_settings(EvaluateConfig, p, argv)
     if not (cfg.checkpoint or cfg.images or cfg.pairs_only):
         p.error("give --checkpoint (generate outputs) or --images (score outputs made elsewhere), or --pairs-only")

@@ -16,7 +16,6 @@ already in the face or error table are skipped (use --retry-errors to try failed
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -218,15 +217,8 @@ def run(cfg: IngestConfig) -> dict:
     return summary
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command line: a flag per IngestConfig field, and --smoke-test."""
-    p = settings_parser(IngestConfig, __doc__)
-    p.add_argument("--smoke-test", action="store_true", help="tiny run: at most 16 synthetic faces at 64 px")
-    return p
-
-
 def parse_args(argv: list[str] | None = None) -> IngestConfig:
-    p = parser()
+    p = settings_parser(IngestConfig, __doc__, smoke_test="tiny run: at most 16 synthetic faces at 64 px")
     cfg, a = parse_settings(IngestConfig, p, argv)
     if a.smoke_test and cfg.synthetic:
         cfg = replace(cfg, synthetic=min(cfg.synthetic, 16), crop_size=64)

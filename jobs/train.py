@@ -12,7 +12,6 @@ The training maths is sfsr.model.training (plain PyTorch); this file is only the
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -278,16 +277,10 @@ def init_digest(init_from: str | None) -> str | None:
     return files_digest(local_folder(init_from))
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command line: a flag per JobConfig field, and --smoke-test."""
-    p = settings_parser(JobConfig, __doc__)
-    p.add_argument("--smoke-test", action="store_true", help="tiny synthetic table, few steps: checks the whole path in about a minute")
-    return p
-
-
 def parse_args(argv: list[str] | None = None) -> tuple[JobConfig, bool]:
     """(the resolved settings, whether --smoke-test was given)."""
-    p = parser()
+    p = settings_parser(JobConfig, __doc__,
+                        smoke_test="tiny synthetic table, few steps: checks the whole path in about a minute")
     job, a = parse_settings(JobConfig, p, argv)
     if a.smoke_test:
         job = replace(job, steps=min(job.steps, 6), checkpoint_every=3, sample_every=6, batch_size=8)

@@ -8,8 +8,7 @@ which puts its help text (and whatever else the command line needs) in the field
         output: str = setting("output folder or s3:// prefix", required=True)
         crop_size: int = setting("side of the aligned crops", 256)
 
-    parser = settings_parser(IngestConfig, __doc__)
-    parser.add_argument("--smoke-test", action="store_true", help="...")  # a flag, not a setting
+    parser = settings_parser(IngestConfig, __doc__, smoke_test="tiny run")  # --smoke-test: a flag, not a setting
     cfg, args = parse_settings(IngestConfig, parser, argv)  # args.smoke_test
 
 How a field becomes a flag (the dest is always the field's name, so `vars(args)` matches it):
@@ -95,8 +94,10 @@ def _argument(cls: type, field: dataclasses.Field, hint: Any, spec: dict) -> dic
     return kw
 
 
-def settings_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one flag per field of dataclass `cls`, in field order, defaults shown."""
+def settings_parser(cls: type, description: str | None = None, *,
+                    smoke_test: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per field of dataclass `cls`, in field order, defaults
+    shown; with `smoke_test` (its help text) a last flag --smoke-test, which every job has."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(cls)
     groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
@@ -108,6 +109,8 @@ def settings_parser(cls: type, description: str | None = None) -> argparse.Argum
                 groups[spec["one_of"]] = parser.add_mutually_exclusive_group(required=spec["required"])
             target = groups[spec["one_of"]]
         target.add_argument(_flag(field, spec), **_argument(cls, field, hints[field.name], spec))
+    if smoke_test is not None:
+        parser.add_argument("--smoke-test", action="store_true", help=smoke_test)
     return parser
 
 

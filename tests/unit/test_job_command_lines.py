@@ -1,100 +1,21 @@
 """Every job's command line, derived from its settings dataclass (sfsr.cli_settings), is the one
 the Makefile, README, quickstart and platform manifests were written against: the same flags in
-the same order, with the same defaults, conversions, choices and required flags. The tables
-below were captured from `python -m jobs.X --help` before the command lines were derived."""
+the same order, with the same defaults, conversions, choices and required flags, as captured in
+tests/fixtures/job_flags_before.json from the jobs whose flags were written by hand."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
 from jobs import doctor, evaluate, ingest, train
+from sfsr.cli_settings import settings_parser
 
-# flag, default, action, type, choices: as argparse held them when each flag was written by hand
-BEFORE = {
-    "train": [
-        ("--table", None, "store", None, None),
-        ("--storage", "runs", "store", None, None),
-        ("--name", None, "store", None, None),
-        ("--preset", "cpu-demo", "store", None, None),
-        ("--init-from", None, "store", None, None),
-        ("--steps", 2000, "store", int, None),
-        ("--batch-size", 32, "store", int, None),
-        ("--lr", None, "store", float, None),
-        ("--warmup-steps", None, "store", int, None),
-        ("--ema-decay", None, "store", float, None),
-        ("--identity-loss-weight", 0.0, "store", float, None),
-        ("--expression-loss-weight", 0.0, "store", float, None),
-        ("--aux-start-step", 0, "store", int, None),
-        ("--aux-swap", 0.0, "store", float, None),
-        ("--num-workers", 1, "store", int, None),
-        ("--use-gpu", False, "store_true", None, None),
-        ("--checkpoint-every", 200, "store", int, None),
-        ("--sample-every", 500, "store", int, None),
-        ("--keep-checkpoints", 3, "store", int, None),
-        ("--max-failures", 3, "store", int, None),
-        ("--seed", 0, "store", int, None),
-        ("--split", "train", "store", None, None),
-        ("--smoke-test", False, "store_true", None, None),
-    ],
-    "ingest": [
-        ("--input", None, "store", None, None),
-        ("--synthetic", 0, "store", int, None),
-        ("--output", None, "store", None, None),
-        ("--synthetic-split", "train", "store", None, ["train", "test", "all"]),
-        ("--seed", 0, "store", int, None),
-        ("--identities", 200, "store", int, None),
-        ("--pack", "builtin", "store", None, None),
-        ("--crop-size", 256, "store", int, None),
-        ("--min-face", 32, "store", int, None),
-        ("--batch-size", 8, "store", int, None),
-        ("--detect-actors", 0, "store", int, None),
-        ("--encode-actors", 0, "store", int, None),
-        ("--test-fraction", 0.1, "store", float, None),
-        ("--identity-from-folder", False, "store_true", None, None),
-        ("--retry-errors", False, "store_true", None, None),
-        ("--smoke-test", False, "store_true", None, None),
-    ],
-    "evaluate": [
-        ("--table", None, "store", None, None),
-        ("--output", None, "store", None, None),
-        ("--checkpoint", None, "store", None, None),
-        ("--images", None, "store", None, None),
-        ("--pairs-only", False, "store_true", None, None),
-        ("--task", "swap", "store", None, ["swap", "reenact", "generate"]),
-        ("--pairs", 1000, "store", int, None),
-        ("--seed", 0, "store", int, None),
-        ("--split", "test", "store", None, None),
-        ("--words", False, "store_true", None, None),
-        ("--features", "auto", "store", None, None),
-        ("--fid-weights", None, "store", None, None),
-        ("--recogniser", "auto", "store", None, None),
-        ("--no-pose", True, "store_false", None, None),
-        ("--training-recognisers", "", "store", "comma-separated", None),  # was split after parsing
-        ("--kid-subsets", 100, "store", int, None),
-        ("--kid-subset-size", 1000, "store", int, None),
-        ("--kid-capacity", 10000, "store", int, None),
-        ("--batch-size", 64, "store", int, None),
-        ("--actors", 0, "store", int, None),
-        ("--examples", 8, "store", int, None),
-        ("--previous", None, "store", None, None),
-        ("--smoke-test", False, "store_true", None, None),
-    ],
-    "doctor": [
-        ("--storage", None, "store", None, None),
-        ("--pack", [], "append", None, None),
-        ("--model", [], "append", None, None),
-        ("--no-builtin", False, "store_true", None, None),
-        ("--timeout", 10.0, "store", float, None),
-        ("--smoke-test", False, "store_true", None, None),
-    ],
-}
-# flags argparse itself requires, and the mutually exclusive groups (required or not)
-REQUIRED = {"train": [], "ingest": ["--output"], "evaluate": ["--table", "--output"], "doctor": []}
-GROUPS = {"train": [], "ingest": [(["--input", "--synthetic"], True)],
-          "evaluate": [(["--checkpoint", "--images"], False)], "doctor": []}
+BEFORE = json.loads((Path(__file__).parents[1] / "fixtures" / "job_flags_before.json").read_text())
 JOBS = {"train": (train, train.JobConfig), "ingest": (ingest, ingest.IngestConfig),
         "evaluate": (evaluate, evaluate.EvaluateConfig), "doctor": (doctor, doctor.DoctorConfig)}
 # the least each command line accepts, and what parse_args resolves it to beyond the dataclass defaults
@@ -104,15 +25,21 @@ MINIMAL = {
     "evaluate": (["--table", "t", "--output", "out", "--images", "made"], {"table": "t", "output": "out", "images": "made"}),
     "doctor": (["--storage", "probe"], {"storage": "probe"}),
 }
+ACTIONS = {argparse._StoreAction: "store", argparse._StoreTrueAction: "store_true",
+           argparse._StoreFalseAction: "store_false", argparse._AppendAction: "append"}
+
+
+def _parser(job: str) -> argparse.ArgumentParser:
+    """The parser jobs.<job>.parse_args builds, caught as it is built."""
+    module, built = JOBS[job][0], []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(module, "settings_parser", lambda *a, **kw: built.append(settings_parser(*a, **kw)) or built[-1])
+        module.parse_args(MINIMAL[job][0])
+    return built[0]
 
 
 def _actions(p: argparse.ArgumentParser) -> list[argparse.Action]:
     return [a for a in p._actions if not isinstance(a, argparse._HelpAction)]
-
-
-def _action_name(a: argparse.Action) -> str:
-    return {argparse._StoreAction: "store", argparse._StoreTrueAction: "store_true",
-            argparse._StoreFalseAction: "store_false", argparse._AppendAction: "append"}[type(a)]
 
 
 @pytest.fixture(autouse=True)
@@ -122,17 +49,16 @@ def _no_storage_env(monkeypatch) -> None:
 
 @pytest.mark.parametrize("job", sorted(JOBS))
 def test_each_job_has_exactly_the_flags_it_had(job: str) -> None:
-    p = JOBS[job][0].parser()
+    p = _parser(job)
     got = []
     for a in _actions(p):
-        assert len(a.option_strings) == 1, f"{a.option_strings}: one spelling per flag"
-        kind = "comma-separated" if getattr(a.type, "__name__", "") == "_comma_separated" else a.type
-        got.append((a.option_strings[0], a.default, _action_name(a), kind, list(a.choices) if a.choices else None))
-        assert a.help, f"jobs.{job} {a.option_strings[0]} has no help text"
-    assert got == BEFORE[job]
-    assert [a.option_strings[0] for a in _actions(p) if a.required] == REQUIRED[job]
-    assert [([a.option_strings[0] for a in g._group_actions], g.required)
-            for g in p._mutually_exclusive_groups] == GROUPS[job]
+        assert len(a.option_strings) == 1 and a.help, f"jobs.{job} {a.option_strings}: one spelling, with help text"
+        kind = "comma-separated" if getattr(a.type, "__name__", "") == "_comma_separated" else getattr(a.type, "__name__", None)
+        got.append([a.option_strings[0], a.default, ACTIONS[type(a)], kind, list(a.choices) if a.choices else None])
+    assert got == BEFORE[job]["flags"]
+    assert [a.option_strings[0] for a in _actions(p) if a.required] == BEFORE[job]["required"]
+    assert [[[a.option_strings[0] for a in g._group_actions], g.required]
+            for g in p._mutually_exclusive_groups] == BEFORE[job]["groups"]
 
 
 @pytest.mark.parametrize("job", sorted(JOBS))
@@ -140,10 +66,9 @@ def test_defaults_are_the_dataclass_defaults(job: str) -> None:
     module, cls = JOBS[job]
     argv, given = MINIMAL[job]
     parsed = module.parse_args(argv)
-    cfg = parsed[0] if isinstance(parsed, tuple) else parsed
-    assert cfg == cls(**given)
-    for f in dataclasses.fields(cls):  # every field has a flag, and every setting flag a field
-        assert any(a.dest == f.name for a in _actions(module.parser())), f"{cls.__name__}.{f.name} has no flag"
+    assert (parsed[0] if isinstance(parsed, tuple) else parsed) == cls(**given)
+    dests = {a.dest for a in _actions(_parser(job))}
+    assert {f.name for f in dataclasses.fields(cls)} == dests - {"smoke_test"}  # a flag per setting, no other
 
 
 @pytest.mark.parametrize("job,argv,message", [
