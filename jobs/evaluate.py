@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -26,16 +25,15 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import ray
 
-from evaluation.identity import same_recogniser
-from evaluation.protocol import TASKS, draw_pairs, faces_from_rows
+from evaluation.protocol import TASKS
 from evaluation.report import write_report
-from evaluation.suite import KIDConfig, eval_scores, merge_eval_stats
 from jobs import _evaluate_stages as st
+from jobs._evaluate_metrics import Networks, StatsCollector, assemble_metrics
+from jobs._evaluate_plan import PairPlan, pair_meta, plan_pairs
 from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage, table
-from sfsr.io.schema import read_table_info
+from sfsr.io.schema import TableInfo, read_table_info
 from sfsr.provenance import git_commit
-from sfsr.synth.factors import EXPRESSION_FACTORS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -78,31 +76,6 @@ def faces_uri(uri: str) -> str:
     return inner if table.table_files(inner) else uri
 
 
-def pair_meta(cfg: EvaluateConfig, pairs: list, labels: dict, synth: dict, buckets: int) -> dict:
-    """pair_id -> what the actors need to know of each pair (broadcast to them)."""
-    targets = families = None
-    if synth:
-        from evaluation.synth import render_plan
-        from sfsr.expressions import ExpressionTargets
-        from sfsr.synth.factors import FAMILIES
-
-        targets = ExpressionTargets.for_synth()
-        families = {f: targets.target(f).tolist() for f in FAMILIES}
-        pool = [synth[p.identity]["identity_id"] for p in pairs]
-    meta = {}
-    for p in pairs:
-        m = {"index": p.index, "bucket": p.index % buckets, "identity": p.identity, "background": p.background,
-             "driver": p.driver, "word": p.word, "seed": p.seed, "identity_label": labels[p.identity]}
-        if synth:
-            m["synth_identity"] = synth[p.identity]["identity_id"]
-            m["synth_expression"] = (targets.target(p.word).tolist() if p.word is not None
-                                     else synth[p.driver]["expression"])
-            m.update(render_plan(p.index, m["synth_identity"], synth[p.background], m["synth_expression"], pool,
-                                 families))
-        meta[p.pair_id] = m
-    return meta
-
-
 def gallery(cfg: EvaluateConfig, fs_path: tuple, spec: st.ModelSpec, sources: set, labels: dict,
             n_actors: int) -> tuple[np.ndarray, np.ndarray]:
     """(G, D) identity vectors of every source face with the evaluation recogniser, and their persons."""
@@ -120,53 +93,24 @@ def gallery(cfg: EvaluateConfig, fs_path: tuple, spec: st.ModelSpec, sources: se
     return np.asarray(vecs, np.float32), np.asarray([labels[i] for i in ids])
 
 
-def run(cfg: EvaluateConfig) -> dict:
-    t0 = time.monotonic()
-    uri = faces_uri(cfg.table)
-    info = read_table_info(uri)
-    small = table.read_table(uri, columns=["face_id", "split", "labels"])
-    ids, splits, labs = (small.column(c).to_pylist() for c in ("face_id", "split", "labels"))
-    keep = [i for i, s in enumerate(splits) if cfg.split == "all" or s == cfg.split]
-    if not keep:
-        raise SystemExit(f"{uri}: no faces in split {cfg.split!r} (splits there: {sorted(set(splits))}); "
-                         "pick another --split")
-    faces, warnings = faces_from_rows([ids[i] for i in keep], [labs[i] for i in keep])
-    is_synth = (info.identity_model or "").startswith("synth-judge")
-    synth = {}
-    if is_synth:
-        for i in keep:
-            sp = json.loads((labs[i] or {}).get("synth_params") or "null")
-            if sp:
-                # by name: synth_params is JSON with sorted keys, not EXPRESSION_FACTORS order
-                synth[ids[i]] = {"identity_id": sp["identity_id"],
-                                 "expression": [sp["expression"][f] for f in EXPRESSION_FACTORS],
-                                 "pose": sp.get("pose") or {}, "background_seed": sp.get("background_seed", 0)}
-    words = None
-    if cfg.words:
-        from sfsr.expressions import WORDS
-
-        words = tuple(w.word for w in WORDS)
-    pairs = draw_pairs(faces, cfg.pairs, cfg.task, cfg.seed, words=words)
-    storage.write_bytes(storage.join(cfg.output, "pairs.jsonl"), "".join(p.to_json() + "\n" for p in pairs).encode())
-    print(f"evaluate: {len(pairs)} {cfg.task} pairs from {len(faces)} faces of split {cfg.split!r}", flush=True)
-    if cfg.pairs_only:
-        return {"pairs": len(pairs), "pairs_file": storage.join(cfg.output, "pairs.jsonl")}
-
-    labels = {f.face_id: f.identity for f in faces}
+def score_pairs(cfg: EvaluateConfig, uri: str, info: TableInfo, plan: PairPlan) -> tuple[StatsCollector, st.ModelSpec]:
+    """The Ray part: the gallery, then face rows -> pairs -> outputs -> Score actors, their
+    statistics merged as batches arrive. Returns them and the spec of the scoring models."""
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = ray.cluster_resources().get("GPU", 0)
     n_actors = cfg.actors or max(1, cpus // 2)
     # two actor pools (generate, score) may run at once: on a small cluster whole CPUs for both
     # would leave none for the read and shuffle tasks that feed them, and the pipeline stalls
     actor_cpus = 1.0 if cpus >= 4 * n_actors else 0.5
-    recogniser = cfg.recogniser if cfg.recogniser != "auto" else ("judges" if is_synth else "builtin")
+    recogniser = cfg.recogniser if cfg.recogniser != "auto" else ("judges" if plan.is_synth else "builtin")
     spec = st.ModelSpec(features=cfg.features, fid_weights=cfg.fid_weights, recogniser=recogniser, pose=cfg.pose,
                         kid_capacity=cfg.kid_capacity, device="cuda" if gpus else "cpu")
     fs_path = storage.arrow_filesystem(uri)
+    pairs = plan.pairs
     spec = st.ModelSpec(**{**asdict(spec), "gallery": gallery(cfg, fs_path, spec, {p.identity for p in pairs},
-                                                              labels, n_actors)})
+                                                              plan.labels, n_actors)})
     buckets = max(1, len(pairs) // 256)
-    meta = pair_meta(cfg, pairs, labels, synth, buckets)
+    meta = pair_meta(plan, buckets)
 
     fs, path = fs_path
     ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["face_id", "image", "face_mask"])
@@ -188,26 +132,23 @@ def run(cfg: EvaluateConfig) -> dict:
                         compute=ray.data.ActorPoolStrategy(size=n_actors), num_gpus=0.5 if gpus else 0,
                         num_cpus=actor_cpus, batch_format="pyarrow", batch_size=cfg.batch_size)
 
-    merged, examples, errors, done = None, [], [], 0
+    collected = StatsCollector()
     for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for stats_b, n, ex_b, err in zip(*(b.column(c).to_pylist() for c in ("stats", "pairs", "examples", "errors"))):
-            stats = pickle.loads(stats_b)  # our own Score actors' output, never user data
-            if stats is not None:
-                merged = stats if merged is None else merge_eval_stats(merged, stats)
-            examples += pickle.loads(ex_b)
-            errors += json.loads(err)
-            done += n
-        print(f"evaluate: {done}/{len(pairs)} pairs scored, {len(errors)} with errors", flush=True)
-    if merged is None:
-        raise SystemExit(f"evaluate: none of the {len(pairs)} pairs could be scored; see the errors: {errors[:5]}")
+        collected.add(b)
+        print(f"evaluate: {collected.pairs}/{len(pairs)} pairs scored, {len(collected.errors)} with errors", flush=True)
+    return collected, spec
 
-    feature_info = None
+
+def describe_networks(cfg: EvaluateConfig, spec: st.ModelSpec) -> Networks:
+    """The names of the networks that scored the outputs and of those the model was trained
+    against (its card, for --checkpoint): loads them on the driver, no Ray."""
+    features = None
     if spec.features != "none":
         from evaluation.features import load_extractor
 
         fe = load_extractor(spec.features, spec.fid_weights).info
-        feature_info = {"name": fe.name, "score_name": fe.score_name, "kid_name": fe.kid_name,
-                        "comparable_to_published": fe.comparable, "weights": fe.weights}
+        features = {"name": fe.name, "score_name": fe.score_name, "kid_name": fe.kid_name,
+                    "comparable_to_published": fe.comparable, "weights": fe.weights}
     encoders = spec.encoders()
     trained_with = list(cfg.training_recognisers)
     weights = None
@@ -217,28 +158,32 @@ def run(cfg: EvaluateConfig) -> dict:
         gen = Generator.from_pretrained(cfg.checkpoint)
         trained_with.append(gen.info["conditioning"]["identity"])
         weights = gen.weights_digest  # content, not name: reusers compare it (sfsr.quickstart)
-    if same_recogniser(encoders.identity.name, trained_with):
-        warnings.append(f"the identity recogniser {encoders.identity.name} is the one the model was trained "
-                        "against: its identity scores flatter the model; also report an independent recogniser")
-    if feature_info and not feature_info["comparable_to_published"]:
-        warnings.append(f"{feature_info['score_name']}: pass --fid-weights with the standard Inception weights "
-                        "for FID and KID comparable to papers")
-    scores = eval_scores(merged, feature_info["score_name"] if feature_info else "",
-                         KIDConfig(cfg.kid_subsets, cfg.kid_subset_size, cfg.seed))
-    missing_out = scores.get("model", {}).get("failed", 0)
-    metrics = {
-        "task": cfg.task, "pairs": len(pairs), "seed": cfg.seed, "split": cfg.split, "table": uri,
-        "source": {"checkpoint": cfg.checkpoint, "images": cfg.images, "weights_sha256": weights},
-        "git_commit": git_commit(), "feature_network": feature_info,
-        "recogniser": encoders.identity.name, "expression_encoder": encoders.expression.name,
-        "methods": scores, "warnings": warnings, "config": asdict(cfg),
-        "errors": {"count": len(errors), "model_outputs_missing_or_bad": missing_out,
-                   "items": [{"uri": e["pair_id"], "reason": e["reason"]} for e in errors[:1000]]},
-        "seconds": round(time.monotonic() - t0, 2),
-    }  # fmt: skip
-    examples = sorted(examples, key=lambda e: e.pair_id)[: cfg.examples]
-    m_uri, h_uri = write_report(cfg.output, metrics, examples, cfg.previous)
-    return {"metrics": m_uri, "report": h_uri, "pairs": len(pairs), "errors": len(errors),
+    return Networks(encoders.identity.name, encoders.expression.name, features, tuple(trained_with), weights)
+
+
+def run(cfg: EvaluateConfig) -> dict:
+    """Plan the pairs (jobs._evaluate_plan), score them on the cluster (score_pairs), assemble
+    and write the metrics and report (jobs._evaluate_metrics)."""
+    t0 = time.monotonic()
+    uri = faces_uri(cfg.table)
+    info = read_table_info(uri)
+    small = table.read_table(uri, columns=["face_id", "split", "labels"])
+    plan = plan_pairs(cfg, *(small.column(c).to_pylist() for c in ("face_id", "split", "labels")),
+                      info.identity_model, where=uri)
+    pairs_file = storage.join(cfg.output, "pairs.jsonl")
+    storage.write_bytes(pairs_file, "".join(p.to_json() + "\n" for p in plan.pairs).encode())
+    print(f"evaluate: {len(plan.pairs)} {cfg.task} pairs from {len(plan.faces)} faces of split {cfg.split!r}", flush=True)
+    if cfg.pairs_only:
+        return {"pairs": len(plan.pairs), "pairs_file": pairs_file}
+
+    collected, spec = score_pairs(cfg, uri, info, plan)
+    if collected.merged is None:
+        raise SystemExit(f"evaluate: none of the {len(plan.pairs)} pairs could be scored; see the errors: "
+                         f"{collected.errors[:5]}")
+    metrics = assemble_metrics(cfg, plan, uri, collected, describe_networks(cfg, spec), commit=git_commit(),
+                               seconds=round(time.monotonic() - t0, 2))
+    m_uri, h_uri = write_report(cfg.output, metrics, collected.shown(cfg.examples), cfg.previous)
+    return {"metrics": m_uri, "report": h_uri, "pairs": len(plan.pairs), "errors": len(collected.errors),
             "seconds": metrics["seconds"]}
 
 
