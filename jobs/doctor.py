@@ -10,13 +10,25 @@ Checks what every other job relies on, prints one table, and exits non-zero nami
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
 
 import ray
+
+from sfsr.cli_settings import parse_settings, setting, settings_parser
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoctorConfig:
+    """What to check, each setting declared once (the command line is derived from these fields)."""
+
+    storage: str = setting("storage URI to probe (local path or s3://)", env="SFSR_STORAGE", required=True)
+    pack: tuple[str, ...] = setting("face pack to verify (builtin, folder or s3:// prefix); repeatable", (),
+                                    action="append")
+    model: tuple[str, ...] = setting("model folder that must hold a config.json; repeatable", (), action="append")
+    no_builtin: bool = setting("do not check the builtin face pack", False)
+    timeout: float = setting("seconds per storage operation before it counts as unreachable", 10.0)
 
 
 @dataclass
@@ -123,24 +135,19 @@ def render(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--storage", default=os.environ.get("SFSR_STORAGE"), help="storage URI to probe (local path or s3://)")
-    p.add_argument("--pack", action="append", default=[], help="face pack to verify (builtin, folder or s3:// prefix); repeatable")
-    p.add_argument("--model", action="append", default=[], help="model folder that must hold a config.json; repeatable")
-    p.add_argument("--no-builtin", action="store_true", help="do not check the builtin face pack")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per storage operation before it counts as unreachable")
-    p.add_argument("--smoke-test", action="store_true", help="same checks; accepted so every job has the flag")
-    args = p.parse_args(argv)
-    if not args.storage:
-        p.error("--storage is required (or set SFSR_STORAGE): a local path or s3://bucket/prefix to probe")
+def parse_args(argv: list[str] | None = None) -> DoctorConfig:
+    p = settings_parser(DoctorConfig, __doc__, smoke_test="same checks; accepted so every job has the flag")
+    return parse_settings(DoctorConfig, p, argv)[0]
 
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
     t0 = time.monotonic()
     ray.init()  # `ray job submit` points RAY_ADDRESS at the cluster the job runs on
     checks = check_ray()
-    checks += check_storage(args.storage, args.timeout)
-    checks += check_packs(([] if args.no_builtin else ["builtin"]) + args.pack)
-    checks += check_models(args.model)
+    checks += check_storage(cfg.storage, cfg.timeout)
+    checks += check_packs(([] if cfg.no_builtin else ["builtin"]) + list(cfg.pack))
+    checks += check_models(list(cfg.model))
     checks += check_accelerators()
     print(render(checks))
     failed = [c for c in checks if c.required and not c.ok]

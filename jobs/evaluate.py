@@ -17,84 +17,63 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import pickle
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import ray
 
-from evaluation.identity import same_recogniser
-from evaluation.protocol import TASKS, draw_pairs, faces_from_rows
+from evaluation.protocol import TASKS
 from evaluation.report import write_report
-from evaluation.suite import KIDConfig, eval_scores, merge_eval_stats
 from jobs import _evaluate_stages as st
+from jobs._evaluate_metrics import Networks, StatsCollector, assemble_metrics
+from jobs._evaluate_plan import PairPlan, pair_meta, plan_pairs
+from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage, table
-from sfsr.io.schema import read_table_info
+from sfsr.io.schema import TableInfo, read_table_info
 from sfsr.provenance import git_commit
-from sfsr.synth.factors import EXPRESSION_FACTORS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvaluateConfig:
-    table: str
-    output: str
-    task: str = "swap"
-    images: str | None = None
-    checkpoint: str | None = None
-    pairs: int = 1000
-    seed: int = 0
-    split: str = "test"
-    words: bool = False
-    features: str = "auto"
-    fid_weights: str | None = None
-    recogniser: str = "auto"
-    pose: bool = True
-    training_recognisers: tuple[str, ...] = ()
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    kid_capacity: int = 10_000
-    batch_size: int = 64
-    actors: int = 0
-    examples: int = 8
-    previous: str | None = None
-    pairs_only: bool = False
+    """The job's settings, each declared once: the command line is derived from these fields
+    (sfsr.cli_settings) and the resolved values are saved in OUT/metrics.json."""
+
+    table: str = setting("face table (or an ingest output folder holding faces/)", required=True)
+    output: str = setting("folder or s3:// prefix for pairs.jsonl, metrics.json, report.html", required=True)
+    checkpoint: str | None = setting("model folder for sfsr.generate.Generator.from_pretrained", None, one_of="outputs")
+    images: str | None = setting("folder or s3:// prefix of outputs named <pair_id>.png (any method)", None,
+                                 one_of="outputs")
+    pairs_only: bool = setting("only write pairs.jsonl (to produce --images elsewhere)", False)
+    task: str = setting("what the outputs are", "swap", choices=TASKS)
+    pairs: int = setting("number of pairs drawn", 1000)
+    seed: int = setting("pairing seed (also the KID subset seed)", 0)
+    split: str = setting("face-table split to draw from ('all' for every face)", "test")
+    words: bool = setting("reenact/generate: drive with expression words, not faces", False)
+    features: str = setting("FD/KID network: auto, efficientnet-lite0, inception-v3-fid, none", "auto")
+    fid_weights: str | None = setting("folder/s3:// prefix/file with pt_inception-2015-12-05-6726825d.pth", None)
+    recogniser: str = setting("face pack for identity/expression/pose (auto: builtin, or the synthetic judges on a "
+                              "synthetic table), or 'judges'", "auto")
+    pose: bool = setting("skip the pose metric (a detector pass per crop)", True, flag="--no-pose")
+    training_recognisers: tuple[str, ...] = setting("comma-separated identity encoders the model was trained against "
+                                                    "(a warning is shown when the evaluation uses one)", ())
+    kid_subsets: int = setting("KID subsets", 100)
+    kid_subset_size: int = setting("KID subset size (clamped to the sample)", 1000)
+    kid_capacity: int = setting("images kept per side for KID (uniform sample)", 10_000)
+    batch_size: int = setting("pairs per actor call", 64)
+    actors: int = setting("actors per pool (0: half the CPUs)", 0)
+    examples: int = setting("pairs shown in the report's grid", 8)
+    previous: str | None = setting("an earlier metrics.json to show changes against", None)
 
 
 def faces_uri(uri: str) -> str:
     """The face table itself, given it or an ingest output folder holding faces/."""
     inner = storage.join(uri, "faces")
     return inner if table.table_files(inner) else uri
-
-
-def pair_meta(cfg: EvaluateConfig, pairs: list, labels: dict, synth: dict, buckets: int) -> dict:
-    """pair_id -> what the actors need to know of each pair (broadcast to them)."""
-    targets = families = None
-    if synth:
-        from evaluation.synth import render_plan
-        from sfsr.expressions import ExpressionTargets
-        from sfsr.synth.factors import FAMILIES
-
-        targets = ExpressionTargets.for_synth()
-        families = {f: targets.target(f).tolist() for f in FAMILIES}
-        pool = [synth[p.identity]["identity_id"] for p in pairs]
-    meta = {}
-    for p in pairs:
-        m = {"index": p.index, "bucket": p.index % buckets, "identity": p.identity, "background": p.background,
-             "driver": p.driver, "word": p.word, "seed": p.seed, "identity_label": labels[p.identity]}
-        if synth:
-            m["synth_identity"] = synth[p.identity]["identity_id"]
-            m["synth_expression"] = (targets.target(p.word).tolist() if p.word is not None
-                                     else synth[p.driver]["expression"])
-            m.update(render_plan(p.index, m["synth_identity"], synth[p.background], m["synth_expression"], pool,
-                                 families))
-        meta[p.pair_id] = m
-    return meta
 
 
 def gallery(cfg: EvaluateConfig, fs_path: tuple, spec: st.ModelSpec, sources: set, labels: dict,
@@ -114,53 +93,24 @@ def gallery(cfg: EvaluateConfig, fs_path: tuple, spec: st.ModelSpec, sources: se
     return np.asarray(vecs, np.float32), np.asarray([labels[i] for i in ids])
 
 
-def run(cfg: EvaluateConfig) -> dict:
-    t0 = time.monotonic()
-    uri = faces_uri(cfg.table)
-    info = read_table_info(uri)
-    small = table.read_table(uri, columns=["face_id", "split", "labels"])
-    ids, splits, labs = (small.column(c).to_pylist() for c in ("face_id", "split", "labels"))
-    keep = [i for i, s in enumerate(splits) if cfg.split == "all" or s == cfg.split]
-    if not keep:
-        raise SystemExit(f"{uri}: no faces in split {cfg.split!r} (splits there: {sorted(set(splits))}); "
-                         "pick another --split")
-    faces, warnings = faces_from_rows([ids[i] for i in keep], [labs[i] for i in keep])
-    is_synth = (info.identity_model or "").startswith("synth-judge")
-    synth = {}
-    if is_synth:
-        for i in keep:
-            sp = json.loads((labs[i] or {}).get("synth_params") or "null")
-            if sp:
-                # by name: synth_params is JSON with sorted keys, not EXPRESSION_FACTORS order
-                synth[ids[i]] = {"identity_id": sp["identity_id"],
-                                 "expression": [sp["expression"][f] for f in EXPRESSION_FACTORS],
-                                 "pose": sp.get("pose") or {}, "background_seed": sp.get("background_seed", 0)}
-    words = None
-    if cfg.words:
-        from sfsr.expressions import WORDS
-
-        words = tuple(w.word for w in WORDS)
-    pairs = draw_pairs(faces, cfg.pairs, cfg.task, cfg.seed, words=words)
-    storage.write_bytes(storage.join(cfg.output, "pairs.jsonl"), "".join(p.to_json() + "\n" for p in pairs).encode())
-    print(f"evaluate: {len(pairs)} {cfg.task} pairs from {len(faces)} faces of split {cfg.split!r}", flush=True)
-    if cfg.pairs_only:
-        return {"pairs": len(pairs), "pairs_file": storage.join(cfg.output, "pairs.jsonl")}
-
-    labels = {f.face_id: f.identity for f in faces}
+def score_pairs(cfg: EvaluateConfig, uri: str, info: TableInfo, plan: PairPlan) -> tuple[StatsCollector, st.ModelSpec]:
+    """The Ray part: the gallery, then face rows -> pairs -> outputs -> Score actors, their
+    statistics merged as batches arrive. Returns them and the spec of the scoring models."""
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = ray.cluster_resources().get("GPU", 0)
     n_actors = cfg.actors or max(1, cpus // 2)
     # two actor pools (generate, score) may run at once: on a small cluster whole CPUs for both
     # would leave none for the read and shuffle tasks that feed them, and the pipeline stalls
     actor_cpus = 1.0 if cpus >= 4 * n_actors else 0.5
-    recogniser = cfg.recogniser if cfg.recogniser != "auto" else ("judges" if is_synth else "builtin")
+    recogniser = cfg.recogniser if cfg.recogniser != "auto" else ("judges" if plan.is_synth else "builtin")
     spec = st.ModelSpec(features=cfg.features, fid_weights=cfg.fid_weights, recogniser=recogniser, pose=cfg.pose,
                         kid_capacity=cfg.kid_capacity, device="cuda" if gpus else "cpu")
     fs_path = storage.arrow_filesystem(uri)
+    pairs = plan.pairs
     spec = st.ModelSpec(**{**asdict(spec), "gallery": gallery(cfg, fs_path, spec, {p.identity for p in pairs},
-                                                              labels, n_actors)})
+                                                              plan.labels, n_actors)})
     buckets = max(1, len(pairs) // 256)
-    meta = pair_meta(cfg, pairs, labels, synth, buckets)
+    meta = pair_meta(plan, buckets)
 
     fs, path = fs_path
     ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["face_id", "image", "face_mask"])
@@ -182,26 +132,23 @@ def run(cfg: EvaluateConfig) -> dict:
                         compute=ray.data.ActorPoolStrategy(size=n_actors), num_gpus=0.5 if gpus else 0,
                         num_cpus=actor_cpus, batch_format="pyarrow", batch_size=cfg.batch_size)
 
-    merged, examples, errors, done = None, [], [], 0
+    collected = StatsCollector()
     for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for stats_b, n, ex_b, err in zip(*(b.column(c).to_pylist() for c in ("stats", "pairs", "examples", "errors"))):
-            stats = pickle.loads(stats_b)  # our own Score actors' output, never user data
-            if stats is not None:
-                merged = stats if merged is None else merge_eval_stats(merged, stats)
-            examples += pickle.loads(ex_b)
-            errors += json.loads(err)
-            done += n
-        print(f"evaluate: {done}/{len(pairs)} pairs scored, {len(errors)} with errors", flush=True)
-    if merged is None:
-        raise SystemExit(f"evaluate: none of the {len(pairs)} pairs could be scored; see the errors: {errors[:5]}")
+        collected.add(b)
+        print(f"evaluate: {collected.pairs}/{len(pairs)} pairs scored, {len(collected.errors)} with errors", flush=True)
+    return collected, spec
 
-    feature_info = None
+
+def describe_networks(cfg: EvaluateConfig, spec: st.ModelSpec) -> Networks:
+    """The names of the networks that scored the outputs and of those the model was trained
+    against (its card, for --checkpoint): loads them on the driver, no Ray."""
+    features = None
     if spec.features != "none":
         from evaluation.features import load_extractor
 
         fe = load_extractor(spec.features, spec.fid_weights).info
-        feature_info = {"name": fe.name, "score_name": fe.score_name, "kid_name": fe.kid_name,
-                        "comparable_to_published": fe.comparable, "weights": fe.weights}
+        features = {"name": fe.name, "score_name": fe.score_name, "kid_name": fe.kid_name,
+                    "comparable_to_published": fe.comparable, "weights": fe.weights}
     encoders = spec.encoders()
     trained_with = list(cfg.training_recognisers)
     weights = None
@@ -211,67 +158,43 @@ def run(cfg: EvaluateConfig) -> dict:
         gen = Generator.from_pretrained(cfg.checkpoint)
         trained_with.append(gen.info["conditioning"]["identity"])
         weights = gen.weights_digest  # content, not name: reusers compare it (sfsr.quickstart)
-    if same_recogniser(encoders.identity.name, trained_with):
-        warnings.append(f"the identity recogniser {encoders.identity.name} is the one the model was trained "
-                        "against: its identity scores flatter the model; also report an independent recogniser")
-    if feature_info and not feature_info["comparable_to_published"]:
-        warnings.append(f"{feature_info['score_name']}: pass --fid-weights with the standard Inception weights "
-                        "for FID and KID comparable to papers")
-    scores = eval_scores(merged, feature_info["score_name"] if feature_info else "",
-                         KIDConfig(cfg.kid_subsets, cfg.kid_subset_size, cfg.seed))
-    missing_out = scores.get("model", {}).get("failed", 0)
-    metrics = {
-        "task": cfg.task, "pairs": len(pairs), "seed": cfg.seed, "split": cfg.split, "table": uri,
-        "source": {"checkpoint": cfg.checkpoint, "images": cfg.images, "weights_sha256": weights},
-        "git_commit": git_commit(), "feature_network": feature_info,
-        "recogniser": encoders.identity.name, "expression_encoder": encoders.expression.name,
-        "methods": scores, "warnings": warnings, "config": asdict(cfg),
-        "errors": {"count": len(errors), "model_outputs_missing_or_bad": missing_out,
-                   "items": [{"uri": e["pair_id"], "reason": e["reason"]} for e in errors[:1000]]},
-        "seconds": round(time.monotonic() - t0, 2),
-    }  # fmt: skip
-    examples = sorted(examples, key=lambda e: e.pair_id)[: cfg.examples]
-    m_uri, h_uri = write_report(cfg.output, metrics, examples, cfg.previous)
-    return {"metrics": m_uri, "report": h_uri, "pairs": len(pairs), "errors": len(errors),
+    return Networks(encoders.identity.name, encoders.expression.name, features, tuple(trained_with), weights)
+
+
+def run(cfg: EvaluateConfig) -> dict:
+    """Plan the pairs (jobs._evaluate_plan), score them on the cluster (score_pairs), assemble
+    and write the metrics and report (jobs._evaluate_metrics)."""
+    t0 = time.monotonic()
+    uri = faces_uri(cfg.table)
+    info = read_table_info(uri)
+    small = table.read_table(uri, columns=["face_id", "split", "labels"])
+    plan = plan_pairs(cfg, *(small.column(c).to_pylist() for c in ("face_id", "split", "labels")),
+                      info.identity_model, where=uri)
+    pairs_file = storage.join(cfg.output, "pairs.jsonl")
+    storage.write_bytes(pairs_file, "".join(p.to_json() + "\n" for p in plan.pairs).encode())
+    print(f"evaluate: {len(plan.pairs)} {cfg.task} pairs from {len(plan.faces)} faces of split {cfg.split!r}", flush=True)
+    if cfg.pairs_only:
+        return {"pairs": len(plan.pairs), "pairs_file": pairs_file}
+
+    collected, spec = score_pairs(cfg, uri, info, plan)
+    if collected.merged is None:
+        raise SystemExit(f"evaluate: none of the {len(plan.pairs)} pairs could be scored; see the errors: "
+                         f"{collected.errors[:5]}")
+    metrics = assemble_metrics(cfg, plan, uri, collected, describe_networks(cfg, spec), commit=git_commit(),
+                               seconds=round(time.monotonic() - t0, 2))
+    m_uri, h_uri = write_report(cfg.output, metrics, collected.shown(cfg.examples), cfg.previous)
+    return {"metrics": m_uri, "report": h_uri, "pairs": len(plan.pairs), "errors": len(collected.errors),
             "seconds": metrics["seconds"]}
 
 
 def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--table", required=True, help="face table (or an ingest output folder holding faces/)")
-    p.add_argument("--output", required=True, help="folder or s3:// prefix for pairs.jsonl, metrics.json, report.html")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="model folder for sfsr.generate.Generator.from_pretrained")
-    src.add_argument("--images", help="folder or s3:// prefix of outputs named <pair_id>.png (any method)")
-    p.add_argument("--pairs-only", action="store_true", help="only write pairs.jsonl (to produce --images elsewhere)")
-    p.add_argument("--task", default="swap", choices=TASKS, help="what the outputs are")
-    p.add_argument("--pairs", type=int, default=1000, help="number of pairs drawn")
-    p.add_argument("--seed", type=int, default=0, help="pairing seed (also the KID subset seed)")
-    p.add_argument("--split", default="test", help="face-table split to draw from ('all' for every face)")
-    p.add_argument("--words", action="store_true", help="reenact/generate: drive with expression words, not faces")
-    p.add_argument("--features", default="auto", help="FD/KID network: auto, efficientnet-lite0, inception-v3-fid, none")
-    p.add_argument("--fid-weights", default=None, help="folder/s3:// prefix/file with pt_inception-2015-12-05-6726825d.pth")
-    p.add_argument("--recogniser", default="auto", help="face pack for identity/expression/pose (auto: builtin, "
-                   "or the synthetic judges on a synthetic table), or 'judges'")
-    p.add_argument("--no-pose", dest="pose", action="store_false", help="skip the pose metric (a detector pass per crop)")
-    p.add_argument("--training-recognisers", default="", help="comma-separated identity encoders the model was "
-                   "trained against (a warning is shown when the evaluation uses one)")
-    p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets")
-    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (clamped to the sample)")
-    p.add_argument("--kid-capacity", type=int, default=10_000, help="images kept per side for KID (uniform sample)")
-    p.add_argument("--batch-size", type=int, default=64, help="pairs per actor call")
-    p.add_argument("--actors", type=int, default=0, help="actors per pool (0: half the CPUs)")
-    p.add_argument("--examples", type=int, default=8, help="pairs shown in the report's grid")
-    p.add_argument("--previous", default=None, help="an earlier metrics.json to show changes against")
-    p.add_argument("--smoke-test", action="store_true", help="tiny run: 16 pairs, small KID")
-    a = p.parse_args(argv)
-    if not (a.checkpoint or a.images or a.pairs_only):
+    p = settings_parser(EvaluateConfig, __doc__, smoke_test="tiny run: 16 pairs, small KID")
+    cfg, a = parse_settings(EvaluateConfig, p, argv)
+    if not (cfg.checkpoint or cfg.images or cfg.pairs_only):
         p.error("give --checkpoint (generate outputs) or --images (score outputs made elsewhere), or --pairs-only")
     if a.smoke_test:
-        a.pairs, a.kid_subsets, a.kid_subset_size, a.batch_size = min(a.pairs, 16), 10, 8, 8
-    fields = {k: v for k, v in vars(a).items() if k in EvaluateConfig.__dataclass_fields__}
-    fields["training_recognisers"] = tuple(s for s in a.training_recognisers.split(",") if s)
-    return EvaluateConfig(**fields)
+        cfg = replace(cfg, pairs=min(cfg.pairs, 16), kid_subsets=10, kid_subset_size=8, batch_size=8)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

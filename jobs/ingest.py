@@ -16,41 +16,45 @@ already in the face or error table are skipped (use --retry-errors to try failed
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 import ray
 
 from jobs import _ingest_stages as st
+from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage, table
 from sfsr.io.schema import ERROR_SCHEMA, face_table_schema
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IngestConfig:
-    output: str
-    input: str | None = None
-    synthetic: int = 0
-    synthetic_split: str = "train"
-    seed: int = 0
-    identities: int = 200
-    pack: str = "builtin"
-    crop_size: int = 256
-    min_face: int = 32
-    batch_size: int = 8
-    detect_actors: int = 0  # 0: see actor_plan
-    encode_actors: int = 0
-    test_fraction: float = 0.1
-    identity_from_folder: bool = False
-    retry_errors: bool = False
+    """The job's settings, each declared once: the command line is derived from these fields
+    (sfsr.cli_settings) and the resolved values are saved in Y/run.json."""
+
+    input: str | None = setting("folder, s3:// prefix, or Parquet table of images", None, one_of="source",
+                                required=True)
+    synthetic: int = setting("ingest N procedural faces instead", 0, one_of="source", required=True)
+    output: str = setting("output folder or s3:// prefix (faces/, errors/, run.json)", required=True)
+    synthetic_split: str = setting("split of the synthetic faces", "train", choices=["train", "test", "all"])
+    seed: int = setting("seed of the synthetic dataset", 0)
+    identities: int = setting("number of synthetic identities", 200)
+    pack: str = setting("face pack: builtin, a folder or an s3:// prefix", "builtin")
+    crop_size: int = setting("side of the aligned crops stored in the table", 256)
+    min_face: int = setting("smallest face (box side, source pixels) to keep", 32)
+    batch_size: int = setting("images per batch in the detect stage", 8)
+    detect_actors: int = setting("detect/align actors (0: one per CPU, or per CPU left over by the GPU encoders)", 0)
+    encode_actors: int = setting("encoder actors (0: a quarter of the CPUs, or one per GPU)", 0)
+    test_fraction: float = setting("fraction of identities (or files) in the test split", 0.1)
+    identity_from_folder: bool = setting("label identities by their parent folder's name", False)
+    retry_errors: bool = setting("process inputs that failed in an earlier run again", False)
 
 
 def list_inputs(cfg: IngestConfig) -> tuple[list[dict], int]:
@@ -214,31 +218,13 @@ def run(cfg: IngestConfig) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> IngestConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", help="folder, s3:// prefix, or Parquet table of images")
-    src.add_argument("--synthetic", type=int, default=0, help="ingest N procedural faces instead")
-    p.add_argument("--output", required=True, help="output folder or s3:// prefix (faces/, errors/, run.json)")
-    p.add_argument("--synthetic-split", default="train", choices=["train", "test", "all"], help="split of the synthetic faces")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset")
-    p.add_argument("--identities", type=int, default=200, help="number of synthetic identities")
-    p.add_argument("--pack", default="builtin", help="face pack: builtin, a folder or an s3:// prefix")
-    p.add_argument("--crop-size", type=int, default=256, help="side of the aligned crops stored in the table")
-    p.add_argument("--min-face", type=int, default=32, help="smallest face (box side, source pixels) to keep")
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch in the detect stage")
-    p.add_argument("--detect-actors", type=int, default=0, help="detect/align actors (0: one per CPU, or per CPU left over by the GPU encoders)")
-    p.add_argument("--encode-actors", type=int, default=0, help="encoder actors (0: a quarter of the CPUs, or one per GPU)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="fraction of identities (or files) in the test split")
-    p.add_argument("--identity-from-folder", action="store_true", help="label identities by their parent folder's name")
-    p.add_argument("--retry-errors", action="store_true", help="process inputs that failed in an earlier run again")
-    p.add_argument("--smoke-test", action="store_true", help="tiny run: at most 16 synthetic faces at 64 px")
-    a = p.parse_args(argv)
-    if a.smoke_test and a.synthetic:
-        a.synthetic, a.crop_size = min(a.synthetic, 16), 64
-    if a.crop_size < 32:
-        p.error(f"--crop-size {a.crop_size} is too small; use 32 or more")
-    fields = {k: v for k, v in vars(a).items() if k in IngestConfig.__dataclass_fields__}
-    return IngestConfig(**fields)
+    p = settings_parser(IngestConfig, __doc__, smoke_test="tiny run: at most 16 synthetic faces at 64 px")
+    cfg, a = parse_settings(IngestConfig, p, argv)
+    if a.smoke_test and cfg.synthetic:
+        cfg = replace(cfg, synthetic=min(cfg.synthetic, 16), crop_size=64)
+    if cfg.crop_size < 32:
+        p.error(f"--crop-size {cfg.crop_size} is too small; use 32 or more")
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,14 +12,13 @@ The training maths is sfsr.model.training (plain PyTorch); this file is only the
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage
 from sfsr.model import checkpoint
 from sfsr.model.presets import SYNTH_IDENTITY_ENCODER
@@ -35,30 +35,38 @@ from sfsr.provenance import git_commit
 from sfsr.model.training import TrainConfig
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobConfig:
-    table: str
-    storage: str
-    name: str
-    preset: str = "cpu-demo"
-    init_from: str | None = None
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float | None = None
-    num_workers: int = 1
-    use_gpu: bool = False
-    checkpoint_every: int = 200
-    sample_every: int = 500
-    keep_checkpoints: int = 3
-    max_failures: int = 3
-    seed: int = 0
-    split: str = "train"
-    warmup_steps: int | None = None
-    ema_decay: float | None = None
-    identity_loss_weight: float = 0.0
-    expression_loss_weight: float = 0.0
-    aux_start_step: int = 0
-    aux_swap: float = 0.0
+    """The job's settings, each declared once: the command line is derived from these fields
+    (sfsr.cli_settings) and the resolved values go into the exported model's run card."""
+
+    table: str = setting("face table (folder or s3:// prefix); --smoke-test makes one", required=True,
+                         unless="--smoke-test")
+    storage: str = setting("where runs and checkpoints go (local or s3://)", "runs", env="SFSR_STORAGE")
+    name: str | None = setting("run name; submitting the same name again resumes it (default: preset name)", None)
+    preset: str = setting("model size preset: tiny, cpu-demo, base, sd-init", "cpu-demo")
+    init_from: str | None = setting("start from this model folder (e.g. the committed cpu-demo model)", None)
+    steps: int = setting("total optimiser steps (counting resumed ones)", 2000)
+    batch_size: int = setting("per-worker batch size", 32)
+    lr: float | None = setting("learning rate (default: the preset's)", None)
+    warmup_steps: int | None = setting("learning-rate warm-up steps (default: TrainConfig's)", None)
+    ema_decay: float | None = setting("EMA decay of the exported weights (default: TrainConfig's); lower it for "
+                                      "short fine-tunes", None)
+    identity_loss_weight: float = setting("identity loss on the recovered x0, read by the synth judges (ArcFace for "
+                                          "real faces is not wired here yet)", 0.0)
+    expression_loss_weight: float = setting("expression loss on the recovered x0, read by the synth judges", 0.0)
+    aux_start_step: int = setting("first step of the identity / expression losses (the recovered faces are noise "
+                                  "before the model learns)", 0)
+    aux_swap: float = setting("fraction of the recovery-loss samples trained as swaps (another sample's identity; "
+                              "needs --identity-loss-weight)", 0.0)
+    num_workers: int = setting("Ray Train workers (DDP ranks)", 1)
+    use_gpu: bool = setting("one GPU per worker, NCCL, bf16 autocast", False)
+    checkpoint_every: int = setting("steps between checkpoints", 200)
+    sample_every: int = setting("steps between sample grids (saved in the checkpoint)", 500)
+    keep_checkpoints: int = setting("checkpoints kept", 3)
+    max_failures: int = setting("worker failures to recover from", 3)
+    seed: int = setting("seed for shuffling and initialisation", 0)
+    split: str = setting("table split to train on (train, test, all)", "train")
 
 
 def _build(job: JobConfig, train: dict, model_args: dict):
@@ -263,42 +271,13 @@ def init_digest(init_from: str | None) -> str | None:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[JobConfig, bool]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--table", default=None, help="face table (folder or s3:// prefix); --smoke-test makes one")
-    p.add_argument("--storage", default=os.environ.get("SFSR_STORAGE", "runs"), help="where runs and checkpoints go (local or s3://)")
-    p.add_argument("--name", default=None, help="run name; submitting the same name again resumes it (default: preset name)")
-    p.add_argument("--preset", default="cpu-demo", help="model size preset: tiny, cpu-demo, base, sd-init")
-    p.add_argument("--init-from", default=None, help="start from this model folder (e.g. the committed cpu-demo model)")
-    p.add_argument("--steps", type=int, default=2000, help="total optimiser steps (counting resumed ones)")
-    p.add_argument("--batch-size", type=int, default=32, help="per-worker batch size")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
-    p.add_argument("--warmup-steps", type=int, default=None, help="learning-rate warm-up steps (default: TrainConfig's)")
-    p.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the exported weights (default: TrainConfig's); lower it for short fine-tunes")
-    p.add_argument("--identity-loss-weight", type=float, default=0.0,
-                   help="identity loss on the recovered x0, read by the synth judges (ArcFace for real faces is not wired here yet)")
-    p.add_argument("--expression-loss-weight", type=float, default=0.0, help="expression loss on the recovered x0, read by the synth judges")
-    p.add_argument("--aux-start-step", type=int, default=0,
-                   help="first step of the identity / expression losses (the recovered faces are noise before the model learns)")
-    p.add_argument("--aux-swap", type=float, default=0.0,
-                   help="fraction of the recovery-loss samples trained as swaps (another sample's identity; needs --identity-loss-weight)")
-    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL, bf16 autocast")
-    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
-    p.add_argument("--sample-every", type=int, default=500, help="steps between sample grids (saved in the checkpoint)")
-    p.add_argument("--keep-checkpoints", type=int, default=3, help="checkpoints kept")
-    p.add_argument("--max-failures", type=int, default=3, help="worker failures to recover from")
-    p.add_argument("--seed", type=int, default=0, help="seed for shuffling and initialisation")
-    p.add_argument("--split", default="train", help="table split to train on (train, test, all)")
-    p.add_argument("--smoke-test", action="store_true", help="tiny synthetic table, few steps: checks the whole path in about a minute")
-    a = p.parse_args(argv)
+    """(the resolved settings, whether --smoke-test was given)."""
+    p = settings_parser(JobConfig, __doc__,
+                        smoke_test="tiny synthetic table, few steps: checks the whole path in about a minute")
+    job, a = parse_settings(JobConfig, p, argv)
     if a.smoke_test:
-        a.steps, a.checkpoint_every, a.sample_every, a.batch_size = min(a.steps, 6), 3, 6, 8
-    if a.table is None and not a.smoke_test:
-        p.error("--table is required (a face table from jobs.ingest), unless --smoke-test")
-    a.name = a.name or f"{a.preset}{'-smoke' if a.smoke_test else ''}"
-    fields = {k: v for k, v in vars(a).items() if k in JobConfig.__dataclass_fields__}
-    fields["table"] = a.table or ""
-    return JobConfig(**fields), a.smoke_test
+        job = replace(job, steps=min(job.steps, 6), checkpoint_every=3, sample_every=6, batch_size=8)
+    return replace(job, table=job.table or "", name=job.name or f"{job.preset}{'-smoke' if a.smoke_test else ''}"), a.smoke_test
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
         table_root = storage.join(job.storage, job.name, "smoke-table")
         ingest(IngestConfig(output=table_root, synthetic=32, crop_size=32, identities=8))
-        job = JobConfig(**(asdict(job) | {"table": storage.join(table_root, "faces")}))
+        job = replace(job, table=storage.join(table_root, "faces"))
     final = run(job, provenance)
     print(json.dumps(final, indent=2, default=str))
     return 0 if final.get("model") else 1

@@ -1,18 +1,20 @@
 """The evaluation job's stages without Ray: face rows -> pairs -> outputs -> statistics, with
-missing faces, missing outputs and unreadable outputs counted and listed."""
+missing faces, missing outputs and unreadable outputs counted and listed, and merged into metrics."""
 
 from __future__ import annotations
 
 import json
-import pickle
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from evaluation.protocol import Face, draw_pairs
-from evaluation.suite import eval_scores, merge_eval_stats
+from evaluation.suite import eval_scores
 from jobs import _evaluate_stages as st
+from jobs._evaluate_metrics import Networks, StatsCollector, assemble_metrics
+from jobs._evaluate_plan import PairPlan
+from jobs.evaluate import EvaluateConfig
 from sfsr.io.images import decode_png, encode_png
 from sfsr.synth import EXPRESSION_FACTORS, draw_sample, render, synth_params_json
 
@@ -85,11 +87,11 @@ def test_outputs_read_scored_and_failures_listed(setup):
     assert errs[good[0]["pair_id"]].startswith("missing output") and errs[good[1]["pair_id"]].startswith("bad output")
     spec = st.ModelSpec(features="none", recogniser="judges")
     score = st.Score("swap", meta, spec, examples=4)
-    parts = [score(with_out.slice(i, 5)) for i in range(0, with_out.num_rows, 5)]
-    stats = merge_eval_stats(*[pickle.loads(b.column("stats")[0].as_py()) for b in parts
-                               if pickle.loads(b.column("stats")[0].as_py()) is not None])
-    listed = [e for b in parts for e in json.loads(b.column("errors")[0].as_py())]
-    scores = eval_scores(stats)
+    collected = StatsCollector()
+    for i in range(0, with_out.num_rows, 5):
+        collected.add(score(with_out.slice(i, 5)))
+    listed = collected.errors
+    scores = eval_scores(collected.merged)
     model = scores["model"]
     # every pair is accounted for: scored, failed (no output) or listed (missing face)
     assert model["pairs"] + sum("face not in the table" in e["reason"] for e in listed) == with_out.num_rows
@@ -99,5 +101,28 @@ def test_outputs_read_scored_and_failures_listed(setup):
     assert model["synth"]["background_psnr_db"]["min"] > 40
     # the judge reads the target's own expression back from a copy of the target: small error
     assert scores["copy_target"]["synth"]["expression_mae"]["mean"] < 0.15
-    examples = [e for b in parts for e in pickle.loads(b.column("examples")[0].as_py())]
+    examples = collected.examples
     assert examples and all({"source", "target", "copy_target", "paste_source"} <= set(e.images) for e in examples)
+    assert collected.pairs == with_out.num_rows
+    assert [e.pair_id for e in collected.shown(2)] == sorted(e.pair_id for e in examples)[:2]
+
+    # metrics.json from the same statistics: scores, warnings, every failure listed, the config
+    plan = PairPlan(faces=[], pairs=pairs, warnings=("3 of 24 faces have no identity label",))
+    cfg = EvaluateConfig(table="t", output="o", images=str(out_dir), seed=2, kid_subsets=4, kid_subset_size=4,
+                         training_recognisers=("Synth-Judge-Identity-32px@2",))
+    networks = Networks("synth-judge-identity-32px", "synth-judge-factors-32px",
+                        {"name": "lite", "score_name": "FD_lite", "kid_name": "KID_lite",
+                         "comparable_to_published": False, "weights": None}, cfg.training_recognisers)
+    metrics = assemble_metrics(cfg, plan, "t/faces", collected, networks, commit="abc", seconds=1.5)
+    assert metrics["methods"] == scores and metrics["pairs"] == len(pairs) and metrics["table"] == "t/faces"
+    assert metrics["errors"]["count"] == len(errs) and metrics["errors"]["model_outputs_missing_or_bad"] == 2
+    assert {e["uri"] for e in metrics["errors"]["items"]} == {e["pair_id"] for e in listed}
+    assert metrics["config"]["training_recognisers"] == ("Synth-Judge-Identity-32px@2",)
+    assert metrics["config"]["images"] == str(out_dir) and metrics["git_commit"] == "abc"
+    warned = metrics["warnings"]  # the plan's, the recogniser the model was trained against, non-standard FD
+    assert warned[0] == plan.warnings[0] and "is the one the model was trained against" in warned[1]
+    assert warned[2].startswith("FD_lite: pass --fid-weights") and len(warned) == 3
+    plain = assemble_metrics(cfg, plan, "t/faces", collected, Networks("arcface", "expr", None), commit=None, seconds=1)
+    assert plain["warnings"] == list(plan.warnings) and plain["feature_network"] is None
+    with pytest.raises(ValueError, match="no pair was scored"):
+        assemble_metrics(cfg, plan, "t/faces", StatsCollector(), networks, commit=None, seconds=0)

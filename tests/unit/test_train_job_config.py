@@ -6,6 +6,7 @@ import pytest
 
 from jobs.train import parse_args, train_config
 from sfsr.model.presets import SYNTH_IDENTITY_ENCODER
+from tests.fixtures.tables import face_table
 
 
 def test_loss_and_schedule_flags_reach_the_train_config() -> None:
@@ -49,33 +50,12 @@ def test_aux_swap_reaches_the_train_config_and_needs_the_identity_loss() -> None
         train_config(job, SYNTH_IDENTITY_ENCODER)
 
 
-def _face_table(path, rows: list[tuple[str, str, list[float]]]) -> str:
-    """A face table of (identity_label, split, identity vector) rows, the rest filler."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from sfsr.io.schema import face_table_schema
-
-    schema = face_table_schema(2, 1, crop_size=8, identity_model="synth-judge-identity-32px",
-                               expression_model="synth-judge-factors-32px")
-    table = pa.Table.from_pylist([
-        {"face_id": f"f{i}", "source_uri": f"synth://{i}", "face_index": 0, "split": split, "image": b"",
-         "bbox": [0.0] * 4, "landmarks": [0.0] * 10, "align_matrix": [0.0] * 6, "identity": vec,
-         "identity_model": "synth-judge-identity-32px", "expression": [0.0],
-         "expression_model": "synth-judge-factors-32px", "expression_label": None, "yaw": 0.0, "pitch": 0.0,
-         "roll": 0.0, "face_mask": b"", "labels": {"identity_label": who, "expression_word": None, "synth_params": None}}
-        for i, (who, split, vec) in enumerate(rows)], schema=schema)  # fmt: skip
-    path.mkdir()
-    pq.write_table(table, path / "part-00000-of-00001.parquet")
-    return str(path)
-
-
 def test_condition_means_come_from_the_training_split_only(tmp_path) -> None:
     from jobs.train import table_conditioning
 
     # person a: two training faces pointing along x, one held-out face along y; person b only held out
-    faces = _face_table(tmp_path / "faces", [("a", "train", [1.0, 0.0]), ("a", "train", [1.0, 0.0]),
-                                             ("a", "test", [0.0, 1.0]), ("b", "test", [0.0, 1.0])])
+    faces = face_table(tmp_path / "faces", [("a", "train", [1.0, 0.0]), ("a", "train", [1.0, 0.0]),
+                                            ("a", "test", [0.0, 1.0]), ("b", "test", [0.0, 1.0])])
     job, _ = parse_args(["--table", faces])
     _, means = table_conditioning(job)
     assert means == {"a": [1.0, 0.0]}  # the whole-table mean would be (0.89, 0.45) and would know b
