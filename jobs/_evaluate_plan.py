@@ -76,10 +76,10 @@ def pair_meta(plan: PairPlan, buckets: int) -> dict:
     targets = families = None
     if synth:
         from evaluation.synth import render_plan
-        from sfsr.expressions import ExpressionTargets
+        from sfsr.synth.conditioning import expression_targets
         from sfsr.synth.factors import FAMILIES
 
-        targets = ExpressionTargets.for_synth()
+        targets = expression_targets()
         families = {f: targets.target(f).tolist() for f in FAMILIES}
         pool = [synth[p.identity]["identity_id"] for p in pairs]
     meta = {}

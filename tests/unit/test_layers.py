@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # lowest first; packages on one floor do not import each other
 FLOORS: list[set[str]] = [
-    {"sfsr.io", "sfsr.provenance", "sfsr.diffusion", "sfsr.expressions"},
+    {"sfsr.io", "sfsr.provenance", "sfsr.diffusion", "sfsr.expressions", "sfsr.cli_settings"},
     {"sfsr.conditions", "sfsr.faces", "sfsr.watermark"},
     {"sfsr.model", "sfsr.synth"},
     {"sfsr.generate"},
