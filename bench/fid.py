@@ -36,8 +36,8 @@ def _sets(n: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
 def ours(extractor, real: np.ndarray, fake: np.ndarray, batch: int) -> float:  # noqa: ANN001
     parts_r, parts_f = [], []
     for i in range(0, len(real), batch):
-        parts_r.append(feature_moments(extractor(real[i:i + batch]), extractor.info.name))
-        parts_f.append(feature_moments(extractor(fake[i:i + batch]), extractor.info.name))
+        parts_r.append(feature_moments(extractor(real[i : i + batch]), extractor.info.name))
+        parts_f.append(feature_moments(extractor(fake[i : i + batch]), extractor.info.name))
     return frechet_distance(merge_moments(*parts_r), merge_moments(*parts_f))
 
 
@@ -46,8 +46,8 @@ def theirs(net: torch.nn.Module, real: np.ndarray, fake: np.ndarray, batch: int)
 
     metric = FrechetInceptionDistance(feature=net)
     for i in range(0, len(real), batch):
-        metric.update(torch.from_numpy(real[i:i + batch]).permute(0, 3, 1, 2), real=True)
-        metric.update(torch.from_numpy(fake[i:i + batch]).permute(0, 3, 1, 2), real=False)
+        metric.update(torch.from_numpy(real[i : i + batch]).permute(0, 3, 1, 2), real=True)
+        metric.update(torch.from_numpy(fake[i : i + batch]).permute(0, 3, 1, 2), real=False)
     return float(metric.compute())
 
 
@@ -61,8 +61,12 @@ def memory_run(n: int, batch: int, weights: str | None) -> None:
         fake = render_batch(k, seed=5000 + start, size=64, split="test")[0]
         fr, ff = extractor(real), extractor(fake)
         keys = np.arange(start, start + k)
-        parts = (feature_moments(fr, extractor.info.name), feature_moments(ff, extractor.info.name),
-                 kid_sample(fr, keys, 64, extractor.info.name), kid_sample(ff, keys, 64, extractor.info.name))
+        parts = (
+            feature_moments(fr, extractor.info.name),
+            feature_moments(ff, extractor.info.name),
+            kid_sample(fr, keys, 64, extractor.info.name),
+            kid_sample(ff, keys, 64, extractor.info.name),
+        )
         if mr is None:
             mr, mf, kr, kf = parts
         else:
@@ -77,8 +81,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=128, help="images per set for the speed run (default %(default)s)")
     p.add_argument("--batch", type=int, default=32, help="images per network call (default %(default)s)")
-    p.add_argument("--weights", default=None, help="FID Inception weights (folder, s3:// or file); "
-                   "default: the offline EfficientNet-Lite0 FD")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="FID Inception weights (folder, s3:// or file); default: the offline EfficientNet-Lite0 FD",
+    )
     p.add_argument("--memory-run", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_run:
@@ -87,18 +94,22 @@ def main(argv: list[str] | None = None) -> None:
 
     extractor = load_extractor("auto", args.weights)
     real, fake = _sets(args.n)
-    ours(extractor, real[:args.batch], fake[:args.batch], args.batch)  # warm-up (oneDNN primitives)
-    theirs(extractor.net, real[:args.batch], fake[:args.batch], args.batch)
+    ours(extractor, real[: args.batch], fake[: args.batch], args.batch)  # warm-up (oneDNN primitives)
+    theirs(extractor.net, real[: args.batch], fake[: args.batch], args.batch)
     t = time.perf_counter()
     fd_ours = ours(extractor, real, fake, args.batch)
     t_ours = time.perf_counter() - t
     t = time.perf_counter()
     fd_theirs = theirs(extractor.net, real, fake, args.batch)
     t_theirs = time.perf_counter() - t
-    print(f"feature network: {extractor.info.name} ({extractor.info.score_name}); {args.n} real + {args.n} fake "
-          f"images at 64 px, batch {args.batch}, torch threads {torch.get_num_threads()}")
-    print(f"score: ours {fd_ours:.6f}  torchmetrics {fd_theirs:.6f}  relative difference "
-          f"{abs(fd_ours - fd_theirs) / abs(fd_theirs):.2e}")
+    print(
+        f"feature network: {extractor.info.name} ({extractor.info.score_name}); {args.n} real + {args.n} fake "
+        f"images at 64 px, batch {args.batch}, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"score: ours {fd_ours:.6f}  torchmetrics {fd_theirs:.6f}  relative difference "
+        f"{abs(fd_ours - fd_theirs) / abs(fd_theirs):.2e}"
+    )
     ips_ours, ips_theirs = 2 * args.n / t_ours, 2 * args.n / t_theirs
     print(f"images/s: ours {ips_ours:.1f} ({t_ours:.1f} s)  torchmetrics {ips_theirs:.1f} ({t_theirs:.1f} s)")
 

@@ -60,7 +60,7 @@ def _tree_rss(root: int) -> int:
             continue
         try:
             stat = (d / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             parent[int(d.name)] = int(fields[1])
             rss[int(d.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, IndexError):
@@ -129,10 +129,14 @@ def main() -> int:
         assert faces_b == faces_p, f"the two paths found different faces: {faces_b} vs {faces_p}"
         print(f"CPUs {os.cpu_count()}; inputs {4 * args.n}, faces {faces_b}")
         print(f"baseline (one process, sequential): {t_b:7.1f} s  {faces_b / t_b:6.2f} faces/s")
-        print(f"Ray Data pipeline:                  {t_p:7.1f} s  {faces_p / t_p:6.2f} faces/s "
-              f"(at N={args.n}: {faces_n / t_n:.2f} faces/s, start-up included)")
-        print(f"peak RSS of the Ray session: N={args.n}: {peak_n / 2**30:.2f} GiB; "
-              f"4N={4 * args.n}: {peak_4n / 2**30:.2f} GiB (ratio {peak_4n / peak_n:.2f})")
+        print(
+            f"Ray Data pipeline:                  {t_p:7.1f} s  {faces_p / t_p:6.2f} faces/s "
+            f"(at N={args.n}: {faces_n / t_n:.2f} faces/s, start-up included)"
+        )
+        print(
+            f"peak RSS of the Ray session: N={args.n}: {peak_n / 2**30:.2f} GiB; "
+            f"4N={4 * args.n}: {peak_4n / 2**30:.2f} GiB (ratio {peak_4n / peak_n:.2f})"
+        )
         print(f"speed-up of the pipeline over the baseline: {t_b / t_p:.2f}x")
     finally:
         shutil.rmtree(work, ignore_errors=True)

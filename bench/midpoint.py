@@ -2,9 +2,10 @@
 
     python bench/midpoint.py RUN_DIR [--n 48] [--png midpoint.png]
 
-RUN_DIR is a jobs/train.py run folder (the layout of sfsr.model.checkpoint). For every checkpoint, held-out synthetic faces (split "test") are noised to x_t at a grid of timesteps with
-fixed noise, x0 is recovered with each method (sfsr.diffusion.recovery) under the faces' own
-judge-encoded conditions, and the error against the true x0 is measured in the face region and
+RUN_DIR is a jobs/train.py run folder (the layout of sfsr.model.checkpoint). For every checkpoint,
+held-out synthetic faces (split "test") are noised to x_t at a grid of timesteps with fixed noise,
+x0 is recovered with each method (sfsr.diffusion.recovery) under the faces' own judge-encoded
+conditions, and the error against the true x0 is measured in the face region and
 over the whole image (MSE in [-1, 1] units; PSNR with peak-to-peak 2). The paper's comparison
 (Liu et al. 2024, fig. on midpoint recovery) is this one: reconstruction error over training.
 Baselines (one_step, midpoint) and candidates run on the same inputs in the same process; two
@@ -70,8 +71,9 @@ def measure(model: DiffSFSR, data: dict, t_grid: list[int], seed: int) -> dict[s
         x_t = add_noise(x0, eps, gather(table, t))
         first = denoise(x_t, t)  # shared first evaluation, as in training
         for name, rec in METHODS.items():
-            est = recover_x0(denoise, x_t, t, table, model.schedule.prediction_type, rec,
-                             background=bg, mask=mreg, first=first).clamp(-1, 1)
+            est = recover_x0(
+                denoise, x_t, t, table, model.schedule.prediction_type, rec, background=bg, mask=mreg, first=first
+            ).clamp(-1, 1)
             err = (est - x0) ** 2  # (B, 3, S, S)
             face_mse = float((err * face).sum() / (face.sum() * 3))
             out[name][t_val] = (face_mse, float(err.mean()))
@@ -109,10 +111,18 @@ def draw_plot(rows: list[dict], path: str) -> None:
         d.text((sx(s) - 12, h - pad + 8), str(s), fill="black")
     d.text((w // 2 - 120, h - 25), "training step (checkpoint)", fill="black")
     d.text((pad, 15), "x0 recovery: face-region PSNR vs ground truth (mean over t), higher is better", fill="black")
-    colours = {"one_step": (120, 120, 120), "midpoint": (30, 100, 220), "midpoint+paste": (150, 190, 240),
-               "midpoint+mean": (120, 200, 120), "midpoint+logsnr": (240, 170, 80), "improved": (220, 40, 40)}
+    colours = {
+        "one_step": (120, 120, 120),
+        "midpoint": (30, 100, 220),
+        "midpoint+paste": (150, 190, 240),
+        "midpoint+mean": (120, 200, 120),
+        "midpoint+logsnr": (240, 170, 80),
+        "improved": (220, 40, 40),
+    }
     for i, (name, col) in enumerate(colours.items()):
-        pts = [(sx(r["step"]), sy(r["face_psnr"])) for r in sorted(rows, key=lambda r: r["step"]) if r["method"] == name]
+        pts = [
+            (sx(r["step"]), sy(r["face_psnr"])) for r in sorted(rows, key=lambda r: r["step"]) if r["method"] == name
+        ]
         if len(pts) > 1:
             d.line(pts, fill=col, width=3 if name in ("improved", "midpoint", "one_step") else 1)
         for x, y in pts:
@@ -123,7 +133,9 @@ def draw_plot(rows: list[dict], path: str) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("run", help="a jobs/train.py run folder (RUN/checkpoint_*/model)")
     p.add_argument("--n", type=int, default=48, help="held-out faces")
     p.add_argument("--seed", type=int, default=2, help="seed of the faces and noise")
@@ -146,30 +158,49 @@ def main() -> int:
         for name, by_t in res.items():
             face = float(np.mean([v[0] for v in by_t.values()]))
             whole = float(np.mean([v[1] for v in by_t.values()]))
-            rows.append({"step": step, "method": name, "face_mse": face, "whole_mse": whole,
-                         "face_psnr": psnr(face), "whole_psnr": psnr(whole)})
+            rows.append(
+                {
+                    "step": step,
+                    "method": name,
+                    "face_mse": face,
+                    "whole_mse": whole,
+                    "face_psnr": psnr(face),
+                    "whole_psnr": psnr(whole),
+                }
+            )
         per_t = res
         print(f"checkpoint step {step} measured ({time.time() - t0:.0f} s)", flush=True)
     print(f"\n{a.n} held-out faces, t in {t_grid}, errors averaged over t (MSE in [-1, 1] units)")
     print(f"{'step':>7} {'method':<16} {'face MSE':>9} {'face PSNR':>10} {'whole MSE':>10} {'whole PSNR':>11}")
     for r in rows:
-        print(f"{r['step']:>7} {r['method']:<16} {r['face_mse']:>9.4f} {r['face_psnr']:>10.2f} "
-              f"{r['whole_mse']:>10.4f} {r['whole_psnr']:>11.2f}")
+        print(
+            f"{r['step']:>7} {r['method']:<16} {r['face_mse']:>9.4f} {r['face_psnr']:>10.2f} "
+            f"{r['whole_mse']:>10.4f} {r['whole_psnr']:>11.2f}"
+        )
     print(f"\nlast checkpoint, face MSE per t:\n{'method':<16}" + "".join(f"{'t=' + str(t):>9}" for t in t_grid))
     for name, by_t in per_t.items():
         print(f"{name:<16}" + "".join(f"{by_t[t][0]:>9.4f}" for t in t_grid))
     draw_plot(rows, a.png)
     if a.json:
-        Path(a.json).write_text(json.dumps({"rows": rows, "per_t_last": {k: {str(t): v for t, v in d.items()} for k, d in per_t.items()}}, indent=1))
+        Path(a.json).write_text(
+            json.dumps(
+                {"rows": rows, "per_t_last": {k: {str(t): v for t, v in d.items()} for k, d in per_t.items()}}, indent=1
+            )
+        )
     last = max(r["step"] for r in rows)
     get = {r["method"]: r for r in rows if r["step"] == last}
     by = {(r["step"], r["method"]): r["face_mse"] for r in rows}
     steps = sorted({r["step"] for r in rows})
     wins = sum(1 for s in steps if by[s, "improved"] < min(by[s, "midpoint"], by[s, "one_step"]))
-    print(f"\nplot: {a.png}; improved beats both one_step and midpoint (face MSE) at {wins} of {len(steps)} checkpoints")
-    print(f"ratio (step {last}, face MSE): improved / midpoint = {get['improved']['face_mse'] / get['midpoint']['face_mse']:.3f}, "
-          f"improved / one_step = {get['improved']['face_mse'] / get['one_step']['face_mse']:.3f}, "
-          f"midpoint / one_step = {get['midpoint']['face_mse'] / get['one_step']['face_mse']:.3f}")
+    print(
+        f"\nplot: {a.png}; improved beats both one_step and midpoint (face MSE) at {wins} of {len(steps)} checkpoints"
+    )
+    print(
+        f"ratio (step {last}, face MSE): "
+        f"improved / midpoint = {get['improved']['face_mse'] / get['midpoint']['face_mse']:.3f}, "
+        f"improved / one_step = {get['improved']['face_mse'] / get['one_step']['face_mse']:.3f}, "
+        f"midpoint / one_step = {get['midpoint']['face_mse'] / get['one_step']['face_mse']:.3f}"
+    )
     return 0
 
 

@@ -66,10 +66,17 @@ class Load:
                 self._issued += 1
             t0 = time.perf_counter()
             try:
-                r = session.post(f"{self.url}/v1/reenact", timeout=300, files={
-                    "source": ("face.png", self.images[(i + k) % len(self.images)])}, data={
-                    "source_aligned": "true", "expression": WORDS[(i + k) % len(WORDS)], "steps": str(self.steps),
-                    "seed": str(i * 1000 + k)})
+                r = session.post(
+                    f"{self.url}/v1/reenact",
+                    timeout=300,
+                    files={"source": ("face.png", self.images[(i + k) % len(self.images)])},
+                    data={
+                        "source_aligned": "true",
+                        "expression": WORDS[(i + k) % len(WORDS)],
+                        "steps": str(self.steps),
+                        "seed": str(i * 1000 + k),
+                    },
+                )
                 status = r.status_code
             except requests.RequestException:
                 status = -1
@@ -77,7 +84,7 @@ class Load:
                 self.records.append((t0, time.perf_counter(), status))
             k += 1
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for t in self._threads:
             t.start()
         return self
@@ -87,7 +94,7 @@ class Load:
         for t in self._threads:
             t.join()
 
-    def run(self) -> "Load":
+    def run(self) -> Load:
         self.start()
         for t in self._threads:
             t.join()
@@ -98,9 +105,13 @@ def summary(records: list[tuple[float, float, int]]) -> dict[str, float]:
     ok = [(s, e) for s, e, code in records if code == 200]
     lat = sorted(e - s for s, e in ok)
     span = max(e for _, e in ok) - min(s for s, _ in ok) if ok else float("nan")
-    return {"n": len(records), "ok": len(ok), "rps": len(ok) / span if ok else 0.0,
-            "p50": statistics.median(lat) if lat else float("nan"),
-            "p99": float(np.percentile(lat, 99)) if lat else float("nan")}
+    return {
+        "n": len(records),
+        "ok": len(ok),
+        "rps": len(ok) / span if ok else 0.0,
+        "p50": statistics.median(lat) if lat else float("nan"),
+        "p99": float(np.percentile(lat, 99)) if lat else float("nan"),
+    }
 
 
 def replicas(name: str = "Generator") -> dict[str, int]:
@@ -115,8 +126,9 @@ def deploy(model: str, port: int, *, batch: int, generator: dict) -> str:
 
     from deployments.app import build_app
 
-    app = build_app(overrides={"Generator": generator},
-                    user_config={"Generator": {"model": model, "max_batch_size": batch}})
+    app = build_app(
+        overrides={"Generator": generator}, user_config={"Generator": {"model": model, "max_batch_size": batch}}
+    )
     serve.run(app, name="sfsr", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -140,8 +152,7 @@ def wait_for(pred, timeout: float, step: float = 1.0) -> bool:
 
 
 def phase_batching(args, model: str, images: list[bytes]) -> None:
-    print(f"\n== 1. batching: 1 generator replica, {args.clients} concurrent clients, "
-          f"{args.requests} requests per run")
+    print(f"\n== 1. batching: 1 generator replica, {args.clients} concurrent clients, {args.requests} requests per run")
     fixed = {"num_replicas": 1, "autoscaling_config": None}
     results = {}
     for batch in (args.batch, 1):
@@ -149,8 +160,11 @@ def phase_batching(args, model: str, images: list[bytes]) -> None:
         Load(url, args.clients, args.steps, images, max_requests=args.clients).run()  # warm-up
         s = summary(Load(url, args.clients, args.steps, images, max_requests=args.requests).run().records)
         results[batch] = s
-        print(f"max_batch_size={batch:>2}: {s['ok']}/{s['n']} ok, {s['rps']:.2f} req/s, "
-              f"p50 {s['p50']:.2f} s, p99 {s['p99']:.2f} s", flush=True)
+        print(
+            f"max_batch_size={batch:>2}: {s['ok']}/{s['n']} ok, {s['rps']:.2f} req/s, "
+            f"p50 {s['p50']:.2f} s, p99 {s['p99']:.2f} s",
+            flush=True,
+        )
     print(f"throughput ratio batched/unbatched: {results[args.batch]['rps'] / results[1]['rps']:.2f}x")
 
 
@@ -179,9 +193,11 @@ def phase_autoscale(args, model: str, images: list[bytes]) -> None:
     for t, counts, phase in timeline:
         print(f"  t={t:5.1f}s {phase:4s} generator replicas {counts}")
     back = timeline[-1][1] == {"RUNNING": 1}
-    print(f"under load: {loaded['ok']}/{loaded['n']} ok, {loaded['rps']:.2f} req/s, p50 {loaded['p50']:.2f} s; "
-          f"peak {peak} running replicas; back to 1: {'yes' if back else 'no'} "
-          f"({timeline[-1][0] - (t_idle - t0):.0f} s after the load stopped)")
+    print(
+        f"under load: {loaded['ok']}/{loaded['n']} ok, {loaded['rps']:.2f} req/s, p50 {loaded['p50']:.2f} s; "
+        f"peak {peak} running replicas; back to 1: {'yes' if back else 'no'} "
+        f"({timeline[-1][0] - (t_idle - t0):.0f} s after the load stopped)"
+    )
 
 
 def phase_kill(args, model: str, images: list[bytes]) -> None:
@@ -192,25 +208,30 @@ def phase_kill(args, model: str, images: list[bytes]) -> None:
     wait_for(lambda: replicas().get("RUNNING") == 2, 180)
     load = Load(url, args.clients, args.steps, images).start()
     time.sleep(args.kill_after)
+
     def names() -> set[str]:  # Serve names replica actors SERVE_REPLICA::<app>#<deployment>#<id>
-        return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["namespace"] == "serve" and a["name"].startswith("SERVE_REPLICA::sfsr#Generator#")}
+        return {
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == "serve" and a["name"].startswith("SERVE_REPLICA::sfsr#Generator#")
+        }
 
     victim = sorted(names())[0]
     t_kill = time.perf_counter()
     ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
     print(f"killed {victim} at t={t_kill - load.records[0][0]:.1f}s", flush=True)
     # replaced = a new replica (another name) running beside the survivor
-    recovered = wait_for(lambda: victim not in names() and len(names()) == 2 and replicas() == {"RUNNING": 2},
-                         120, 0.5)
+    recovered = wait_for(lambda: victim not in names() and len(names()) == 2 and replicas() == {"RUNNING": 2}, 120, 0.5)
     t_back = time.perf_counter()
     time.sleep(args.kill_after)
     load.stop()
     failed = [r for r in load.records if r[2] != 200]
     after = [r for r in load.records if r[0] > t_back]
-    print(f"replica replaced: {'yes' if recovered else 'NO'} after {t_back - t_kill:.1f} s; "
-          f"{len(failed)} of {len(load.records)} requests failed (statuses {sorted({r[2] for r in failed})}); "
-          f"after recovery {sum(r[2] == 200 for r in after)}/{len(after)} ok")
+    print(
+        f"replica replaced: {'yes' if recovered else 'NO'} after {t_back - t_kill:.1f} s; "
+        f"{len(failed)} of {len(load.records)} requests failed (statuses {sorted({r[2] for r in failed})}); "
+        f"after recovery {sum(r[2] == 200 for r in after)}/{len(after)} ok"
+    )
 
 
 def resolve_model(name: str) -> str:
@@ -223,10 +244,14 @@ def resolve_model(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="sfsr/model/pretrained/cpu-demo",
-                   help="model folder, or 'tiny' for a random tiny model written to a temp folder")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        default="sfsr/model/pretrained/cpu-demo",
+        help="model folder, or 'tiny' for a random tiny model written to a temp folder",
+    )
     p.add_argument("--steps", type=int, default=10, help="denoising steps per request")
     p.add_argument("--clients", type=int, default=8, help="concurrent clients in phases 1 and 3")
     p.add_argument("--requests", type=int, default=48, help="requests per batching run")

@@ -52,8 +52,11 @@ def config_options(path: Path = SERVE_CONFIG, app_name: str = "sfsr") -> dict[st
     return out
 
 
-def build_app(overrides: dict[str, dict[str, Any]] | None = None, user_config: dict[str, dict[str, Any]] | None = None,
-              config_path: Path = SERVE_CONFIG) -> Application:
+def build_app(
+    overrides: dict[str, dict[str, Any]] | None = None,
+    user_config: dict[str, dict[str, Any]] | None = None,
+    config_path: Path = SERVE_CONFIG,
+) -> Application:
     """The application with the config file's options, then `overrides` (deployment -> options)
     and `user_config` (deployment -> keys merged into that deployment's user_config)."""
     options = config_options(config_path)
@@ -63,7 +66,7 @@ def build_app(overrides: dict[str, dict[str, Any]] | None = None, user_config: d
         merged = dict(options.setdefault(name, {}).get("user_config") or {})
         merged.update(extra)
         options[name]["user_config"] = merged
-    for name, opts in options.items():
+    for opts in options.values():
         if "num_replicas" in opts and opts["num_replicas"] not in (None, "auto"):
             opts.pop("autoscaling_config", None)  # a fixed count replaces autoscaling
     bound = {name: DEPLOYMENTS[name].options(**options.get(name, {})) for name in DEPLOYMENTS}

@@ -23,17 +23,25 @@ def aligned_face(image: np.ndarray, crop_size: int) -> FaceRecord:
     paste_back puts the crop exactly where it came from."""
     h, w = image.shape[:2]
     if h != w:
-        raise ValueError(f"an aligned face crop must be square, got {w}x{h}; crop it square, or send the photo "
-                         "without *_aligned so the face is detected")
+        raise ValueError(
+            f"an aligned face crop must be square, got {w}x{h}; crop it square, or send the photo "
+            "without *_aligned so the face is detected"
+        )
     s = crop_size / w
     matrix = np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5]], np.float32)  # source -> crop
     crop = resize_square(image, crop_size, enlarge=cv2.INTER_CUBIC)
     lm5 = (template(crop_size) + 0.5) / s - 0.5  # (5, 2) back in source pixels
     return FaceRecord(
-        face_index=0, bbox=np.array([0.0, 0.0, w, h], np.float32), score=1.0,
-        landmarks5=lm5.astype(np.float32), landmarks=None, align_matrix=matrix, crop=crop,
-        mask=face_mask(None, crop_size), pose=Pose(0.0, 0.0, 0.0),
-    )  # fmt: skip
+        face_index=0,
+        bbox=np.array([0.0, 0.0, w, h], np.float32),
+        score=1.0,
+        landmarks5=lm5.astype(np.float32),
+        landmarks=None,
+        align_matrix=matrix,
+        crop=crop,
+        mask=face_mask(None, crop_size),
+        pose=Pose(0.0, 0.0, 0.0),
+    )
 
 
 def downscale_face(face: FaceRecord, crop_size: int) -> FaceRecord:
@@ -48,12 +56,14 @@ def downscale_face(face: FaceRecord, crop_size: int) -> FaceRecord:
     matrix = (scale @ m)[:2].astype(np.float32)
     crop = resize_square(face.crop, crop_size, enlarge=cv2.INTER_AREA)
     mask = resize_square(face.mask.astype(np.float32), crop_size, enlarge=cv2.INTER_AREA) >= 0.5
-    return FaceRecord(face.face_index, face.bbox, face.score, face.landmarks5, face.landmarks, matrix, crop, mask,
-                      face.pose)
+    return FaceRecord(
+        face.face_index, face.bbox, face.score, face.landmarks5, face.landmarks, matrix, crop, mask, face.pose
+    )
 
 
-def paste_back(photo: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndarray,
-               feather: float = 0.04) -> np.ndarray:
+def paste_back(
+    photo: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndarray, feather: float = 0.04
+) -> np.ndarray:
     """Blend a generated aligned crop into the photo it was aligned from.
 
     photo (H, W, 3) uint8; crop (S, S, 3) uint8; matrix (2, 3) source -> crop; mask (S, S) bool
@@ -81,10 +91,17 @@ def paste_back(photo: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np
     roi[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)  # ROI pixel -> crop
     rw, rh = x1 - x0, y1 - y0
     interp = cv2.INTER_CUBIC if scale < 1 else cv2.INTER_AREA
-    face = cv2.warpAffine(crop, roi, (rw, rh), flags=interp | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)  # (rh, rw, 3)
-    alpha = cv2.warpAffine(mask.astype(np.float32), roi, (rw, rh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # (rh, rw)
+    face = cv2.warpAffine(
+        crop, roi, (rw, rh), flags=interp | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+    )  # (rh, rw, 3)
+    alpha = cv2.warpAffine(
+        mask.astype(np.float32),
+        roi,
+        (rw, rh),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )  # (rh, rw)
     # Erode by r, then blur with a kernel truncated at r = 2 sigma: the blend ramps up inside the
     # mask and is exactly 0 outside it (an untruncated Gaussian would leak a level or two).
     r = max(1, int(round(2 * sigma)))

@@ -58,8 +58,15 @@ class GenJob:
 
     @property
     def expression_kind(self) -> str:
-        return "image" if self.driver is not None else "word" if self.word is not None else \
-            "vector" if self.vector is not None else "none"
+        return (
+            "image"
+            if self.driver is not None
+            else "word"
+            if self.word is not None
+            else "vector"
+            if self.vector is not None
+            else "none"
+        )
 
     @property
     def group_key(self) -> tuple:
@@ -78,8 +85,12 @@ def group_jobs(jobs: list[GenJob]) -> list[list[int]]:
 def run_group(model: Any, jobs: list[GenJob]) -> np.ndarray:
     """One batched call of the model for jobs sharing a group_key -> (B, S, S, 3) uint8."""
     first = jobs[0]
-    common: dict[str, Any] = dict(steps=first.steps, guidance_identity=first.guidance_identity,
-                                  guidance_expression=first.guidance_expression, seeds=[j.seed for j in jobs])
+    common: dict[str, Any] = dict(
+        steps=first.steps,
+        guidance_identity=first.guidance_identity,
+        guidance_expression=first.guidance_expression,
+        seeds=[j.seed for j in jobs],
+    )
     if all(j.mask is not None for j in jobs):
         common["masks"] = np.stack([j.mask for j in jobs])  # (B, S, S) bool
     primary = np.stack([j.primary for j in jobs])  # (B, S, S, 3)
@@ -96,8 +107,9 @@ def run_group(model: Any, jobs: list[GenJob]) -> np.ndarray:
         expression = [np.asarray(j.vector, np.float32) for j in jobs]
     else:
         expression = [j.word for j in jobs]
-    return model.generate(primary, expression=expression, background_images=np.stack([j.target for j in jobs]),
-                          **common)
+    return model.generate(
+        primary, expression=expression, background_images=np.stack([j.target for j in jobs]), **common
+    )
 
 
 def model_summary(info: dict[str, Any], version: str) -> dict[str, Any]:
@@ -142,10 +154,18 @@ class GeneratorDeployment:
         self.model: Any = None
         self.summary: dict[str, Any] = {}
         self._lock = threading.Lock()  # one model call at a time per replica (threads share torch)
-        self.batch_sizes = Histogram("sfsr_generator_batch_size", "requests per batched model call",
-                                     boundaries=[1, 2, 3, 4, 6, 8, 12, 16, 32], tag_keys=("op",))
-        self.batch_latency = Histogram("sfsr_generator_batch_seconds", "seconds per batched model call",
-                                       boundaries=[0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32], tag_keys=("op",))
+        self.batch_sizes = Histogram(
+            "sfsr_generator_batch_size",
+            "requests per batched model call",
+            boundaries=[1, 2, 3, 4, 6, 8, 12, 16, 32],
+            tag_keys=("op",),
+        )
+        self.batch_latency = Histogram(
+            "sfsr_generator_batch_seconds",
+            "seconds per batched model call",
+            boundaries=[0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32],
+            tag_keys=("op",),
+        )
         self.jobs = Counter("sfsr_generator_jobs", "generations run, by operation", tag_keys=("op",))
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -155,8 +175,12 @@ class GeneratorDeployment:
         self.run.set_max_batch_size(settings.max_batch_size)
         self.run.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.settings = settings
-        logger.info("Generator: model %s, batches of up to %d (wait %.3f s)", settings.model_path,
-                    settings.max_batch_size, settings.batch_wait_timeout_s)
+        logger.info(
+            "Generator: model %s, batches of up to %d (wait %.3f s)",
+            settings.model_path,
+            settings.max_batch_size,
+            settings.batch_wait_timeout_s,
+        )
 
     def _load(self, settings: GeneratorSettings) -> None:
         import torch
@@ -171,16 +195,23 @@ class GeneratorDeployment:
         try:
             model = Generator.from_pretrained(settings.model_path, device=device)
         except FileNotFoundError as e:
-            raise RuntimeError(f"Generator user_config.model={settings.model!r}: {e}. Point it at a model folder "
-                               "(train one with jobs/train.py) in deployments/serve_config.yaml") from None
+            raise RuntimeError(
+                f"Generator user_config.model={settings.model!r}: {e}. Point it at a model folder "
+                "(train one with jobs/train.py) in deployments/serve_config.yaml"
+            ) from None
         summary = model_summary(dict(model.info), weights_version(model.weights_digest))  # fails early if info lacks it
         # One tiny generation loads the encoders and warms torch up, so the first request
         # does not pay for it and a model that cannot generate fails here, at deploy time.
         size = summary["resolution"]
         model.reenact(np.zeros((1, size, size, 3), np.uint8), words=["joy"], steps=1, seeds=[0])
         self.model, self.summary = model, summary
-        logger.info("Generator: loaded %s (%s) on %s in %.1f s", settings.model_path, summary["version"], device,
-                    time.perf_counter() - t0)
+        logger.info(
+            "Generator: loaded %s (%s) on %s in %.1f s",
+            settings.model_path,
+            summary["version"],
+            device,
+            time.perf_counter() - t0,
+        )
 
     def info(self) -> dict[str, Any]:
         return {**_jsonable(self.summary), "max_batch_size": self.settings.max_batch_size if self.settings else None}
@@ -197,8 +228,10 @@ class GeneratorDeployment:
                 t0 = time.perf_counter()
                 images = np.asarray(run_group(self.model, group))  # (B, S, S, 3) uint8
                 if images.shape[0] != len(group) or images.dtype != np.uint8:
-                    raise RuntimeError(f"Generator.{group[0].op} returned {images.shape} {images.dtype} for "
-                                       f"{len(group)} inputs; expected (B, S, S, 3) uint8")
+                    raise RuntimeError(
+                        f"Generator.{group[0].op} returned {images.shape} {images.dtype} for "
+                        f"{len(group)} inputs; expected (B, S, S, 3) uint8"
+                    )
                 tags = {"op": group[0].op}
                 self.batch_sizes.observe(len(group), tags=tags)
                 self.batch_latency.observe(time.perf_counter() - t0, tags=tags)

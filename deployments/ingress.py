@@ -54,11 +54,14 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 PARSERS = {"swap": validation.parse_swap, "reenact": validation.parse_reenact, "generate": validation.parse_generate}
 
 api = FastAPI(
-    title="sfsr", version="0.1.0", docs_url="/docs", openapi_url="/openapi.json",
+    title="sfsr",
+    version="0.1.0",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
     description="Personalised face generation with separate identity and expression control: face swap, "
-                "reenactment and simultaneous generation. Outputs are synthetic images: PNG with provenance "
-                "text and an invisible watermark (`sfsr watermark detect IMAGE`).",
-)  # fmt: skip
+    "reenactment and simultaneous generation. Outputs are synthetic images: PNG with provenance "
+    "text and an invisible watermark (`sfsr watermark detect IMAGE`).",
+)
 
 
 @api.exception_handler(validation.ApiError)
@@ -88,8 +91,16 @@ async def _guard_and_measure(request: Request, call_next: Any) -> Response:
             response.headers["WWW-Authenticate"] = 'Bearer realm="sfsr"'
     except Exception:  # a bug, not a bad input: log it, answer 500 with the id to find it in the log
         logger.exception("Ingress: request %s %s failed", request.method, path)
-        response = JSONResponse({"error": {"code": "internal", "request_id": rid,
-                                           "message": "internal error; the server log has the details"}}, 500)
+        response = JSONResponse(
+            {
+                "error": {
+                    "code": "internal",
+                    "request_id": rid,
+                    "message": "internal error; the server log has the details",
+                }
+            },
+            500,
+        )
     route = request.scope.get("route")
     label = getattr(route, "path", None) or "unmatched"  # route templates only: bounded label values
     ingress.observe(label, request.method, response.status_code, time.perf_counter() - t0)
@@ -147,12 +158,21 @@ class Ingress:
         # Decoded uploads are big (16 MP = 48 MB each); at most this many requests decode at once.
         self._decode_slots = asyncio.Semaphore(4)
         self.page = (STATIC / "index.html").read_text(encoding="utf-8")
-        self.requests = Counter("sfsr_requests", "HTTP requests by route, method and status",
-                                tag_keys=("route", "method", "status"))
-        self.latency = Histogram("sfsr_request_seconds", "HTTP request latency by route", tag_keys=("route",),
-                                 boundaries=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64])
-        self.faces = Histogram("sfsr_faces_found", "faces detected per uploaded image", tag_keys=("route", "field"),
-                               boundaries=[0.5, 1.5, 2.5, 3.5, 5.5, 10.5])  # le=0.5 counts "no face"
+        self.requests = Counter(
+            "sfsr_requests", "HTTP requests by route, method and status", tag_keys=("route", "method", "status")
+        )
+        self.latency = Histogram(
+            "sfsr_request_seconds",
+            "HTTP request latency by route",
+            tag_keys=("route",),
+            boundaries=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
+        )
+        self.faces = Histogram(
+            "sfsr_faces_found",
+            "faces detected per uploaded image",
+            tag_keys=("route", "field"),
+            boundaries=[0.5, 1.5, 2.5, 3.5, 5.5, 10.5],
+        )  # le=0.5 counts "no face"
         api.state.ingress = self
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -165,16 +185,24 @@ class Ingress:
         refusal = open_api_refusal(self.token, host, os.environ.get(ALLOW_OPEN_ENV) == "1")
         if refusal:
             raise RuntimeError(refusal)
-        logger.warning("Ingress: no API token configured (%s or api_token_file); the API is open to local users, "
-                       "so Serve's HTTP proxy binds %s only", TOKEN_ENV, host)
+        logger.warning(
+            "Ingress: no API token configured (%s or api_token_file); the API is open to local users, "
+            "so Serve's HTTP proxy binds %s only",
+            TOKEN_ENV,
+            host,
+        )
 
     # --- helpers ------------------------------------------------------------------------------
 
     def check_token(self, header: str | None) -> None:
         scheme, _, given = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), self.token.encode()):
-            raise validation.ApiError(401, "unauthorized", "a valid bearer token is required: send the header "
-                                      "'Authorization: Bearer <token>' with the token the server was configured with")
+            raise validation.ApiError(
+                401,
+                "unauthorized",
+                "a valid bearer token is required: send the header "
+                "'Authorization: Bearer <token>' with the token the server was configured with",
+            )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.inc(1, tags={"route": route, "method": method, "status": str(status)})
@@ -191,9 +219,13 @@ class Ingress:
         steps, gi, ge = s.defaults(info.get("sampling_defaults") or {})
         return validation.Limits(
             image=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, min_side=s.min_image_side),
-            default_steps=steps, max_steps=s.max_steps, max_guidance=s.max_guidance, default_guidance_identity=gi,
-            default_guidance_expression=ge, expression_dim=info.get("expression_dim"),
-        )  # fmt: skip
+            default_steps=steps,
+            max_steps=s.max_steps,
+            max_guidance=s.max_guidance,
+            default_guidance_identity=gi,
+            default_guidance_expression=ge,
+            expression_dim=info.get("expression_dim"),
+        )
 
     async def _call(self, method: Any, *args: Any, retries: int = 1) -> Any:
         """Call a model deployment; overload and dead replicas become 503 with Retry-After."""
@@ -201,15 +233,27 @@ class Ingress:
             try:
                 return await method.remote(*args)
             except BackPressureError as e:
-                raise validation.ApiError(503, "overloaded", f"the model deployments are at capacity ({e.message}); "
-                                          "retry later", retry_after=self.settings.retry_after_s) from None
+                raise validation.ApiError(
+                    503,
+                    "overloaded",
+                    f"the model deployments are at capacity ({e.message}); retry later",
+                    retry_after=self.settings.retry_after_s,
+                ) from None
             except DeploymentUnavailableError as e:
-                raise validation.ApiError(503, "unavailable", f"a model deployment is not available ({e}); retry "
-                                          "later", retry_after=self.settings.retry_after_s) from None
+                raise validation.ApiError(
+                    503,
+                    "unavailable",
+                    f"a model deployment is not available ({e}); retry later",
+                    retry_after=self.settings.retry_after_s,
+                ) from None
             except (RayActorError, ActorUnavailableError) as e:
                 if attempt == retries:
-                    raise validation.ApiError(503, "replica_lost", f"a model replica stopped while serving this "
-                                              f"request ({type(e).__name__}); retry", retry_after=1) from None
+                    raise validation.ApiError(
+                        503,
+                        "replica_lost",
+                        f"a model replica stopped while serving this request ({type(e).__name__}); retry",
+                        retry_after=1,
+                    ) from None
                 logger.warning("Ingress: model replica lost (%s); retrying once", type(e).__name__)
 
     async def _fields(self, request: Request) -> dict[str, Any]:
@@ -219,13 +263,18 @@ class Ingress:
         async for chunk in request.stream():  # counted, for bodies sent without Content-Length
             body += chunk
             if len(body) > limit:
-                raise validation.ApiError(413, "request_too_large", f"the request body exceeds the limit of {limit} "
-                                          f"bytes ({limit / 2**20:.0f} MiB); send smaller images")
+                raise validation.ApiError(
+                    413,
+                    "request_too_large",
+                    f"the request body exceeds the limit of {limit} "
+                    f"bytes ({limit / 2**20:.0f} MiB); send smaller images",
+                )
         if kind == "json":
             return validation.json_fields(bytes(body))
         try:
             form = await Request(request.scope, _replay(bytes(body))).form(
-                max_files=8, max_fields=32, max_part_size=self.settings.max_image_bytes * 2)
+                max_files=8, max_fields=32, max_part_size=self.settings.max_image_bytes * 2
+            )
         except Exception as e:  # starlette raises several types for malformed multipart
             raise validation.ApiError(400, "invalid_multipart", f"the multipart body cannot be parsed ({e})") from None
         try:
@@ -258,91 +307,150 @@ class Ingress:
         p = req.params
         seed = p.seed if p.seed is not None else seed_from(rid)
         size = info["resolution"]
-        common = dict(steps=p.steps, guidance_identity=p.guidance_identity,
-                      guidance_expression=p.guidance_expression, seed=seed)
+        common = dict(
+            steps=p.steps, guidance_identity=p.guidance_identity, guidance_expression=p.guidance_expression, seed=seed
+        )
         if route == "swap":
             primary, out = req.identity, req.target
             pf, of = await asyncio.gather(self._face(primary, size, route), self._face(out, size, route))
             job = GenJob("swap", pf.crop, target=of.crop, mask=of.mask, **common)
         elif route == "reenact":
             out = req.source
-            of, df = await asyncio.gather(self._face(out, size, route),
-                                          self._face(req.driver, size, route) if req.driver else _none())
-            job = GenJob("reenact", of.crop, mask=of.mask, driver=None if df is None else df.crop, word=req.expression,
-                         **common)
+            of, df = await asyncio.gather(
+                self._face(out, size, route), self._face(req.driver, size, route) if req.driver else _none()
+            )
+            job = GenJob(
+                "reenact", of.crop, mask=of.mask, driver=None if df is None else df.crop, word=req.expression, **common
+            )
         else:
             primary, out = req.identity, req.background or req.identity
             expr = req.expression_image
             pf, of, ef = await asyncio.gather(
                 self._face(primary, size, route),
                 self._face(out, size, route) if req.background else _none(),
-                self._face(expr, size, route) if expr else _none())
+                self._face(expr, size, route) if expr else _none(),
+            )
             of = of or pf
-            job = GenJob("generate", pf.crop, target=of.crop, mask=of.mask, driver=None if ef is None else ef.crop,
-                         word=req.expression, vector=req.expression_vector, **common)
+            job = GenJob(
+                "generate",
+                pf.crop,
+                target=of.crop,
+                mask=of.mask,
+                driver=None if ef is None else ef.crop,
+                word=req.expression,
+                vector=req.expression_vector,
+                **common,
+            )
         crop = await self._call(self.generator.run, job)
         meta = {
-            "request_id": rid, "route": route, "model": info["name"], "model_version": info["version"],
-            "trained_on": info["trained_on"], "licence": info.get("licence"), "warning": info.get("warning"),
-            "seed": seed, "steps": p.steps,
-            "guidance_identity": p.guidance_identity, "guidance_expression": p.guidance_expression,
-            "expression": job.word, "expression_source": "target" if route == "swap" else job.expression_kind,
+            "request_id": rid,
+            "route": route,
+            "model": info["name"],
+            "model_version": info["version"],
+            "trained_on": info["trained_on"],
+            "licence": info.get("licence"),
+            "warning": info.get("warning"),
+            "seed": seed,
+            "steps": p.steps,
+            "guidance_identity": p.guidance_identity,
+            "guidance_expression": p.guidance_expression,
+            "expression": job.word,
+            "expression_source": "target" if route == "swap" else job.expression_kind,
             "face": {"field": out.field, "bbox": [round(float(v), 1) for v in of.bbox], "aligned_input": out.aligned},
             "statement": watermark.GENERATED_STATEMENT,
-        }  # fmt: skip
+        }
         png, shape = await asyncio.to_thread(self._finish, out.image, crop, of, meta)
-        meta.update(width=shape[1], height=shape[0], seconds=round(time.perf_counter() - t0, 3),
-                    watermark={"method": watermark.METHOD, "payload": watermark.PAYLOAD.hex()})
+        meta.update(
+            width=shape[1],
+            height=shape[0],
+            seconds=round(time.perf_counter() - t0, 3),
+            watermark={"method": watermark.METHOD, "payload": watermark.PAYLOAD.hex()},
+        )
         headers = {"X-Sfsr-Model": f"{info['name']} {info['version']}"}
         if meta["warning"]:
             headers[WARNING_HEADER] = meta["warning"]
         if "application/json" in request.headers.get("accept", ""):
-            return JSONResponse({"image": "data:image/png;base64," + base64.b64encode(png).decode(), "metadata": meta,
-                                 "warning": meta["warning"]}, headers=headers)
+            return JSONResponse(
+                {
+                    "image": "data:image/png;base64," + base64.b64encode(png).decode(),
+                    "metadata": meta,
+                    "warning": meta["warning"],
+                },
+                headers=headers,
+            )
         return Response(png, media_type="image/png", headers=headers)
 
     def _finish(self, photo: np.ndarray, crop: np.ndarray, face: Any, meta: dict[str, Any]) -> tuple[bytes, tuple]:
         image = compose.paste_back(photo, crop, face.align_matrix, face.mask, self.settings.feather)
         image = compose.fit_output(image, self.settings.max_output_side)
-        text = watermark.provenance(meta["model"], meta["model_version"], meta["request_id"], route=meta["route"],
-                                    seed=str(meta["seed"]), trained_on=str(meta["trained_on"]),
-                                    licence=str(meta["licence"]), **({"warning": meta["warning"]} if meta["warning"] else {}))
+        text = watermark.provenance(
+            meta["model"],
+            meta["model_version"],
+            meta["request_id"],
+            route=meta["route"],
+            seed=str(meta["seed"]),
+            trained_on=str(meta["trained_on"]),
+            licence=str(meta["licence"]),
+            **({"warning": meta["warning"]} if meta["warning"] else {}),
+        )
         marked = watermark.embed(image)
         return watermark.encode_png(marked, text), marked.shape
 
     # --- routes ---------------------------------------------------------------------------------
 
-    @api.post("/v1/swap", summary="Face swap: the identity of one photo onto the face of another",
-              openapi_extra=request_body("swap"))
+    @api.post(
+        "/v1/swap",
+        summary="Face swap: the identity of one photo onto the face of another",
+        openapi_extra=request_body("swap"),
+    )
     async def swap(self, request: Request) -> Response:
         return await self._run(request, "swap")
 
-    @api.post("/v1/reenact", summary="Reenactment: a new expression (a word or a driving photo) on a face",
-              openapi_extra=request_body("reenact"))
+    @api.post(
+        "/v1/reenact",
+        summary="Reenactment: a new expression (a word or a driving photo) on a face",
+        openapi_extra=request_body("reenact"),
+    )
     async def reenact(self, request: Request) -> Response:
         return await self._run(request, "reenact")
 
-    @api.post("/v1/generate", summary="Identity from one photo, expression from a word, photo or vector, "
-              "background from another photo", openapi_extra=request_body("generate"))
+    @api.post(
+        "/v1/generate",
+        summary="Identity from one photo, expression from a word, photo or vector, background from another photo",
+        openapi_extra=request_body("generate"),
+    )
     async def generate(self, request: Request) -> Response:
         return await self._run(request, "generate")
 
     @api.get("/v1/expressions", summary="The 135 expression words, by family")
     async def expressions(self) -> dict[str, Any]:
         groups = words_by_family()
-        return {"count": sum(len(v) for v in groups.values()), "families": {
-            f: [{"word": w.word, "subcluster": w.subcluster, "intensity": w.intensity} for w in groups[f]]
-            for f in FAMILIES}}
+        return {
+            "count": sum(len(v) for v in groups.values()),
+            "families": {
+                f: [{"word": w.word, "subcluster": w.subcluster, "intensity": w.intensity} for w in groups[f]]
+                for f in FAMILIES
+            },
+        }
 
     @api.get("/v1/info", summary="The loaded model (name, version, what it was trained on) and request limits")
     async def info(self) -> dict[str, Any]:
         s, lim = self.settings, await self.limits()
-        return {"model": await self.model(), "auth_required": bool(self.token), "limits": {
-            "max_request_bytes": s.max_request_bytes, "max_image_bytes": s.max_image_bytes,
-            "max_image_pixels": s.max_image_pixels, "min_image_side": s.min_image_side,
-            "default_steps": lim.default_steps, "max_steps": s.max_steps, "max_guidance": s.max_guidance,
-            "default_guidance_identity": lim.default_guidance_identity,
-            "default_guidance_expression": lim.default_guidance_expression}}
+        return {
+            "model": await self.model(),
+            "auth_required": bool(self.token),
+            "limits": {
+                "max_request_bytes": s.max_request_bytes,
+                "max_image_bytes": s.max_image_bytes,
+                "max_image_pixels": s.max_image_pixels,
+                "min_image_side": s.min_image_side,
+                "default_steps": lim.default_steps,
+                "max_steps": s.max_steps,
+                "max_guidance": s.max_guidance,
+                "default_guidance_identity": lim.default_guidance_identity,
+                "default_guidance_expression": lim.default_guidance_expression,
+            },
+        }
 
     @api.get("/v1/examples", summary="Example faces (procedural, from sfsr.synth; no real people)")
     async def examples(self) -> dict[str, Any]:
@@ -351,8 +459,11 @@ class Ingress:
     @api.get("/v1/examples/{identity}.png", summary="One example face, 256 px, already aligned")
     async def example(self, identity: int) -> Response:
         if identity not in EXAMPLE_IDENTITIES:
-            raise validation.ApiError(404, "not_found", f"example {identity} does not exist; GET /v1/examples lists "
-                                      f"them ({list(EXAMPLE_IDENTITIES)})")
+            raise validation.ApiError(
+                404,
+                "not_found",
+                f"example {identity} does not exist; GET /v1/examples lists them ({list(EXAMPLE_IDENTITIES)})",
+            )
         if identity not in self._examples:
             from sfsr.synth import NEUTRAL_EXPRESSION, make_sample, render
 
@@ -365,8 +476,11 @@ class Ingress:
         try:
             info = await self.model()
         except validation.ApiError as e:
-            return JSONResponse({"status": "unavailable", "reason": e.message}, status_code=503,
-                                headers={"Retry-After": str(self.settings.retry_after_s)})
+            return JSONResponse(
+                {"status": "unavailable", "reason": e.message},
+                status_code=503,
+                headers={"Retry-After": str(self.settings.retry_after_s)},
+            )
         return JSONResponse({"status": "ok", "model": info["name"], "auth_required": bool(self.token)})
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -21,8 +21,10 @@ IMAGE_HELP = {
 }
 SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
     "expression": ({"type": "string"}, "one of the 135 words of GET /v1/expressions"),
-    "expression_vector": ({"type": "array", "items": {"type": "number"}},
-                          "expression vector of the model's expression space (length: GET /v1/info expression_dim)"),
+    "expression_vector": (
+        {"type": "array", "items": {"type": "number"}},
+        "expression vector of the model's expression space (length: GET /v1/info expression_dim)",
+    ),
     "steps": ({"type": "integer", "minimum": 1}, "denoising steps (server default when omitted)"),
     "guidance_identity": ({"type": "number", "minimum": 0}, "identity guidance scale"),
     "guidance_expression": ({"type": "number", "minimum": 0}, "expression guidance scale"),
@@ -35,11 +37,17 @@ def _field_schema(name: str, encoding: str) -> dict[str, Any]:
         if name == image:
             if encoding == "multipart":
                 return {"type": "string", "format": "binary", "description": f"{help_text}; JPEG, PNG or WebP"}
-            return {"type": "string", "format": "byte",
-                    "description": f"{help_text}; base64 of a JPEG, PNG or WebP file (a data: URL works too)"}
+            return {
+                "type": "string",
+                "format": "byte",
+                "description": f"{help_text}; base64 of a JPEG, PNG or WebP file (a data: URL works too)",
+            }
         if name == f"{image}_face_index":
-            return {"type": "integer", "minimum": 0,
-                    "description": f"which face of {image} to use when it has several (0 = most confident)"}
+            return {
+                "type": "integer",
+                "minimum": 0,
+                "description": f"which face of {image} to use when it has several (0 = most confident)",
+            }
         if name == f"{image}_aligned":
             return {"type": "boolean", "description": f"{image} already is a square aligned face crop: skip detection"}
     schema, help_text = SCALAR_HELP[name]
@@ -57,32 +65,53 @@ def request_body(route: str) -> dict[str, Any]:
     names = sorted(ROUTE_FIELDS[route], key=lambda n: (n not in IMAGE_HELP and n != "expression", n))
     content = {}
     for media, encoding in (("multipart/form-data", "multipart"), ("application/json", "json")):
-        content[media] = {"schema": {
-            "type": "object",
-            "required": REQUIRED[route],
-            "properties": {n: _field_schema(n, encoding) for n in names},
-            "additionalProperties": False,
-        }}
+        content[media] = {
+            "schema": {
+                "type": "object",
+                "required": REQUIRED[route],
+                "properties": {n: _field_schema(n, encoding) for n in names},
+                "additionalProperties": False,
+            }
+        }
     return {
         "requestBody": {"required": True, "content": content},
         "responses": {
-            "200": {"description": "the generated image: PNG with provenance text and an invisible watermark "
-                                   "(or JSON with the PNG as a data: URL and its metadata when the request sends "
-                                   "Accept: application/json)",
-                    "headers": {
-                        "X-Sfsr-Model": {"description": "model name and weights version", "schema": {"type": "string"}},
-                        "X-Sfsr-Warning": {"description": "present when the model was trained on synthetic faces: "
-                                           "outputs on photos are not photo-real, and what to use instead "
-                                           "(also the JSON field `warning` and the PNG text sfsr:warning)",
-                                           "schema": {"type": "string"}}},
-                    "content": {"image/png": {}, "application/json": {"schema": {
-                        "type": "object", "required": ["image", "metadata", "warning"],
-                        "properties": {
-                            "image": {"type": "string", "description": "data:image/png;base64,..."},
-                            "metadata": {"type": "object", "description": "request id, model, version, trained_on, "
-                                         "licence, seed, steps, guidance, face box, watermark"},
-                            "warning": {"type": ["string", "null"], "description": "set when the model was trained "
-                                        "on synthetic faces (see the X-Sfsr-Warning header)"}}}}}},
+            "200": {
+                "description": "the generated image: PNG with provenance text and an invisible watermark "
+                "(or JSON with the PNG as a data: URL and its metadata when the request sends "
+                "Accept: application/json)",
+                "headers": {
+                    "X-Sfsr-Model": {"description": "model name and weights version", "schema": {"type": "string"}},
+                    "X-Sfsr-Warning": {
+                        "description": "present when the model was trained on synthetic faces: "
+                        "outputs on photos are not photo-real, and what to use instead "
+                        "(also the JSON field `warning` and the PNG text sfsr:warning)",
+                        "schema": {"type": "string"},
+                    },
+                },
+                "content": {
+                    "image/png": {},
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["image", "metadata", "warning"],
+                            "properties": {
+                                "image": {"type": "string", "description": "data:image/png;base64,..."},
+                                "metadata": {
+                                    "type": "object",
+                                    "description": "request id, model, version, trained_on, "
+                                    "licence, seed, steps, guidance, face box, watermark",
+                                },
+                                "warning": {
+                                    "type": ["string", "null"],
+                                    "description": "set when the model was trained "
+                                    "on synthetic faces (see the X-Sfsr-Warning header)",
+                                },
+                            },
+                        }
+                    },
+                },
+            },
             "401": {"description": "missing or wrong bearer token (only when a token is configured)"},
             "413": {"description": "request or image too large"},
             "415": {"description": "not multipart/JSON, or an image format we do not take"},

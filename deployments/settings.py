@@ -29,8 +29,10 @@ def from_dict(cls: type[T], config: dict[str, Any] | None, where: str) -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(config) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown user_config keys {unknown}; known keys are {sorted(names)} "
-                         "(fix deployments/serve_config.yaml)")
+        raise ValueError(
+            f"{where}: unknown user_config keys {unknown}; known keys are {sorted(names)} "
+            "(fix deployments/serve_config.yaml)"
+        )
     obj = cls(**config)
     obj.check()  # type: ignore[attr-defined]
     return obj
@@ -49,9 +51,11 @@ def open_api_refusal(token: str | None, host: str | None, allow_open: bool) -> s
     acceptable, unless the operator says a gateway in front authenticates (allow_open)."""
     if token or allow_open or host in LOOPBACK_HOSTS:
         return None
-    return (f"Ingress: no API token configured and Serve's HTTP proxy binds {host or 'an unknown host'}, so "
-            f"anyone who reaches it could use the API. Set {TOKEN_ENV} (or Ingress user_config.api_token_file), "
-            f"bind http_options.host to 127.0.0.1, or set {ALLOW_OPEN_ENV}=1 if a gateway in front authenticates")
+    return (
+        f"Ingress: no API token configured and Serve's HTTP proxy binds {host or 'an unknown host'}, so "
+        f"anyone who reaches it could use the API. Set {TOKEN_ENV} (or Ingress user_config.api_token_file), "
+        f"bind http_options.host to 127.0.0.1, or set {ALLOW_OPEN_ENV}=1 if a gateway in front authenticates"
+    )
 
 
 @dataclass(frozen=True)
@@ -75,11 +79,14 @@ class IngressSettings:
 
     def check(self) -> None:
         if not 0 < self.max_image_mb <= self.max_request_mb:
-            raise ValueError(f"IngressSettings: need 0 < max_image_mb ({self.max_image_mb}) <= "
-                             f"max_request_mb ({self.max_request_mb})")
+            raise ValueError(
+                f"IngressSettings: need 0 < max_image_mb ({self.max_image_mb}) <= "
+                f"max_request_mb ({self.max_request_mb})"
+            )
         if self.default_steps is not None and not 1 <= self.default_steps <= self.max_steps:
-            raise ValueError(f"IngressSettings: need 1 <= default_steps ({self.default_steps}) <= "
-                             f"max_steps ({self.max_steps})")
+            raise ValueError(
+                f"IngressSettings: need 1 <= default_steps ({self.default_steps}) <= max_steps ({self.max_steps})"
+            )
         for name in ("default_guidance_identity", "default_guidance_expression"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= self.max_guidance:
@@ -103,8 +110,11 @@ class IngressSettings:
         ge = self.default_guidance_expression
         gi = float(model_defaults.get("guidance_identity", 2.0)) if gi is None else gi
         ge = float(model_defaults.get("guidance_expression", 2.0)) if ge is None else ge
-        return (min(max(steps, 1), self.max_steps), min(max(gi, 0.0), self.max_guidance),
-                min(max(ge, 0.0), self.max_guidance))
+        return (
+            min(max(steps, 1), self.max_steps),
+            min(max(gi, 0.0), self.max_guidance),
+            min(max(ge, 0.0), self.max_guidance),
+        )
 
     def token(self) -> str | None:
         """The bearer token clients must send, or None when auth is off."""
@@ -113,8 +123,10 @@ class IngressSettings:
             try:
                 value = path.read_text().strip()
             except OSError as e:
-                raise ValueError(f"IngressSettings.api_token_file {path}: cannot read it ({e}); "
-                                 "write the token there or unset api_token_file") from None
+                raise ValueError(
+                    f"IngressSettings.api_token_file {path}: cannot read it ({e}); "
+                    "write the token there or unset api_token_file"
+                ) from None
             if not value:
                 raise ValueError(f"IngressSettings.api_token_file {path} is empty; put the token in it")
             return value

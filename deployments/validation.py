@@ -17,8 +17,9 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -117,9 +118,12 @@ def check_content_type(content_type: str | None) -> str:
         return "json"
     if kind == "multipart/form-data":
         return "multipart"
-    raise ApiError(415, "unsupported_media_type",
-                   f"Content-Type {kind or '(none)'} is not accepted; send multipart/form-data (file uploads) "
-                   "or application/json (images as base64 strings)")
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"Content-Type {kind or '(none)'} is not accepted; send multipart/form-data (file uploads) "
+        "or application/json (images as base64 strings)",
+    )
 
 
 def check_content_length(header: str | None, max_bytes: int) -> None:
@@ -131,9 +135,12 @@ def check_content_length(header: str | None, max_bytes: int) -> None:
     except ValueError:
         raise ApiError(400, "bad_content_length", f"Content-Length {header!r} is not a number") from None
     if length > max_bytes:
-        raise ApiError(413, "request_too_large",
-                       f"the request body is {length} bytes, the limit is {max_bytes} "
-                       f"({max_bytes / 2**20:.0f} MiB); send smaller images (JPEG quality 90 is plenty)")
+        raise ApiError(
+            413,
+            "request_too_large",
+            f"the request body is {length} bytes, the limit is {max_bytes} "
+            f"({max_bytes / 2**20:.0f} MiB); send smaller images (JPEG quality 90 is plenty)",
+        )
 
 
 def json_fields(body: bytes) -> dict[str, Any]:
@@ -168,8 +175,12 @@ def _number(fields: Fields, name: str, kind: type, default: Any, lo: float, hi: 
     try:
         value = kind(raw) if kind is float else int(str(raw).strip())
     except (TypeError, ValueError):
-        raise ApiError(422, "invalid_field", f"{name} must be {'an integer' if kind is int else 'a number'}, "
-                       f"got {str(raw)[:40]!r}", name) from None
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"{name} must be {'an integer' if kind is int else 'a number'}, got {str(raw)[:40]!r}",
+            name,
+        ) from None
     if kind is float and not math.isfinite(value):
         raise ApiError(422, "invalid_field", f"{name} must be finite, got {raw!r}", name)
     if not lo <= value <= hi:
@@ -208,10 +219,12 @@ def _text(fields: Fields, name: str) -> str | None:
 def params(fields: Fields, limits: Limits) -> Params:
     return Params(
         steps=_number(fields, "steps", int, limits.default_steps, 1, limits.max_steps),
-        guidance_identity=_number(fields, "guidance_identity", float, limits.default_guidance_identity,
-                                  0.0, limits.max_guidance),
-        guidance_expression=_number(fields, "guidance_expression", float, limits.default_guidance_expression,
-                                    0.0, limits.max_guidance),
+        guidance_identity=_number(
+            fields, "guidance_identity", float, limits.default_guidance_identity, 0.0, limits.max_guidance
+        ),
+        guidance_expression=_number(
+            fields, "guidance_expression", float, limits.default_guidance_expression, 0.0, limits.max_guidance
+        ),
         seed=_number(fields, "seed", int, None, 0, MAX_SEED),
     )
 
@@ -235,16 +248,29 @@ def expression_vector(fields: Fields, limits: Limits, name: str = "expression_ve
         try:
             raw = json.loads(text) if text.strip().startswith("[") else [float(v) for v in text.split(",")]
         except (ValueError, json.JSONDecodeError):
-            raise ApiError(422, "invalid_field", f"{name} must be a JSON list of numbers or comma-separated "
-                           f"numbers, got {text[:40]!r}", name) from None
+            raise ApiError(
+                422,
+                "invalid_field",
+                f"{name} must be a JSON list of numbers or comma-separated numbers, got {text[:40]!r}",
+                name,
+            ) from None
     if not isinstance(raw, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
         raise ApiError(422, "invalid_field", f"{name} must be a list of numbers", name)
     if limits.expression_dim is None:
-        raise ApiError(422, "unsupported_field", f"the loaded model does not take {name}; use expression "
-                       "(a word) or expression_image", name)
+        raise ApiError(
+            422,
+            "unsupported_field",
+            f"the loaded model does not take {name}; use expression (a word) or expression_image",
+            name,
+        )
     if len(raw) != limits.expression_dim:
-        raise ApiError(422, "invalid_field", f"{name} has {len(raw)} values; the loaded model's expression space "
-                       f"has {limits.expression_dim} (GET /v1/info lists it)", name)
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"{name} has {len(raw)} values; the loaded model's expression space "
+            f"has {limits.expression_dim} (GET /v1/info lists it)",
+            name,
+        )
     values = tuple(float(v) for v in raw)
     if not all(math.isfinite(v) and abs(v) <= 1e3 for v in values):
         raise ApiError(422, "invalid_field", f"{name} values must be finite numbers within +-1000", name)
@@ -259,8 +285,12 @@ def image_bytes(raw: Any, name: str, limits: ImageLimits) -> bytes:
     if isinstance(raw, (bytes, bytearray)):
         return bytes(raw)
     if not isinstance(raw, str):
-        raise ApiError(422, "invalid_field", f"{name} must be an image file (multipart) or a base64 string (JSON), "
-                       f"got {type(raw).__name__}", name)
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"{name} must be an image file (multipart) or a base64 string (JSON), got {type(raw).__name__}",
+            name,
+        )
     text = raw.strip()
     if text.startswith("data:"):
         head, _, text = text.partition(",")
@@ -268,13 +298,21 @@ def image_bytes(raw: Any, name: str, limits: ImageLimits) -> bytes:
             raise ApiError(422, "invalid_base64", f"{name}: a data: URL must be base64-encoded", name)
     # base64 grows data by 4/3: refuse before decoding what would exceed the image limit
     if len(text) * 3 // 4 > limits.max_bytes + 3:
-        raise ApiError(413, "image_too_many_bytes", f"{name}: about {len(text) * 3 // 4} bytes, the limit is "
-                       f"{limits.max_bytes}; send a smaller image", name)
+        raise ApiError(
+            413,
+            "image_too_many_bytes",
+            f"{name}: about {len(text) * 3 // 4} bytes, the limit is {limits.max_bytes}; send a smaller image",
+            name,
+        )
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(422, "invalid_base64", f"{name} is not valid base64; encode the image file's bytes "
-                       "with standard base64 (RFC 4648)", name) from None
+        raise ApiError(
+            422,
+            "invalid_base64",
+            f"{name} is not valid base64; encode the image file's bytes with standard base64 (RFC 4648)",
+            name,
+        ) from None
 
 
 def decode_field(raw: Any, name: str, limits: ImageLimits) -> np.ndarray:
@@ -293,8 +331,9 @@ def require_images(fields: Fields, *names: str) -> None:
     """Missing required images are reported before any image is decoded (cheap checks first)."""
     for name in names:
         if not _present(fields, name):
-            raise ApiError(422, "missing_field", f"{name} is required: an image file (multipart) or a base64 "
-                           "string (JSON)", name)
+            raise ApiError(
+                422, "missing_field", f"{name} is required: an image file (multipart) or a base64 string (JSON)", name
+            )
 
 
 def image_input(fields: Fields, name: str, limits: Limits, required: bool) -> ImageInput | None:
@@ -315,16 +354,20 @@ def _image_field_names(*names: str) -> set[str]:
 ROUTE_FIELDS: dict[str, frozenset[str]] = {
     "swap": frozenset(_image_field_names("identity", "target") | set(_PARAMS)),
     "reenact": frozenset(_image_field_names("source", "driver") | {"expression"} | set(_PARAMS)),
-    "generate": frozenset(_image_field_names("identity", "expression_image", "background")
-                          | {"expression", "expression_vector"} | set(_PARAMS)),
+    "generate": frozenset(
+        _image_field_names("identity", "expression_image", "background")
+        | {"expression", "expression_vector"}
+        | set(_PARAMS)
+    ),
 }
 
 
 def check_known_fields(fields: Fields, route: str) -> None:
     unknown = sorted(set(fields) - ROUTE_FIELDS[route])
     if unknown:
-        raise ApiError(422, "unknown_field", f"{route} does not take {unknown}; it takes {sorted(ROUTE_FIELDS[route])}",
-                       unknown[0])
+        raise ApiError(
+            422, "unknown_field", f"{route} does not take {unknown}; it takes {sorted(ROUTE_FIELDS[route])}", unknown[0]
+        )
 
 
 def parse_swap(fields: Fields, limits: Limits) -> SwapRequest:
@@ -341,11 +384,19 @@ def parse_reenact(fields: Fields, limits: Limits) -> ReenactRequest:
     has_driver = _present(fields, "driver")
     word = expression_word(fields)
     if has_driver == (word is not None):
-        raise ApiError(422, "missing_field" if not has_driver else "conflicting_fields",
-                       "reenact needs exactly one of driver (an image whose expression to copy) or expression "
-                       "(a word from GET /v1/expressions)", "driver" if has_driver else "expression")
-    return ReenactRequest(image_input(fields, "source", limits, True), p,
-                          driver=image_input(fields, "driver", limits, False), expression=word)
+        raise ApiError(
+            422,
+            "missing_field" if not has_driver else "conflicting_fields",
+            "reenact needs exactly one of driver (an image whose expression to copy) or expression "
+            "(a word from GET /v1/expressions)",
+            "driver" if has_driver else "expression",
+        )
+    return ReenactRequest(
+        image_input(fields, "source", limits, True),
+        p,
+        driver=image_input(fields, "driver", limits, False),
+        expression=word,
+    )
 
 
 def parse_generate(fields: Fields, limits: Limits) -> GenerateRequest:
@@ -357,12 +408,19 @@ def parse_generate(fields: Fields, limits: Limits) -> GenerateRequest:
     has_image = _present(fields, "expression_image")
     given = [n for n, v in (("expression", word), ("expression_vector", vector), ("expression_image", has_image)) if v]
     if len(given) != 1:
-        raise ApiError(422, "missing_field" if not given else "conflicting_fields",
-                       f"generate needs exactly one of expression (a word), expression_image or expression_vector; "
-                       f"got {given or 'none'}", given[1] if len(given) > 1 else "expression")
+        raise ApiError(
+            422,
+            "missing_field" if not given else "conflicting_fields",
+            f"generate needs exactly one of expression (a word), expression_image or expression_vector; "
+            f"got {given or 'none'}",
+            given[1] if len(given) > 1 else "expression",
+        )
     return GenerateRequest(
-        image_input(fields, "identity", limits, True), p, expression=word,
-        expression_image=image_input(fields, "expression_image", limits, False), expression_vector=vector,
+        image_input(fields, "identity", limits, True),
+        p,
+        expression=word,
+        expression_image=image_input(fields, "expression_image", limits, False),
+        expression_vector=vector,
         background=image_input(fields, "background", limits, False),
     )
 
@@ -372,17 +430,34 @@ def choose_face(faces: Sequence[Any], inp: ImageInput) -> Any:
     h, w = inp.image.shape[:2]
     boxes = [[round(float(v), 1) for v in f.bbox] for f in faces]
     if not faces:
-        raise ApiError(422, "no_face", f"{inp.field}: no face found in the {w}x{h} image; send a photo with one "
-                       f"clearly visible, roughly frontal face at least 80 px wide (or an aligned face crop with "
-                       f"{inp.field}_aligned=true)", inp.field, faces=[])
+        raise ApiError(
+            422,
+            "no_face",
+            f"{inp.field}: no face found in the {w}x{h} image; send a photo with one "
+            f"clearly visible, roughly frontal face at least 80 px wide (or an aligned face crop with "
+            f"{inp.field}_aligned=true)",
+            inp.field,
+            faces=[],
+        )
     if inp.face_index is None:
         if len(faces) > 1:
-            raise ApiError(422, "several_faces", f"{inp.field}: {len(faces)} faces found; choose one with "
-                           f"{inp.field}_face_index (0 to {len(faces) - 1}, 0 = the most confident; boxes "
-                           "x1, y1, x2, y2 in the faces list)", inp.field, faces=boxes)
+            raise ApiError(
+                422,
+                "several_faces",
+                f"{inp.field}: {len(faces)} faces found; choose one with "
+                f"{inp.field}_face_index (0 to {len(faces) - 1}, 0 = the most confident; boxes "
+                "x1, y1, x2, y2 in the faces list)",
+                inp.field,
+                faces=boxes,
+            )
         return faces[0]
     if inp.face_index >= len(faces):
-        raise ApiError(422, "face_index_out_of_range", f"{inp.field}_face_index={inp.face_index} but only "
-                       f"{len(faces)} face(s) were found (indices 0 to {len(faces) - 1})",
-                       f"{inp.field}_face_index", faces=boxes)
+        raise ApiError(
+            422,
+            "face_index_out_of_range",
+            f"{inp.field}_face_index={inp.face_index} but only "
+            f"{len(faces)} face(s) were found (indices 0 to {len(faces) - 1})",
+            f"{inp.field}_face_index",
+            faces=boxes,
+        )
     return faces[inp.face_index]

@@ -32,8 +32,12 @@ class ExpressionStats:
     l2: ScalarStats
 
 
-def expression_statistics(output: np.ndarray, reference: np.ndarray, encoder: str,
-                          bins: Bins = Bins(0.0, 2.0, 40)) -> ExpressionStats:
+REPORT_BINS = Bins(0.0, 2.0, 40)
+
+
+def expression_statistics(
+    output: np.ndarray, reference: np.ndarray, encoder: str, bins: Bins = REPORT_BINS
+) -> ExpressionStats:
     """Per-pair L2 of a batch. `bins` only shapes the report's histogram (values beyond it are
     counted in the overflow bin); keep it the same for every shard of one evaluation."""
     return ExpressionStats(encoder, scalar_stats(expression_distance(output, reference), bins))

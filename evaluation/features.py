@@ -64,13 +64,26 @@ def _efficientnet(weights: str | None) -> tuple[nn.Module, str]:
 _REGISTRY: dict[str, _Entry] = {
     "inception-v3-fid": _Entry(_inception, 2048, "FID", "KID", True, True),
     "efficientnet-lite0": _Entry(
-        _efficientnet, 1280, "FD (EfficientNet-Lite0 features), not comparable to published FID",
-        "KD (EfficientNet-Lite0 features), not comparable to published KID", False, False),
+        _efficientnet,
+        1280,
+        "FD (EfficientNet-Lite0 features), not comparable to published FID",
+        "KD (EfficientNet-Lite0 features), not comparable to published KID",
+        False,
+        False,
+    ),
 }
 
 
-def register_extractor(name: str, build: Callable[[str | None], tuple[nn.Module, str]], dim: int, *,
-                       score_name: str, kid_name: str, comparable: bool = False, needs_weights: bool = False) -> None:
+def register_extractor(
+    name: str,
+    build: Callable[[str | None], tuple[nn.Module, str]],
+    dim: int,
+    *,
+    score_name: str,
+    kid_name: str,
+    comparable: bool = False,
+    needs_weights: bool = False,
+) -> None:
     """Add a feature network; `build(weights)` returns (module, weights source)."""
     _REGISTRY[name] = _Entry(build, dim, score_name, kid_name, comparable, needs_weights)
 
@@ -108,8 +121,9 @@ class FeatureExtractor:
         return in_fixed_chunks(run, arrays, self.chunk, self.info.dim)
 
 
-def in_fixed_chunks(fn: Callable[[np.ndarray], np.ndarray], images: Sequence[np.ndarray], chunk: int,
-                    dim: int) -> np.ndarray:
+def in_fixed_chunks(
+    fn: Callable[[np.ndarray], np.ndarray], images: Sequence[np.ndarray], chunk: int, dim: int
+) -> np.ndarray:
     """fn over equal-shaped groups of exactly `chunk` images (the last group padded by repeating
     its last image), so each image's result never depends on how the caller batched them.
     (B, H, W, C) images -> (B, dim) float32."""
@@ -125,8 +139,9 @@ def in_fixed_chunks(fn: Callable[[np.ndarray], np.ndarray], images: Sequence[np.
     return out
 
 
-def load_extractor(name: str = "auto", weights: str | None = None, device: str | torch.device = "cpu",
-                   chunk: int = 8) -> FeatureExtractor:
+def load_extractor(
+    name: str = "auto", weights: str | None = None, device: str | torch.device = "cpu", chunk: int = 8
+) -> FeatureExtractor:
     """A registered feature network. "auto": inception-v3-fid when `weights` is given, else
     efficientnet-lite0."""
     if name == "auto":

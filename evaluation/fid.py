@@ -128,5 +128,10 @@ def moments_to_npz(m: FeatureMoments) -> dict[str, np.ndarray]:
 
 def moments_from_npz(data: dict) -> FeatureMoments:
     total = np.asarray(data["total"], np.float64)
-    return FeatureMoments(int(data["n"]), total, np.asarray(data["outer"], np.float64), str(data["feature"]),
-                          np.zeros((0, total.shape[0])))
+    return FeatureMoments(
+        int(data["n"]),
+        total,
+        np.asarray(data["outer"], np.float64),
+        str(data["feature"]),
+        np.zeros((0, total.shape[0])),
+    )

@@ -58,8 +58,9 @@ def make_gallery(embeddings: np.ndarray, labels: list[str] | np.ndarray) -> Gall
     return Gallery(e, lab)
 
 
-def retrieval_ranks(gallery: Gallery, queries: np.ndarray, true_labels: list[str] | np.ndarray,
-                    exclude: np.ndarray | None = None) -> np.ndarray:
+def retrieval_ranks(
+    gallery: Gallery, queries: np.ndarray, true_labels: list[str] | np.ndarray, exclude: np.ndarray | None = None
+) -> np.ndarray:
     """1-based rank of the first gallery entry with the query's true label, ordering the gallery
     by cosine to the query (ties by gallery index). (N,) float64: inf when the label is not in
     the gallery, NaN when the query is NaN. `exclude` (N, G) bool hides entries per query (for
@@ -85,8 +86,13 @@ class IdentityStats:
     top5: ScalarStats
 
 
-def identity_statistics(output: np.ndarray, source: np.ndarray, source_labels: list[str] | np.ndarray,
-                        gallery: Gallery | None, recogniser: str) -> IdentityStats:
+def identity_statistics(
+    output: np.ndarray,
+    source: np.ndarray,
+    source_labels: list[str] | np.ndarray,
+    gallery: Gallery | None,
+    recogniser: str,
+) -> IdentityStats:
     """Per-pair identity scores of a batch: outputs (B, D) and their sources (B, D)."""
     cos = cosine_similarity(output, source)
     if gallery is None:
@@ -96,16 +102,21 @@ def identity_statistics(output: np.ndarray, source: np.ndarray, source_labels: l
     with np.errstate(invalid="ignore"):
         top1 = np.where(np.isnan(ranks), np.nan, (ranks <= 1).astype(np.float64))
         top5 = np.where(np.isnan(ranks), np.nan, (ranks <= 5).astype(np.float64))
-    return IdentityStats(recogniser, scalar_stats(cos, COSINE_BINS), scalar_stats(top1, HIT_BINS),
-                         scalar_stats(top5, HIT_BINS))
+    return IdentityStats(
+        recogniser, scalar_stats(cos, COSINE_BINS), scalar_stats(top1, HIT_BINS), scalar_stats(top5, HIT_BINS)
+    )
 
 
 def merge_identity(*parts: IdentityStats) -> IdentityStats:
     names = {p.recogniser for p in parts}
     if len(names) != 1:
         raise ValueError(f"merge_identity: parts come from different recognisers {sorted(names)}")
-    return IdentityStats(parts[0].recogniser, merge_scalar(*[p.cosine for p in parts]),
-                         merge_scalar(*[p.top1 for p in parts]), merge_scalar(*[p.top5 for p in parts]))
+    return IdentityStats(
+        parts[0].recogniser,
+        merge_scalar(*[p.cosine for p in parts]),
+        merge_scalar(*[p.top1 for p in parts]),
+        merge_scalar(*[p.top5 for p in parts]),
+    )
 
 
 def identity_score(stats: IdentityStats) -> dict:

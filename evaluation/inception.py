@@ -30,8 +30,9 @@ WEIGHTS_FILES = (WEIGHTS_FILE, "pt_inception-2015-12-05.safetensors")
 class BasicConv2d(nn.Module):
     """conv (no bias) -> batch norm (eps 1e-3) -> ReLU."""
 
-    def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1,
-                 padding: int | tuple[int, int] = 0) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1, padding: int | tuple[int, int] = 0
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=0.001)

@@ -60,8 +60,9 @@ def _keep(keys: np.ndarray, prio: np.ndarray, feats: np.ndarray, capacity: int) 
     return keys[by_key], prio[by_key], feats[by_key]
 
 
-def kid_sample(features: np.ndarray, keys: np.ndarray | list, capacity: int = DEFAULT_CAPACITY,
-               feature: str = "", salt: int = 0) -> KIDSample:
+def kid_sample(
+    features: np.ndarray, keys: np.ndarray | list, capacity: int = DEFAULT_CAPACITY, feature: str = "", salt: int = 0
+) -> KIDSample:
     """Bottom-`capacity` sample of (B, D) features with unique keys (int or str)."""
     feats = np.asarray(features, dtype=np.float32)
     k = np.asarray(keys)
@@ -84,8 +85,11 @@ def merge_samples(*parts: KIDSample) -> KIDSample:
         raise ValueError("merge_samples: nothing to merge; pass at least one KIDSample")
     first = parts[0]
     for p in parts[1:]:
-        if (p.capacity, p.feature, p.salt) != (first.capacity, first.feature, first.salt) or \
-                p.features.shape[1] != first.features.shape[1] or p.keys.dtype.kind != first.keys.dtype.kind:
+        if (
+            (p.capacity, p.feature, p.salt) != (first.capacity, first.feature, first.salt)
+            or p.features.shape[1] != first.features.shape[1]
+            or p.keys.dtype.kind != first.keys.dtype.kind
+        ):
             raise ValueError(
                 "merge_samples: parts differ in capacity, feature network, salt, feature size or key type "
                 f"({p.capacity}, {p.feature!r}, {p.salt}, {p.features.shape[1]}, {p.keys.dtype} vs "
@@ -104,8 +108,9 @@ def _poly(a: torch.Tensor, b: torch.Tensor, degree: int, gamma: float, coef: flo
     return (a @ b.T * gamma + coef) ** degree  # (m, m)
 
 
-def unbiased_mmd2(x: torch.Tensor, y: torch.Tensor, degree: int = 3, gamma: float | None = None,
-                  coef: float = 1.0) -> float:
+def unbiased_mmd2(
+    x: torch.Tensor, y: torch.Tensor, degree: int = 3, gamma: float | None = None, coef: float = 1.0
+) -> float:
     """Unbiased MMD^2 between (m, D) samples x and y with k(a, b) = (gamma a.b + coef)^degree."""
     m = x.shape[0]
     g = 1.0 / x.shape[1] if gamma is None else gamma
@@ -125,13 +130,22 @@ class KIDScore:
     n_fake: int
 
 
-def kernel_inception_distance(real: KIDSample, fake: KIDSample, subsets: int = 100, subset_size: int = 1000,
-                              degree: int = 3, gamma: float | None = None, coef: float = 1.0,
-                              seed: int = 0) -> KIDScore:
+def kernel_inception_distance(
+    real: KIDSample,
+    fake: KIDSample,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    degree: int = 3,
+    gamma: float | None = None,
+    coef: float = 1.0,
+    seed: int = 0,
+) -> KIDScore:
     """KID mean and std over `subsets` random subsets of `subset_size` images per side (float64)."""
     if real.feature != fake.feature or real.features.shape[1] != fake.features.shape[1]:
-        raise ValueError(f"KID: real features from {real.feature or '?'}, fake from {fake.feature or '?'}; "
-                         "compute both with the same network")
+        raise ValueError(
+            f"KID: real features from {real.feature or '?'}, fake from {fake.feature or '?'}; "
+            "compute both with the same network"
+        )
     if subset_size > min(real.size, fake.size) or subset_size < 2:
         raise ValueError(
             f"KID: subset_size={subset_size} but the samples hold {real.size} real and {fake.size} fake "

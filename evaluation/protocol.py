@@ -110,8 +110,14 @@ def _other(rng: np.random.Generator, faces: list[Face], by_person: dict[str, lis
     return k
 
 
-def draw_pairs(faces: list[Face], n: int, task: str = "swap", seed: int = 0, words: tuple[str, ...] | None = None,
-               self_reenactment: bool = False) -> list[Pair]:
+def draw_pairs(
+    faces: list[Face],
+    n: int,
+    task: str = "swap",
+    seed: int = 0,
+    words: tuple[str, ...] | None = None,
+    self_reenactment: bool = False,
+) -> list[Pair]:
     """`n` pairs for `task`, never pairing a person with themselves (except self_reenactment,
     where the driver is another face of the same person). With `words`, reenact/generate pairs
     take an expression word instead of a driver face."""
@@ -121,8 +127,10 @@ def draw_pairs(faces: list[Face], n: int, task: str = "swap", seed: int = 0, wor
     for i, f in enumerate(faces):
         by_person.setdefault(f.identity, []).append(i)
     if len(by_person) < 2 and not self_reenactment:
-        raise ValueError(f"pairing needs faces of at least 2 identities, got {len(by_person)} "
-                         f"({len(faces)} faces); add faces of other people or check the identity labels")
+        raise ValueError(
+            f"pairing needs faces of at least 2 identities, got {len(by_person)} "
+            f"({len(faces)} faces); add faces of other people or check the identity labels"
+        )
     if self_reenactment and not any(len(v) > 1 for v in by_person.values()):
         raise ValueError("self_reenactment needs at least one person with two or more faces")
     if words is not None and (task == "swap" or not words):
@@ -160,8 +168,9 @@ def paste(face_image: np.ndarray, face_mask: np.ndarray, into: np.ndarray) -> np
     return np.where(m[..., None], face_image, into).astype(np.uint8)
 
 
-def baseline_outputs(task: str, identity: np.ndarray, identity_mask: np.ndarray, background: np.ndarray,
-                     driver: np.ndarray | None) -> dict[str, np.ndarray]:
+def baseline_outputs(
+    task: str, identity: np.ndarray, identity_mask: np.ndarray, background: np.ndarray, driver: np.ndarray | None
+) -> dict[str, np.ndarray]:
     """The task's two trivial baselines for a batch of aligned crops (B, H, W, 3) uint8."""
     if task == "swap":
         return {"copy_target": background, "paste_source": paste(identity, identity_mask, background)}

@@ -129,7 +129,9 @@ def _table(metrics: dict, previous: dict | None) -> str:
                 text += f' <span class="{cls}">({"+" if d >= 0 else ""}{_fmt(d)})</span>'
             cells.append(f"<td>{text}</td>")
         arrow = "higher is better" if higher else "lower is better"
-        rows.append(f'<tr><th title="{arrow}">{html.escape(label)} {"&uarr;" if higher else "&darr;"}</th>{"".join(cells)}</tr>')
+        rows.append(
+            f'<tr><th title="{arrow}">{html.escape(label)} {"&uarr;" if higher else "&darr;"}</th>{"".join(cells)}</tr>'
+        )
     return f'<table class="metrics"><tr><th>metric</th>{head}</tr>{"".join(rows)}</table>'
 
 
@@ -137,8 +139,10 @@ def histogram_svg(title: str, series: dict[str, dict], width: int = 360, height:
     """Inline SVG of fixed-bin histograms (one step line per method), normalised to fractions."""
     pad_l, pad_b, pad_t = 34, 24, 18
     w, h = width - pad_l - 8, height - pad_b - pad_t
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{html.escape(title)}"><text x="{pad_l}" y="12" font-size="11">{html.escape(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{html.escape(title)}"><text x="{pad_l}" y="12" font-size="11">{html.escape(title)}</text>'
+    ]
     fracs, lo, hi = {}, None, None
     for name, hist in series.items():
         counts = hist["counts"][1:-1]  # drop under/overflow bins from the drawing (counted in n)
@@ -156,8 +160,10 @@ def histogram_svg(title: str, series: dict[str, dict], width: int = 360, height:
             pts += [f"{pad_l + j * step:.1f},{y:.1f}", f"{pad_l + (j + 1) * step:.1f},{y:.1f}"]
         colour = COLOURS[i % len(COLOURS)]
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{" ".join(pts)}"/>')
-        parts.append(f'<text x="{pad_l + w - 4}" y="{pad_t + 10 + 11 * i}" font-size="10" text-anchor="end" '
-                     f'fill="{colour}">{html.escape(name)}</text>')
+        parts.append(
+            f'<text x="{pad_l + w - 4}" y="{pad_t + 10 + 11 * i}" font-size="10" text-anchor="end" '
+            f'fill="{colour}">{html.escape(name)}</text>'
+        )
     if lo is not None:
         parts.append(f'<text x="{pad_l}" y="{height - 8}" font-size="10">{_fmt(lo)}</text>')
         parts.append(f'<text x="{pad_l + w}" y="{height - 8}" font-size="10" text-anchor="end">{_fmt(hi)}</text>')
@@ -204,11 +210,14 @@ def _errors(metrics: dict) -> str:
     items = errs.get("items", [])
     if not errs.get("count"):
         return "<p>No bad or missing images.</p>"
-    lis = "".join(f"<li><code>{html.escape(str(i.get('uri', '')))}</code>: {html.escape(str(i.get('reason', '')))}</li>"
-                  for i in items)
+    lis = "".join(
+        f"<li><code>{html.escape(str(i.get('uri', '')))}</code>: {html.escape(str(i.get('reason', '')))}</li>"
+        for i in items
+    )
     more = errs["count"] - len(items)
     return f"<p>{errs['count']} bad or missing images (listed in metrics.json).</p><ul>{lis}</ul>" + (
-        f"<p>... and {more} more</p>" if more > 0 else "")
+        f"<p>... and {more} more</p>" if more > 0 else ""
+    )
 
 
 _CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}
@@ -222,18 +231,27 @@ def render_html(metrics: dict, examples: list[Example] = (), previous: dict | No
     title = f"sfsr evaluation: {metrics.get('task', '?')}"
     fe = metrics.get("feature_network") or {}  # None with --features none
     warn = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in metrics.get("warnings", []))
-    info = (f"<p>{metrics.get('pairs', '?')} pairs, seed {metrics.get('seed', '?')}; FD features: "
-            f"<b>{html.escape(str(fe.get('score_name', 'none')))}</b> ({html.escape(str(fe.get('name', '-')))})</p>")
+    info = (
+        f"<p>{metrics.get('pairs', '?')} pairs, seed {metrics.get('seed', '?')}; FD features: "
+        f"<b>{html.escape(str(fe.get('score_name', 'none')))}</b> ({html.escape(str(fe.get('name', '-')))})</p>"
+    )
     prev = "<p>Changes in brackets are against the previous report.</p>" if previous else ""
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{warn}{info}"
-            f"<h2>Metrics</h2>{prev}{_table(metrics, previous)}<h2>Per-pair scores</h2>{_histograms(metrics)}"
-            f"<h2>Examples</h2>{_grid(list(examples), method_order(metrics.get('methods', {})))}<h2>Bad or missing images</h2>{_errors(metrics)}"
-            "</body></html>")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{warn}{info}"
+        f"<h2>Metrics</h2>{prev}{_table(metrics, previous)}<h2>Per-pair scores</h2>{_histograms(metrics)}"
+        f"<h2>Examples</h2>{_grid(list(examples), method_order(metrics.get('methods', {})))}"
+        f"<h2>Bad or missing images</h2>{_errors(metrics)}"
+        "</body></html>"
+    )
 
 
-def write_report(out_dir: str, metrics: dict, examples: list[Example] = (),  # type: ignore[assignment]
-                 previous_uri: str | None = None) -> tuple[str, str]:
+def write_report(
+    out_dir: str,
+    metrics: dict,
+    examples: list[Example] = (),  # type: ignore[assignment]
+    previous_uri: str | None = None,
+) -> tuple[str, str]:
     """Write metrics.json and report.html into `out_dir` (local or s3://); returns their URIs."""
     previous = json.loads(storage.read_bytes(previous_uri)) if previous_uri else None
     if previous is not None:

@@ -95,8 +95,10 @@ def merge_scalar(*parts: ScalarStats) -> ScalarStats:
     bins = parts[0].bins
     for p in parts[1:]:
         if p.bins != bins:
-            raise ValueError(f"merge_scalar: histogram bins differ ({p.bins} vs {bins}); "
-                             "statistics of one metric must be built with the same Bins")
+            raise ValueError(
+                f"merge_scalar: histogram bins differ ({p.bins} vs {bins}); "
+                "statistics of one metric must be built with the same Bins"
+            )
     counts = np.sum([np.asarray(p._counts(), np.int64) for p in parts], axis=0)
     return ScalarStats(
         bins=bins,

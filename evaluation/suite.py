@@ -94,6 +94,7 @@ def _encode(pack, images: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.nd
     di, de = pack.identity.output.dim, pack.expression.output.dim
     idv, exv = np.full((len(images), di), np.nan), np.full((len(images), de), np.nan)
     if ok.any():
+
         def both(x: np.ndarray) -> np.ndarray:
             a, b = encode_crops(pack, x)
             return np.concatenate([a, b], axis=1)  # (chunk, di + de)
@@ -137,21 +138,32 @@ def batch_statistics(batch: PairBatch, models: EvalModels) -> EvalStats:
         if ex_model is not None:
             dim = ex_model.info.dim
             feats = ex_model(images[ok]) if ok.any() else np.zeros((0, dim), np.float32)
-            st["fd"] = feature_moments(feats, ex_model.info.name) if ok.any() else empty_moments(dim, ex_model.info.name)
+            st["fd"] = (
+                feature_moments(feats, ex_model.info.name) if ok.any() else empty_moments(dim, ex_model.info.name)
+            )
             st["kid"] = kid_sample(feats, keys[ok], models.kid_capacity, ex_model.info.name)
         if pack is not None:
             out_id, out_expr = _encode(pack, images, ok)
-            st["identity"] = ident.identity_statistics(out_id, src_id, batch.identity_labels, models.gallery,
-                                                       pack.identity.name)
+            st["identity"] = ident.identity_statistics(
+                out_id, src_id, batch.identity_labels, models.gallery, pack.identity.name
+            )
             if ref_expr is not None:
-                st["expression"] = ex.expression_statistics(out_expr, ref_expr, pack.expression.name,
-                                                            models.expression_bins)
+                st["expression"] = ex.expression_statistics(
+                    out_expr, ref_expr, pack.expression.name, models.expression_bins
+                )
             if ref_pose is not None:
                 out_pose = po.crop_poses(pack, images)
                 st["pose"] = po.pose_statistics(_nan_rows(out_pose, ok), ref_pose, pack.pose.name)
         if models.judges is not None and batch.synth_identity is not None and batch.synth_expression is not None:
-            st["synth"] = sy.judge_statistics(models.judges, images, batch.synth_identity, batch.synth_expression,
-                                              batch.background, batch.background_mask, ok)
+            st["synth"] = sy.judge_statistics(
+                models.judges,
+                images,
+                batch.synth_identity,
+                batch.synth_expression,
+                batch.background,
+                batch.background_mask,
+                ok,
+            )
         if batch.render_plans is not None:
             st["render"] = sy.render_statistics(images, batch.render_plans, batch.background_mask, ok)
         out[name] = MethodStats(n=b, failed=int((~ok).sum()), **st)
@@ -163,8 +175,10 @@ def _merge_optional(fn, values: list):  # noqa: ANN001, ANN202
     if not present:
         return None
     if len(present) != len(values):
-        raise ValueError("merge_eval_stats: a metric is present in some parts and missing in others; "
-                         "compute every shard with the same EvalModels")
+        raise ValueError(
+            "merge_eval_stats: a metric is present in some parts and missing in others; "
+            "compute every shard with the same EvalModels"
+        )
     return fn(*present)
 
 
@@ -179,7 +193,8 @@ def merge_eval_stats(*parts: EvalStats) -> EvalStats:
     for name in names:
         ms = [p.methods[name] for p in parts if name in p.methods]
         methods[name] = MethodStats(
-            n=sum(m.n for m in ms), failed=sum(m.failed for m in ms),
+            n=sum(m.n for m in ms),
+            failed=sum(m.failed for m in ms),
             fd=_merge_optional(merge_moments, [m.fd for m in ms]),
             kid=_merge_optional(merge_samples, [m.kid for m in ms]),
             identity=_merge_optional(ident.merge_identity, [m.identity for m in ms]),
@@ -188,8 +203,12 @@ def merge_eval_stats(*parts: EvalStats) -> EvalStats:
             synth=_merge_optional(sy.merge_synth, [m.synth for m in ms]),
             render=_merge_optional(sy.merge_render, [m.render for m in ms]),
         )
-    return EvalStats(parts[0].task, _merge_optional(merge_moments, [p.real_fd for p in parts]),
-                     _merge_optional(merge_samples, [p.real_kid for p in parts]), methods)
+    return EvalStats(
+        parts[0].task,
+        _merge_optional(merge_moments, [p.real_fd for p in parts]),
+        _merge_optional(merge_samples, [p.real_kid for p in parts]),
+        methods,
+    )
 
 
 @dataclass(frozen=True)
@@ -205,14 +224,24 @@ def eval_scores(stats: EvalStats, feature_label: str = "", kid: KIDConfig = KIDC
     for name, m in stats.methods.items():
         s: dict = {"pairs": m.n, "failed": m.failed}
         if m.fd is not None and stats.real_fd is not None:
-            s["fd"] = {"name": feature_label, "value": frechet_distance(stats.real_fd, m.fd) if m.fd.n >= 2 else None,
-                       "n_real": stats.real_fd.n, "n_fake": m.fd.n}
+            s["fd"] = {
+                "name": feature_label,
+                "value": frechet_distance(stats.real_fd, m.fd) if m.fd.n >= 2 else None,
+                "n_real": stats.real_fd.n,
+                "n_fake": m.fd.n,
+            }
         if m.kid is not None and stats.real_kid is not None:
             size = min(kid.subset_size, m.kid.size, stats.real_kid.size)
             if size >= 2:
                 k = kernel_inception_distance(stats.real_kid, m.kid, kid.subsets, size, seed=kid.seed)
-                s["kid"] = {"mean": k.mean, "std": k.std, "subsets": k.subsets, "subset_size": k.subset_size,
-                            "sample_real": k.n_real, "sample_fake": k.n_fake}
+                s["kid"] = {
+                    "mean": k.mean,
+                    "std": k.std,
+                    "subsets": k.subsets,
+                    "subset_size": k.subset_size,
+                    "sample_real": k.n_real,
+                    "sample_fake": k.n_fake,
+                }
         if m.identity is not None:
             s["identity"] = ident.identity_score(m.identity)
         if m.expression is not None:

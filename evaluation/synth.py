@@ -63,15 +63,21 @@ class SynthStats:
     background_psnr: ScalarStats
 
 
-def synth_statistics(identity_hit: np.ndarray, predicted_expression: np.ndarray,
-                     reference_expression: np.ndarray, psnr: np.ndarray, judges: str) -> SynthStats:
+def synth_statistics(
+    identity_hit: np.ndarray,
+    predicted_expression: np.ndarray,
+    reference_expression: np.ndarray,
+    psnr: np.ndarray,
+    judges: str,
+) -> SynthStats:
     """Per-pair synthetic scores of a batch: identity hits (1/0, NaN = no output), the judge's
     expression reading (B, F) against the reference (B, F), background PSNRs (B,)."""
     pe = np.asarray(predicted_expression, np.float64)
     re = np.asarray(reference_expression, np.float64)
     if pe.shape != re.shape or pe.ndim != 2 or pe.shape[1] != len(EXPRESSION_FACTORS):
-        raise ValueError(f"synth_statistics: expressions must be (B, {len(EXPRESSION_FACTORS)}), "
-                         f"got {pe.shape} and {re.shape}")
+        raise ValueError(
+            f"synth_statistics: expressions must be (B, {len(EXPRESSION_FACTORS)}), got {pe.shape} and {re.shape}"
+        )
     err = np.abs(pe - re)  # (B, F)
     return SynthStats(
         judges,
@@ -82,9 +88,16 @@ def synth_statistics(identity_hit: np.ndarray, predicted_expression: np.ndarray,
     )
 
 
-def judge_statistics(judges, output: np.ndarray, source_identity: np.ndarray, reference_expression: np.ndarray,  # noqa: ANN001
-                     target: np.ndarray, target_mask: np.ndarray, ok: np.ndarray | None = None,
-                     name: str = "synth-judges") -> SynthStats:
+def judge_statistics(
+    judges,
+    output: np.ndarray,
+    source_identity: np.ndarray,
+    reference_expression: np.ndarray,  # noqa: ANN001
+    target: np.ndarray,
+    target_mask: np.ndarray,
+    ok: np.ndarray | None = None,
+    name: str = "synth-judges",
+) -> SynthStats:
     """Run the judges (sfsr.synth.judges.Judges) on uint8 outputs (B, H, W, 3) and score them;
     rows where `ok` is False (no usable output) count as missing."""
     from evaluation.features import in_fixed_chunks
@@ -109,8 +122,14 @@ class RenderStats:
     expression_hit: ScalarStats
 
 
-def render_plan(index: int, identity_id: int, background: dict, reference: list[float], pool: list[int],
-                family_targets: dict[str, list[float]]) -> dict:
+def render_plan(
+    index: int,
+    identity_id: int,
+    background: dict,
+    reference: list[float],
+    pool: list[int],
+    family_targets: dict[str, list[float]],
+) -> dict:
     """The candidates one pair is read against (see the module docstring), as plain data for the
     actors: background is the background face's synth params (anything
     sfsr.synth.factors.sample_from_params reads), reference the expression asked for, pool the synth
@@ -121,8 +140,12 @@ def render_plan(index: int, identity_id: int, background: dict, reference: list[
     from sfsr.synth.factors import sample_from_params
 
     bg = sample_from_params(background)
-    background = {"identity_id": bg.identity_id, "expression": list(bg.expression), "pose": asdict(bg.pose),
-                  "background_seed": bg.background_seed}
+    background = {
+        "identity_id": bg.identity_id,
+        "expression": list(bg.expression),
+        "pose": asdict(bg.pose),
+        "background_seed": bg.background_seed,
+    }
     ids = [int(identity_id)] + ([bg.identity_id] if bg.identity_id != identity_id else [])
     ring = sorted(set(int(p) for p in pool))
     start = index % len(ring) if ring else 0
@@ -137,8 +160,9 @@ def render_plan(index: int, identity_id: int, background: dict, reference: list[
     return {"synth_background": background, "render_identities": ids, "render_expressions": exprs}
 
 
-def render_statistics(output: np.ndarray, plans: list[dict], background_mask: np.ndarray,
-                      ok: np.ndarray | None = None) -> RenderStats:
+def render_statistics(
+    output: np.ndarray, plans: list[dict], background_mask: np.ndarray, ok: np.ndarray | None = None
+) -> RenderStats:
     """Read each output (B, S, S, 3) uint8 against its pair's candidates (render_plan) inside the
     background face's mask (B, S, S); rows where ok is False count as missing. Identity candidates
     keep the background's expression; expression candidates take the identity the output was read as."""
@@ -167,14 +191,15 @@ def render_statistics(output: np.ndarray, plans: list[dict], background_mask: np
 
 
 def merge_render(*parts: RenderStats) -> RenderStats:
-    return RenderStats(merge_scalar(*[p.identity_hit for p in parts]),
-                       merge_scalar(*[p.expression_hit for p in parts]))
+    return RenderStats(merge_scalar(*[p.identity_hit for p in parts]), merge_scalar(*[p.expression_hit for p in parts]))
 
 
 def render_score(stats: RenderStats) -> dict:
-    return {"reader": "nearest exact render (sfsr.synth.readers, no network)",
-            "identity_accuracy": stats.identity_hit.mean if stats.identity_hit.n else None,
-            "expression_accuracy": stats.expression_hit.mean if stats.expression_hit.n else None}
+    return {
+        "reader": "nearest exact render (sfsr.synth.readers, no network)",
+        "identity_accuracy": stats.identity_hit.mean if stats.identity_hit.n else None,
+        "expression_accuracy": stats.expression_hit.mean if stats.expression_hit.n else None,
+    }
 
 
 def merge_synth(*parts: SynthStats) -> SynthStats:
@@ -213,8 +238,12 @@ class _JudgeEncoder:
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         from evaluation.features import in_fixed_chunks
 
-        return in_fixed_chunks(lambda x: np.asarray(self.fn(x), np.float32), list(crops), JUDGE_CHUNK,  # type: ignore[operator]
-                               self.output.dim)  # type: ignore[attr-defined]
+        return in_fixed_chunks(
+            lambda x: np.asarray(self.fn(x), np.float32),
+            list(crops),
+            JUDGE_CHUNK,  # type: ignore[operator]
+            self.output.dim,
+        )  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -233,10 +262,18 @@ def judge_encoders(judges) -> JudgeEncoders:  # noqa: ANN001
 
     size = int(judges.size)
     return JudgeEncoders(
-        _JudgeEncoder(f"synth-judge-identity-{size}px", "1", size,
-                      OutputSpec(judges.cfg.embed_dim, "identity judge embedding (unit norm)"),
-                      judges.identity_embedding_np),
-        _JudgeEncoder(f"synth-judge-factors-{size}px", "1", size,
-                      OutputSpec(len(EXPRESSION_FACTORS), "expression factors", EXPRESSION_FACTORS),
-                      judges.expression_np),
+        _JudgeEncoder(
+            f"synth-judge-identity-{size}px",
+            "1",
+            size,
+            OutputSpec(judges.cfg.embed_dim, "identity judge embedding (unit norm)"),
+            judges.identity_embedding_np,
+        ),
+        _JudgeEncoder(
+            f"synth-judge-factors-{size}px",
+            "1",
+            size,
+            OutputSpec(len(EXPRESSION_FACTORS), "expression factors", EXPRESSION_FACTORS),
+            judges.expression_np,
+        ),
     )

@@ -49,11 +49,18 @@ def load_state_dict_strict(net: nn.Module, state: Mapping[str, torch.Tensor], so
         if k in state and tuple(state[k].shape) != tuple(own[k].shape)
     )
     if missing or unexpected or shapes:
-        problems = [_listing(kind, items) for kind, items in
-                    (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
-                    if items]
+        problems = [
+            _listing(kind, items)
+            for kind, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", shapes),
+            )
+            if items
+        ]
         raise WeightsError(
-            f"{source}: does not fit {type(net).__name__}: " + "; ".join(problems)
+            f"{source}: does not fit {type(net).__name__}: "
+            + "; ".join(problems)
             + ". Check that this is the right weights file for this network"
         )
     merged = {k: (state[k] if k in state else own[k]) for k in own}

@@ -36,7 +36,9 @@ class StatsCollector:
 
     def add(self, batch: pa.Table) -> None:
         """One batch of Score rows (jobs._evaluate_stages.STATS_ROW)."""
-        for stats_b, n, ex_b, err in zip(*(batch.column(c).to_pylist() for c in ("stats", "pairs", "examples", "errors"))):
+        for stats_b, n, ex_b, err in zip(
+            *(batch.column(c).to_pylist() for c in ("stats", "pairs", "examples", "errors"))
+        ):
             stats = pickle.loads(stats_b)  # our own Score actors' output, never user data
             if stats is not None:
                 self.merged = stats if self.merged is None else merge_eval_stats(self.merged, stats)
@@ -60,30 +62,56 @@ class Networks:
     weights_sha256: str | None = None  # of the evaluated model (--checkpoint)
 
 
-def assemble_metrics(cfg: EvaluateConfig, plan: PairPlan, table_uri: str, collected: StatsCollector,
-                     networks: Networks, *, commit: str | None, seconds: float) -> dict:
+def assemble_metrics(
+    cfg: EvaluateConfig,
+    plan: PairPlan,
+    table_uri: str,
+    collected: StatsCollector,
+    networks: Networks,
+    *,
+    commit: str | None,
+    seconds: float,
+) -> dict:
     """metrics.json: the scores of the model's outputs and of the task's baselines, with the
     warnings a reader needs, the failed pairs, and the resolved config (`commit`: the code's)."""
     if collected.merged is None:
         raise ValueError("assemble_metrics: no pair was scored, nothing to assemble")
     warnings = list(plan.warnings)
     if same_recogniser(networks.identity, networks.trained_with):
-        warnings.append(f"the identity recogniser {networks.identity} is the one the model was trained "
-                        "against: its identity scores flatter the model; also report an independent recogniser")
+        warnings.append(
+            f"the identity recogniser {networks.identity} is the one the model was trained "
+            "against: its identity scores flatter the model; also report an independent recogniser"
+        )
     features = networks.features
     if features and not features["comparable_to_published"]:
-        warnings.append(f"{features['score_name']}: pass --fid-weights with the standard Inception weights "
-                        "for FID and KID comparable to papers")
-    scores = eval_scores(collected.merged, features["score_name"] if features else "",
-                         KIDConfig(cfg.kid_subsets, cfg.kid_subset_size, cfg.seed))
+        warnings.append(
+            f"{features['score_name']}: pass --fid-weights with the standard Inception weights "
+            "for FID and KID comparable to papers"
+        )
+    scores = eval_scores(
+        collected.merged,
+        features["score_name"] if features else "",
+        KIDConfig(cfg.kid_subsets, cfg.kid_subset_size, cfg.seed),
+    )
     errors = collected.errors
     return {
-        "task": cfg.task, "pairs": len(plan.pairs), "seed": cfg.seed, "split": cfg.split, "table": table_uri,
+        "task": cfg.task,
+        "pairs": len(plan.pairs),
+        "seed": cfg.seed,
+        "split": cfg.split,
+        "table": table_uri,
         "source": {"checkpoint": cfg.checkpoint, "images": cfg.images, "weights_sha256": networks.weights_sha256},
-        "git_commit": commit, "feature_network": features,
-        "recogniser": networks.identity, "expression_encoder": networks.expression,
-        "methods": scores, "warnings": warnings, "config": asdict(cfg),
-        "errors": {"count": len(errors), "model_outputs_missing_or_bad": scores.get("model", {}).get("failed", 0),
-                   "items": [{"uri": e["pair_id"], "reason": e["reason"]} for e in errors[:1000]]},
+        "git_commit": commit,
+        "feature_network": features,
+        "recogniser": networks.identity,
+        "expression_encoder": networks.expression,
+        "methods": scores,
+        "warnings": warnings,
+        "config": asdict(cfg),
+        "errors": {
+            "count": len(errors),
+            "model_outputs_missing_or_bad": scores.get("model", {}).get("failed", 0),
+            "items": [{"uri": e["pair_id"], "reason": e["reason"]} for e in errors[:1000]],
+        },
         "seconds": seconds,
-    }  # fmt: skip
+    }

@@ -41,18 +41,29 @@ def synth_params(labels: dict | None) -> dict | None:
     if not sp:
         return None
     # by name: synth_params is JSON with sorted keys, not EXPRESSION_FACTORS order
-    return {"identity_id": sp["identity_id"], "expression": [sp["expression"][f] for f in EXPRESSION_FACTORS],
-            "pose": sp.get("pose") or {}, "background_seed": sp.get("background_seed", 0)}
+    return {
+        "identity_id": sp["identity_id"],
+        "expression": [sp["expression"][f] for f in EXPRESSION_FACTORS],
+        "pose": sp.get("pose") or {},
+        "background_seed": sp.get("background_seed", 0),
+    }
 
 
-def plan_pairs(cfg: EvaluateConfig, face_ids: list[str], splits: list[str], labels: list[dict | None],
-               identity_model: str | None, where: str) -> PairPlan:
+def plan_pairs(
+    cfg: EvaluateConfig,
+    face_ids: list[str],
+    splits: list[str],
+    labels: list[dict | None],
+    identity_model: str | None,
+    where: str,
+) -> PairPlan:
     """The pairs of `cfg` (task, number, seed, split, words) drawn from a face table's columns;
     `where` names the table in the error given when the split has no faces."""
     keep = [i for i, s in enumerate(splits) if cfg.split == "all" or s == cfg.split]
     if not keep:
-        raise SystemExit(f"{where}: no faces in split {cfg.split!r} (splits there: {sorted(set(splits))}); "
-                         "pick another --split")
+        raise SystemExit(
+            f"{where}: no faces in split {cfg.split!r} (splits there: {sorted(set(splits))}); pick another --split"
+        )
     faces, warnings = faces_from_rows([face_ids[i] for i in keep], [labels[i] for i in keep])
     is_synth = (identity_model or "").startswith("synth-judge")
     synth = {}
@@ -84,13 +95,23 @@ def pair_meta(plan: PairPlan, buckets: int) -> dict:
         pool = [synth[p.identity]["identity_id"] for p in pairs]
     meta = {}
     for p in pairs:
-        m = {"index": p.index, "bucket": p.index % buckets, "identity": p.identity, "background": p.background,
-             "driver": p.driver, "word": p.word, "seed": p.seed, "identity_label": labels[p.identity]}
+        m = {
+            "index": p.index,
+            "bucket": p.index % buckets,
+            "identity": p.identity,
+            "background": p.background,
+            "driver": p.driver,
+            "word": p.word,
+            "seed": p.seed,
+            "identity_label": labels[p.identity],
+        }
         if synth:
             m["synth_identity"] = synth[p.identity]["identity_id"]
-            m["synth_expression"] = (targets.target(p.word).tolist() if p.word is not None
-                                     else synth[p.driver]["expression"])
-            m.update(render_plan(p.index, m["synth_identity"], synth[p.background], m["synth_expression"], pool,
-                                 families))
+            m["synth_expression"] = (
+                targets.target(p.word).tolist() if p.word is not None else synth[p.driver]["expression"]
+            )
+            m.update(
+                render_plan(p.index, m["synth_identity"], synth[p.background], m["synth_expression"], pool, families)
+            )
         meta[p.pair_id] = m
     return meta

@@ -23,14 +23,29 @@ from sfsr.io import storage
 from sfsr.io.images import ImageError, decode_image, decode_png, encode_png, resize_square
 
 ROLES = ("identity", "background", "driver")
-PAIR_ROW = pa.schema([
-    ("pair_id", pa.string()), ("index", pa.int64()), ("bucket", pa.int64()),
-    ("identity_png", pa.binary()), ("identity_mask", pa.binary()),
-    ("background_png", pa.binary()), ("background_mask", pa.binary()),
-    ("driver_png", pa.binary()), ("output_png", pa.binary()), ("error", pa.string()),
-])  # fmt: skip
-EXPLODED = pa.schema([("pair_id", pa.string()), ("role", pa.string()), ("bucket", pa.int64()),
-                      ("image", pa.binary()), ("mask", pa.binary())])
+PAIR_ROW = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("index", pa.int64()),
+        ("bucket", pa.int64()),
+        ("identity_png", pa.binary()),
+        ("identity_mask", pa.binary()),
+        ("background_png", pa.binary()),
+        ("background_mask", pa.binary()),
+        ("driver_png", pa.binary()),
+        ("output_png", pa.binary()),
+        ("error", pa.string()),
+    ]
+)
+EXPLODED = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("role", pa.string()),
+        ("bucket", pa.int64()),
+        ("image", pa.binary()),
+        ("mask", pa.binary()),
+    ]
+)
 
 
 def role_refs(pairs: list[Pair], buckets: int) -> dict[str, list[tuple[str, str, int]]]:
@@ -67,8 +82,13 @@ def assemble_pairs(group: pa.Table, pairs: dict) -> pa.Table:
         roles = got.get(pid, {})
         needed = [r for r in ROLES if p[r] is not None]
         missing = [r for r in needed if r not in roles]
-        row = {"pair_id": pid, "index": p["index"], "bucket": p["bucket"], "output_png": None,
-               "error": f"face not in the table: {', '.join(f'{r} {p[r]}' for r in missing)}" if missing else None}
+        row = {
+            "pair_id": pid,
+            "index": p["index"],
+            "bucket": p["bucket"],
+            "output_png": None,
+            "error": f"face not in the table: {', '.join(f'{r} {p[r]}' for r in missing)}" if missing else None,
+        }
         for role in ROLES:
             img, mask = roles.get(role, (None, None))
             row[f"{role}_png"] = img
@@ -96,8 +116,9 @@ def read_outputs(batch: pa.Table, outputs: dict[str, str], crop_size: int) -> pa
                     err = f"bad output {uri}: {e}"
         pngs.append(png)
         errors.append(err)
-    return batch.set_column(batch.schema.get_field_index("output_png"), "output_png", pa.array(pngs, pa.binary())) \
-        .set_column(batch.schema.get_field_index("error"), "error", pa.array(errors, pa.string()))
+    return batch.set_column(
+        batch.schema.get_field_index("output_png"), "output_png", pa.array(pngs, pa.binary())
+    ).set_column(batch.schema.get_field_index("error"), "error", pa.array(errors, pa.string()))
 
 
 class Generate:
@@ -122,11 +143,17 @@ class Generate:
             if self.task == "swap":
                 out = self.gen.swap(ident, back, masks=masks, seeds=seeds)
             elif self.task == "reenact":
-                out = self.gen.reenact(ident, driver_images=driver, words=None if driver is not None else words,
-                                       masks=masks, seeds=seeds)
+                out = self.gen.reenact(
+                    ident, driver_images=driver, words=None if driver is not None else words, masks=masks, seeds=seeds
+                )
             else:
-                out = self.gen.generate(ident, expression=list(driver) if driver is not None else words,
-                                        background_images=back, masks=masks, seeds=seeds)
+                out = self.gen.generate(
+                    ident,
+                    expression=list(driver) if driver is not None else words,
+                    background_images=back,
+                    masks=masks,
+                    seeds=seeds,
+                )
             for r, img in zip(ok, np.asarray(out)):
                 r["output_png"] = encode_png(resize_square(np.asarray(img, np.uint8), self.crop_size))
         return pa.Table.from_pylist(rows, schema=PAIR_ROW)
@@ -166,8 +193,14 @@ class ModelSpec:
             judges = load_judges(32)
         extractor = None if self.features == "none" else load_extractor(self.features, self.fid_weights, self.device)
         gallery = None if self.gallery is None else make_gallery(*self.gallery)
-        return EvalModels(extractor=extractor, pack=self.encoders(), judges=judges, gallery=gallery,
-                          pose=self.pose and self.recogniser != "judges", kid_capacity=self.kid_capacity)
+        return EvalModels(
+            extractor=extractor,
+            pack=self.encoders(),
+            judges=judges,
+            gallery=gallery,
+            pose=self.pose and self.recogniser != "judges",
+            kid_capacity=self.kid_capacity,
+        )
 
 
 class EncodeIdentity:
@@ -184,8 +217,9 @@ class EncodeIdentity:
         return pa.table({"face_id": batch.column("face_id"), "vector": pa.array(list(vecs), pa.list_(pa.float32()))})
 
 
-STATS_ROW = pa.schema([("stats", pa.binary()), ("pairs", pa.int64()), ("examples", pa.binary()),
-                       ("errors", pa.string())])
+STATS_ROW = pa.schema(
+    [("stats", pa.binary()), ("pairs", pa.int64()), ("examples", pa.binary()), ("errors", pa.string())]
+)
 
 
 class Score:
@@ -200,35 +234,59 @@ class Score:
 
         rows = batch.to_pylist()
         errors = [{"pair_id": r["pair_id"], "reason": r["error"]} for r in rows if r["error"]]
-        usable = [r for r in rows if r["identity_png"] is not None and r["background_png"] is not None
-                  and (r["driver_png"] is not None or self.pairs[r["pair_id"]]["driver"] is None)]
+        usable = [
+            r
+            for r in rows
+            if r["identity_png"] is not None
+            and r["background_png"] is not None
+            and (r["driver_png"] is not None or self.pairs[r["pair_id"]]["driver"] is None)
+        ]
         stats = None
         if usable:
             meta = [self.pairs[r["pair_id"]] for r in usable]
             ident = np.stack([decode_png(r["identity_png"]) for r in usable])
             back = np.stack([decode_png(r["background_png"]) for r in usable])
             has_out = np.array([r["output_png"] is not None for r in usable])
-            outputs = np.stack([decode_png(r["output_png"]) if r["output_png"] is not None else back[i] * 0
-                                for i, r in enumerate(usable)])
+            outputs = np.stack(
+                [
+                    decode_png(r["output_png"]) if r["output_png"] is not None else back[i] * 0
+                    for i, r in enumerate(usable)
+                ]
+            )
             drivers = [r["driver_png"] for r in usable]
             pb = PairBatch(
-                self.task, [r["pair_id"] for r in usable], [m["identity_label"] for m in meta], ident,
-                np.stack([decode_png(r["identity_mask"]) for r in usable]), back,
+                self.task,
+                [r["pair_id"] for r in usable],
+                [m["identity_label"] for m in meta],
+                ident,
+                np.stack([decode_png(r["identity_mask"]) for r in usable]),
+                back,
                 np.stack([decode_png(r["background_mask"]) for r in usable]),
                 None if any(d is None for d in drivers) else np.stack([decode_png(d) for d in drivers]),
-                outputs={"model": outputs}, output_ok={"model": has_out},
+                outputs={"model": outputs},
+                output_ok={"model": has_out},
                 expression_reference=_stack_opt([m.get("expression_reference") for m in meta]),
                 synth_identity=_stack_opt([m.get("synth_identity") for m in meta]),
                 synth_expression=_stack_opt([m.get("synth_expression") for m in meta]),
                 render_plans=meta if all("render_identities" in m for m in meta) else None,
             )
             stats = batch_statistics(pb, self.models)
-        shown = [self._example(r) for r in rows if r["index"] < self.examples and r["identity_png"] is not None
-                 and r["background_png"] is not None]
-        return pa.Table.from_pylist([{
-            "stats": pickle.dumps(stats), "pairs": len(rows), "examples": pickle.dumps(shown),
-            "errors": json.dumps(errors)}], schema=STATS_ROW)
-
+        shown = [
+            self._example(r)
+            for r in rows
+            if r["index"] < self.examples and r["identity_png"] is not None and r["background_png"] is not None
+        ]
+        return pa.Table.from_pylist(
+            [
+                {
+                    "stats": pickle.dumps(stats),
+                    "pairs": len(rows),
+                    "examples": pickle.dumps(shown),
+                    "errors": json.dumps(errors),
+                }
+            ],
+            schema=STATS_ROW,
+        )
 
     def _example(self, r: dict) -> Example:
         """Each distinct input face under its task role name, the output, then the baselines."""

@@ -21,21 +21,42 @@ from sfsr.io.images import ImageError, decode_image, encode_png
 from sfsr.io.schema import ERROR_SCHEMA, face_row, input_id
 
 # decoded source images: raw RGB bytes + shape, or an error
-DECODED = pa.schema([
-    ("source_uri", pa.string()), ("identity_label", pa.string()), ("expression_label", pa.string()),
-    ("pixels", pa.binary()), ("height", pa.int32()), ("width", pa.int32()),
-    ("stage", pa.string()), ("reason", pa.string()), ("message", pa.string()),
-])  # fmt: skip
+DECODED = pa.schema(
+    [
+        ("source_uri", pa.string()),
+        ("identity_label", pa.string()),
+        ("expression_label", pa.string()),
+        ("pixels", pa.binary()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("message", pa.string()),
+    ]
+)
 
 # one row per detected face (crop and mask as raw bytes), or one error row per failed input
-FACES = pa.schema([
-    ("source_uri", pa.string()), ("identity_label", pa.string()), ("expression_label", pa.string()),
-    ("face_index", pa.int32()), ("crop", pa.binary()), ("mask", pa.binary()), ("crop_size", pa.int32()),
-    ("bbox", pa.list_(pa.float32(), 4)), ("landmarks", pa.list_(pa.float32(), 10)),
-    ("align_matrix", pa.list_(pa.float32(), 6)),
-    ("yaw", pa.float32()), ("pitch", pa.float32()), ("roll", pa.float32()), ("synth_params", pa.string()),
-    ("stage", pa.string()), ("reason", pa.string()), ("message", pa.string()),
-])  # fmt: skip
+FACES = pa.schema(
+    [
+        ("source_uri", pa.string()),
+        ("identity_label", pa.string()),
+        ("expression_label", pa.string()),
+        ("face_index", pa.int32()),
+        ("crop", pa.binary()),
+        ("mask", pa.binary()),
+        ("crop_size", pa.int32()),
+        ("bbox", pa.list_(pa.float32(), 4)),
+        ("landmarks", pa.list_(pa.float32(), 10)),
+        ("align_matrix", pa.list_(pa.float32(), 6)),
+        ("yaw", pa.float32()),
+        ("pitch", pa.float32()),
+        ("roll", pa.float32()),
+        ("synth_params", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("message", pa.string()),
+    ]
+)
 
 
 def _empty_row(schema: pa.Schema) -> dict:
@@ -70,9 +91,13 @@ def read_and_decode(batch: pa.Table) -> pa.Table:
             continue
         out = _empty_row(DECODED)
         out.update(
-            source_uri=uri, identity_label=row.get("identity_label"), expression_label=row.get("expression_label"),
-            pixels=image.tobytes(), height=image.shape[0], width=image.shape[1],
-        )  # fmt: skip
+            source_uri=uri,
+            identity_label=row.get("identity_label"),
+            expression_label=row.get("expression_label"),
+            pixels=image.tobytes(),
+            height=image.shape[0],
+            width=image.shape[1],
+        )
         rows.append(out)
     return pa.Table.from_pylist(rows, schema=DECODED)
 
@@ -99,26 +124,33 @@ class DetectAlign:
             try:
                 faces = analyze_image(self.pack, image, self.crop_size)
             except Exception as e:  # noqa: BLE001 - a model failure on one input is that input's error row
-                rows.append(_error(row, FACES, "detect", "detector_failed", f"{row['source_uri']}: {type(e).__name__}: {e}"))
+                rows.append(
+                    _error(row, FACES, "detect", "detector_failed", f"{row['source_uri']}: {type(e).__name__}: {e}")
+                )
                 continue
             big = [f for f in faces if min(f.bbox[2] - f.bbox[0], f.bbox[3] - f.bbox[1]) >= self.min_face]
             if not big:
-                why = (
-                    f"{len(faces)} face(s) smaller than --min-face {self.min_face} px" if faces else "no face found"
-                )
+                why = f"{len(faces)} face(s) smaller than --min-face {self.min_face} px" if faces else "no face found"
                 reason = "face_too_small" if faces else "no_face"
                 rows.append(_error(row, FACES, "detect", reason, f"{row['source_uri']}: {why}"))
                 continue
             for i, f in enumerate(big):
                 out = _empty_row(FACES)
                 out.update(
-                    source_uri=row["source_uri"], identity_label=row["identity_label"],
-                    expression_label=row["expression_label"], face_index=i,
-                    crop=f.crop.tobytes(), mask=(f.mask.astype(np.uint8) * 255).tobytes(), crop_size=self.crop_size,
-                    bbox=f.bbox.tolist(), landmarks=f.landmarks5.reshape(-1).tolist(),
+                    source_uri=row["source_uri"],
+                    identity_label=row["identity_label"],
+                    expression_label=row["expression_label"],
+                    face_index=i,
+                    crop=f.crop.tobytes(),
+                    mask=(f.mask.astype(np.uint8) * 255).tobytes(),
+                    crop_size=self.crop_size,
+                    bbox=f.bbox.tolist(),
+                    landmarks=f.landmarks5.reshape(-1).tolist(),
                     align_matrix=f.align_matrix.reshape(-1).tolist(),
-                    yaw=f.pose.yaw, pitch=f.pose.pitch, roll=f.pose.roll,
-                )  # fmt: skip
+                    yaw=f.pose.yaw,
+                    pitch=f.pose.pitch,
+                    roll=f.pose.roll,
+                )
                 rows.append(out)
         return pa.Table.from_pylist(rows, schema=FACES)
 
@@ -129,10 +161,8 @@ def render_synthetic(batch: pa.Table, *, seed: int, n_identities: int, crop_size
     The renderer draws faces already aligned to the table's frame, so there is nothing to detect:
     landmarks are the template's, the matrix is the identity, pose and labels are ground truth."""
     from sfsr.faces.align import template
-    from sfsr.synth.dataset import draw_sample
-    from sfsr.synth.factors import synth_params_json
-    from sfsr.synth.dataset import expression_region
-    from sfsr.synth.factors import FAMILIES
+    from sfsr.synth.dataset import draw_sample, expression_region
+    from sfsr.synth.factors import FAMILIES, synth_params_json
     from sfsr.synth.render import render
 
     rows = []
@@ -146,12 +176,18 @@ def render_synthetic(batch: pa.Table, *, seed: int, n_identities: int, crop_size
             # the family whose neutral -> apex segment the expression is nearest to; the family
             # names are words of the vocabulary, so the expression bank gets one row per family
             expression_label=FAMILIES[expression_region(sample.expression_array)],
-            face_index=0, crop=image.tobytes(), mask=mask.tobytes(), crop_size=crop_size,
-            bbox=[0.0, 0.0, float(crop_size), float(crop_size)], landmarks=template(crop_size).reshape(-1).tolist(),
+            face_index=0,
+            crop=image.tobytes(),
+            mask=mask.tobytes(),
+            crop_size=crop_size,
+            bbox=[0.0, 0.0, float(crop_size), float(crop_size)],
+            landmarks=template(crop_size).reshape(-1).tolist(),
             align_matrix=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
-            yaw=sample.pose.yaw, pitch=sample.pose.pitch, roll=sample.pose.roll,
+            yaw=sample.pose.yaw,
+            pitch=sample.pose.pitch,
+            roll=sample.pose.roll,
             synth_params=synth_params_json(sample),
-        )  # fmt: skip
+        )
         rows.append(out)
     return pa.Table.from_pylist(rows, schema=FACES)
 
@@ -197,20 +233,38 @@ class Encode:
             finite = np.isfinite(identity).all(1) & np.isfinite(expression).all(1)
             for r, good in zip(ok, finite):
                 if not good:  # never let a NaN vector into the table (validate_table refuses it)
-                    errors.append(_error(r, FACES, "encode", "non_finite", f"{r['source_uri']} face {r['face_index']}: "
-                                         "the encoders returned NaN or inf for this crop"))  # fmt: skip
+                    errors.append(
+                        _error(
+                            r,
+                            FACES,
+                            "encode",
+                            "non_finite",
+                            f"{r['source_uri']} face {r['face_index']}: the encoders returned NaN or inf for this crop",
+                        )
+                    )
             for r, crop, ident, expr, good in zip(ok, crops, identity, expression, finite):
                 if not good:
                     continue
                 mask = np.frombuffer(r["mask"], np.uint8).reshape(size, size)
                 row = face_row(
-                    self.schema, source_uri=r["source_uri"], face_index=r["face_index"], split=self._split(r),
-                    image_png=encode_png(crop), face_mask_png=encode_png(mask),
-                    bbox=r["bbox"], landmarks=r["landmarks"], align_matrix=r["align_matrix"],
-                    identity=ident, expression=expr, yaw=r["yaw"], pitch=r["pitch"], roll=r["roll"],
-                    expression_label=r["expression_label"], identity_label=r["identity_label"],
+                    self.schema,
+                    source_uri=r["source_uri"],
+                    face_index=r["face_index"],
+                    split=self._split(r),
+                    image_png=encode_png(crop),
+                    face_mask_png=encode_png(mask),
+                    bbox=r["bbox"],
+                    landmarks=r["landmarks"],
+                    align_matrix=r["align_matrix"],
+                    identity=ident,
+                    expression=expr,
+                    yaw=r["yaw"],
+                    pitch=r["pitch"],
+                    roll=r["roll"],
+                    expression_label=r["expression_label"],
+                    identity_label=r["identity_label"],
                     synth_params=r["synth_params"],
-                )  # fmt: skip
+                )
                 out.append({**row, "error": None})
         for r in errors:
             out.append({"source_uri": r["source_uri"], "error": {k: r[k] for k in ("stage", "reason", "message")}})
@@ -241,13 +295,19 @@ def write_shard(batch: pa.Table, *, faces_staging: str, errors_staging: str, fac
         uris = errs.column("source_uri").to_pylist()
         table = pa.table(
             {
-                "input_id": [input_id(u) for u in uris], "source_uri": uris,
-                "stage": e.field("stage"), "reason": e.field("reason"), "message": e.field("message"),
+                "input_id": [input_id(u) for u in uris],
+                "source_uri": uris,
+                "stage": e.field("stage"),
+                "reason": e.field("reason"),
+                "message": e.field("message"),
             },
             schema=ERROR_SCHEMA,
-        )  # fmt: skip
+        )
         storage.write_atomic(storage.join(errors_staging, f"{shard}.parquet"), lambda f: pq.write_table(table, f))
-    return pa.table({
-        "face_rows": [faces.num_rows], "error_rows": [errs.num_rows],
-        "face_inputs": [len(set(faces.column("source_uri").to_pylist()))],
-    })  # fmt: skip
+    return pa.table(
+        {
+            "face_rows": [faces.num_rows],
+            "error_rows": [errs.num_rows],
+            "face_inputs": [len(set(faces.column("source_uri").to_pylist()))],
+        }
+    )

@@ -46,5 +46,6 @@ def save_sample_grid(model, rows: dict, path: Path, steps: int = 20) -> None:
     s = cols[1].shape[1]
     cols[0] = np.stack([np.asarray(Image.fromarray(c).resize((s, s))) for c in crops])
     grid = np.concatenate([np.concatenate(list(c), axis=0) for c in cols], axis=1)  # rows = samples
-    Image.fromarray(grid).resize((grid.shape[1] * max(1, 96 // s), grid.shape[0] * max(1, 96 // s)),
-                                 Image.NEAREST).save(path)  # fmt: skip
+    Image.fromarray(grid).resize(
+        (grid.shape[1] * max(1, 96 // s), grid.shape[0] * max(1, 96 // s)), Image.NEAREST
+    ).save(path)

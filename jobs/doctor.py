@@ -24,8 +24,9 @@ class DoctorConfig:
     """What to check, each setting declared once (the command line is derived from these fields)."""
 
     storage: str = setting("storage URI to probe (local path or s3://)", env="SFSR_STORAGE", required=True)
-    pack: tuple[str, ...] = setting("face pack to verify (builtin, folder or s3:// prefix); repeatable", (),
-                                    action="append")
+    pack: tuple[str, ...] = setting(
+        "face pack to verify (builtin, folder or s3:// prefix); repeatable", (), action="append"
+    )
     model: tuple[str, ...] = setting("model folder that must hold a config.json; repeatable", (), action="append")
     no_builtin: bool = setting("do not check the builtin face pack", False)
     timeout: float = setting("seconds per storage operation before it counts as unreachable", 10.0)
@@ -119,7 +120,13 @@ def check_accelerators() -> list[Check]:
     gpus = ray.cluster_resources().get("GPU", 0)
     cuda = torch.cuda.is_available()
     return [
-        Check("accel", "torch", True, f"torch {torch.__version__}, CUDA {'yes' if cuda else 'no'} on the driver", required=False),
+        Check(
+            "accel",
+            "torch",
+            True,
+            f"torch {torch.__version__}, CUDA {'yes' if cuda else 'no'} on the driver",
+            required=False,
+        ),
         Check("accel", "onnxruntime", True, ", ".join(onnxruntime.get_available_providers()), required=False),
         Check("accel", "cluster GPUs", True, f"{gpus:g}", required=False),
     ]

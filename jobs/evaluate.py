@@ -46,8 +46,9 @@ class EvaluateConfig:
     table: str = setting("face table (or an ingest output folder holding faces/)", required=True)
     output: str = setting("folder or s3:// prefix for pairs.jsonl, metrics.json, report.html", required=True)
     checkpoint: str | None = setting("model folder for sfsr.generate.Generator.from_pretrained", None, one_of="outputs")
-    images: str | None = setting("folder or s3:// prefix of outputs named <pair_id>.png (any method)", None,
-                                 one_of="outputs")
+    images: str | None = setting(
+        "folder or s3:// prefix of outputs named <pair_id>.png (any method)", None, one_of="outputs"
+    )
     pairs_only: bool = setting("only write pairs.jsonl (to produce --images elsewhere)", False)
     task: str = setting("what the outputs are", "swap", choices=TASKS)
     pairs: int = setting("number of pairs drawn", 1000)
@@ -56,11 +57,17 @@ class EvaluateConfig:
     words: bool = setting("reenact/generate: drive with expression words, not faces", False)
     features: str = setting("FD/KID network: auto, efficientnet-lite0, inception-v3-fid, none", "auto")
     fid_weights: str | None = setting("folder/s3:// prefix/file with pt_inception-2015-12-05-6726825d.pth", None)
-    recogniser: str = setting("face pack for identity/expression/pose (auto: builtin, or the synthetic judges on a "
-                              "synthetic table), or 'judges'", "auto")
+    recogniser: str = setting(
+        "face pack for identity/expression/pose (auto: builtin, or the synthetic judges on a "
+        "synthetic table), or 'judges'",
+        "auto",
+    )
     pose: bool = setting("skip the pose metric (a detector pass per crop)", True, flag="--no-pose")
-    training_recognisers: tuple[str, ...] = setting("comma-separated identity encoders the model was trained against "
-                                                    "(a warning is shown when the evaluation uses one)", ())
+    training_recognisers: tuple[str, ...] = setting(
+        "comma-separated identity encoders the model was trained against "
+        "(a warning is shown when the evaluation uses one)",
+        (),
+    )
     kid_subsets: int = setting("KID subsets", 100)
     kid_subset_size: int = setting("KID subset size (clamped to the sample)", 1000)
     kid_capacity: int = setting("images kept per side for KID (uniform sample)", 10_000)
@@ -76,16 +83,23 @@ def faces_uri(uri: str) -> str:
     return inner if table.table_files(inner) else uri
 
 
-def gallery(cfg: EvaluateConfig, fs_path: tuple, spec: st.ModelSpec, sources: set, labels: dict,
-            n_actors: int) -> tuple[np.ndarray, np.ndarray]:
+def gallery(
+    cfg: EvaluateConfig, fs_path: tuple, spec: st.ModelSpec, sources: set, labels: dict, n_actors: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(G, D) identity vectors of every source face with the evaluation recogniser, and their persons."""
     fs, path = fs_path
     ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["face_id", "image"])
     wanted = sorted(sources)
-    ds = ds.map_batches(lambda b: b.filter(np.isin(b.column("face_id").to_numpy(zero_copy_only=False), wanted)),
-                        batch_format="pyarrow")
-    ds = ds.map_batches(st.EncodeIdentity, fn_constructor_kwargs={"spec": spec}, batch_format="pyarrow",
-                        batch_size=cfg.batch_size, compute=ray.data.ActorPoolStrategy(size=n_actors))
+    ds = ds.map_batches(
+        lambda b: b.filter(np.isin(b.column("face_id").to_numpy(zero_copy_only=False), wanted)), batch_format="pyarrow"
+    )
+    ds = ds.map_batches(
+        st.EncodeIdentity,
+        fn_constructor_kwargs={"spec": spec},
+        batch_format="pyarrow",
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=n_actors),
+    )
     ids, vecs = [], []
     for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         ids += b.column("face_id").to_pylist()
@@ -103,34 +117,61 @@ def score_pairs(cfg: EvaluateConfig, uri: str, info: TableInfo, plan: PairPlan) 
     # would leave none for the read and shuffle tasks that feed them, and the pipeline stalls
     actor_cpus = 1.0 if cpus >= 4 * n_actors else 0.5
     recogniser = cfg.recogniser if cfg.recogniser != "auto" else ("judges" if plan.is_synth else "builtin")
-    spec = st.ModelSpec(features=cfg.features, fid_weights=cfg.fid_weights, recogniser=recogniser, pose=cfg.pose,
-                        kid_capacity=cfg.kid_capacity, device="cuda" if gpus else "cpu")
+    spec = st.ModelSpec(
+        features=cfg.features,
+        fid_weights=cfg.fid_weights,
+        recogniser=recogniser,
+        pose=cfg.pose,
+        kid_capacity=cfg.kid_capacity,
+        device="cuda" if gpus else "cpu",
+    )
     fs_path = storage.arrow_filesystem(uri)
     pairs = plan.pairs
-    spec = st.ModelSpec(**{**asdict(spec), "gallery": gallery(cfg, fs_path, spec, {p.identity for p in pairs},
-                                                              plan.labels, n_actors)})
+    spec = st.ModelSpec(
+        **{**asdict(spec), "gallery": gallery(cfg, fs_path, spec, {p.identity for p in pairs}, plan.labels, n_actors)}
+    )
     buckets = max(1, len(pairs) // 256)
     meta = pair_meta(plan, buckets)
 
     fs, path = fs_path
     ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["face_id", "image", "face_mask"])
     ds = ds.map_batches(st.explode_faces, fn_kwargs={"refs": st.role_refs(pairs, buckets)}, batch_format="pyarrow")
-    ds = ds.groupby("bucket", num_partitions=min(buckets, 4 * cpus)).map_groups(st.assemble_pairs, fn_kwargs={"pairs": meta}, batch_format="pyarrow")
+    ds = ds.groupby("bucket", num_partitions=min(buckets, 4 * cpus)).map_groups(
+        st.assemble_pairs, fn_kwargs={"pairs": meta}, batch_format="pyarrow"
+    )
     if cfg.images:
         found = {u.rsplit("/", 1)[-1].rsplit(".", 1)[0]: u for u in storage.list_files(cfg.images, IMAGE_SUFFIXES)}
-        ds = ds.map_batches(st.read_outputs, fn_kwargs={"outputs": found, "crop_size": info.crop_size},
-                            batch_format="pyarrow", batch_size=cfg.batch_size)
+        ds = ds.map_batches(
+            st.read_outputs,
+            fn_kwargs={"outputs": found, "crop_size": info.crop_size},
+            batch_format="pyarrow",
+            batch_size=cfg.batch_size,
+        )
     else:
-        ds = ds.map_batches(st.Generate, fn_constructor_kwargs={"checkpoint": cfg.checkpoint, "task": cfg.task,
-                                                                "pairs": meta, "crop_size": info.crop_size,
-                                                                "device": "cuda" if gpus else "cpu"},
-                            compute=ray.data.ActorPoolStrategy(size=max(1, int(gpus)) if gpus else n_actors),
-                            num_gpus=1 if gpus else 0, num_cpus=actor_cpus, batch_format="pyarrow",
-                            batch_size=cfg.batch_size)
-    ds = ds.map_batches(st.Score, fn_constructor_kwargs={"task": cfg.task, "pairs": meta, "models_fn": spec,
-                                                         "examples": cfg.examples},
-                        compute=ray.data.ActorPoolStrategy(size=n_actors), num_gpus=0.5 if gpus else 0,
-                        num_cpus=actor_cpus, batch_format="pyarrow", batch_size=cfg.batch_size)
+        ds = ds.map_batches(
+            st.Generate,
+            fn_constructor_kwargs={
+                "checkpoint": cfg.checkpoint,
+                "task": cfg.task,
+                "pairs": meta,
+                "crop_size": info.crop_size,
+                "device": "cuda" if gpus else "cpu",
+            },
+            compute=ray.data.ActorPoolStrategy(size=max(1, int(gpus)) if gpus else n_actors),
+            num_gpus=1 if gpus else 0,
+            num_cpus=actor_cpus,
+            batch_format="pyarrow",
+            batch_size=cfg.batch_size,
+        )
+    ds = ds.map_batches(
+        st.Score,
+        fn_constructor_kwargs={"task": cfg.task, "pairs": meta, "models_fn": spec, "examples": cfg.examples},
+        compute=ray.data.ActorPoolStrategy(size=n_actors),
+        num_gpus=0.5 if gpus else 0,
+        num_cpus=actor_cpus,
+        batch_format="pyarrow",
+        batch_size=cfg.batch_size,
+    )
 
     collected = StatsCollector()
     for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -147,8 +188,13 @@ def describe_networks(cfg: EvaluateConfig, spec: st.ModelSpec) -> Networks:
         from evaluation.features import load_extractor
 
         fe = load_extractor(spec.features, spec.fid_weights).info
-        features = {"name": fe.name, "score_name": fe.score_name, "kid_name": fe.kid_name,
-                    "comparable_to_published": fe.comparable, "weights": fe.weights}
+        features = {
+            "name": fe.name,
+            "score_name": fe.score_name,
+            "kid_name": fe.kid_name,
+            "comparable_to_published": fe.comparable,
+            "weights": fe.weights,
+        }
     encoders = spec.encoders()
     trained_with = list(cfg.training_recognisers)
     weights = None
@@ -168,23 +214,39 @@ def run(cfg: EvaluateConfig) -> dict:
     uri = faces_uri(cfg.table)
     info = read_table_info(uri)
     small = table.read_table(uri, columns=["face_id", "split", "labels"])
-    plan = plan_pairs(cfg, *(small.column(c).to_pylist() for c in ("face_id", "split", "labels")),
-                      info.identity_model, where=uri)
+    plan = plan_pairs(
+        cfg, *(small.column(c).to_pylist() for c in ("face_id", "split", "labels")), info.identity_model, where=uri
+    )
     pairs_file = storage.join(cfg.output, "pairs.jsonl")
     storage.write_bytes(pairs_file, "".join(p.to_json() + "\n" for p in plan.pairs).encode())
-    print(f"evaluate: {len(plan.pairs)} {cfg.task} pairs from {len(plan.faces)} faces of split {cfg.split!r}", flush=True)
+    print(
+        f"evaluate: {len(plan.pairs)} {cfg.task} pairs from {len(plan.faces)} faces of split {cfg.split!r}", flush=True
+    )
     if cfg.pairs_only:
         return {"pairs": len(plan.pairs), "pairs_file": pairs_file}
 
     collected, spec = score_pairs(cfg, uri, info, plan)
     if collected.merged is None:
-        raise SystemExit(f"evaluate: none of the {len(plan.pairs)} pairs could be scored; see the errors: "
-                         f"{collected.errors[:5]}")
-    metrics = assemble_metrics(cfg, plan, uri, collected, describe_networks(cfg, spec), commit=git_commit(),
-                               seconds=round(time.monotonic() - t0, 2))
+        raise SystemExit(
+            f"evaluate: none of the {len(plan.pairs)} pairs could be scored; see the errors: {collected.errors[:5]}"
+        )
+    metrics = assemble_metrics(
+        cfg,
+        plan,
+        uri,
+        collected,
+        describe_networks(cfg, spec),
+        commit=git_commit(),
+        seconds=round(time.monotonic() - t0, 2),
+    )
     m_uri, h_uri = write_report(cfg.output, metrics, collected.shown(cfg.examples), cfg.previous)
-    return {"metrics": m_uri, "report": h_uri, "pairs": len(plan.pairs), "errors": len(collected.errors),
-            "seconds": metrics["seconds"]}
+    return {
+        "metrics": m_uri,
+        "report": h_uri,
+        "pairs": len(plan.pairs),
+        "errors": len(collected.errors),
+        "seconds": metrics["seconds"],
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> EvaluateConfig:

@@ -39,8 +39,9 @@ class IngestConfig:
     """The job's settings, each declared once: the command line is derived from these fields
     (sfsr.cli_settings) and the resolved values are saved in Y/run.json."""
 
-    input: str | None = setting("folder, s3:// prefix, or Parquet table of images", None, one_of="source",
-                                required=True)
+    input: str | None = setting(
+        "folder, s3:// prefix, or Parquet table of images", None, one_of="source", required=True
+    )
     synthetic: int = setting("ingest N procedural faces instead", 0, one_of="source", required=True)
     output: str = setting("output folder or s3:// prefix (faces/, errors/, run.json)", required=True)
     synthetic_split: str = setting("split of the synthetic faces", "train", choices=["train", "test", "all"])
@@ -60,18 +61,23 @@ class IngestConfig:
 def list_inputs(cfg: IngestConfig) -> tuple[list[dict], int]:
     """Rows {source_uri, identity_label, expression_label[, image]} and the count of skipped files."""
     src = cfg.input
-    if src.endswith(".parquet") or (storage.exists(src) and not storage.list_files(src, IMAGE_SUFFIXES)
-                                    and storage.list_files(src, (".parquet",))):  # fmt: skip
+    if src.endswith(".parquet") or (
+        storage.exists(src) and not storage.list_files(src, IMAGE_SUFFIXES) and storage.list_files(src, (".parquet",))
+    ):
         t = table.read_table(src)
         uri_col = "source_uri" if "source_uri" in t.column_names else "uri"
         if uri_col not in t.column_names:
             raise SystemExit(f"{src}: an input table needs a source_uri (or uri) column; it has {t.column_names}")
         rows = []
         for r in t.to_pylist():
-            rows.append({
-                "source_uri": r[uri_col], "image": r.get("image"),
-                "identity_label": r.get("identity_label"), "expression_label": r.get("expression_label"),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "source_uri": r[uri_col],
+                    "image": r.get("image"),
+                    "identity_label": r.get("identity_label"),
+                    "expression_label": r.get("expression_label"),
+                }
+            )
         return rows, 0
     every = storage.list_files(src)
     images = [u for u in every if u.lower().endswith(IMAGE_SUFFIXES) and not u.rsplit("/", 1)[-1].startswith(".")]
@@ -89,15 +95,22 @@ def build_schema(cfg: IngestConfig) -> pa.Schema:
         j = load_judges()
         blank = np.zeros((1, j.size, j.size, 3), np.uint8)
         dims = j.identity_embedding_np(blank).shape[1], j.expression_np(blank).shape[1]
-        return face_table_schema(*dims, crop_size=cfg.crop_size,
-                                 identity_model="synth-judge-identity-32px", expression_model="synth-judge-factors-32px")  # fmt: skip
+        return face_table_schema(
+            *dims,
+            crop_size=cfg.crop_size,
+            identity_model="synth-judge-identity-32px",
+            expression_model="synth-judge-factors-32px",
+        )
     from sfsr.faces.pack import open_pack
 
     p = open_pack(cfg.pack, crop_size=cfg.crop_size)
     return face_table_schema(
-        p.identity.output.dim, p.expression.output.dim, crop_size=cfg.crop_size,
-        identity_model=f"{p.identity.name}@{p.identity.version}", expression_model=f"{p.expression.name}@{p.expression.version}",
-    )  # fmt: skip
+        p.identity.output.dim,
+        p.expression.output.dim,
+        crop_size=cfg.crop_size,
+        identity_model=f"{p.identity.name}@{p.identity.version}",
+        expression_model=f"{p.expression.name}@{p.expression.version}",
+    )
 
 
 def write_expression_bank(faces_uri: str, out_uri: str) -> int:
@@ -117,11 +130,15 @@ def write_expression_bank(faces_uri: str, out_uri: str) -> int:
     if not counts:
         return 0
     words = sorted(counts)
-    bank = pa.table({
-        "word": words,
-        "vector": pa.array([(sums[w] / counts[w]).astype(np.float32).tolist() for w in words], pa.list_(pa.float32())),
-        "count": pa.array([counts[w] for w in words], pa.int64()),
-    })  # fmt: skip
+    bank = pa.table(
+        {
+            "word": words,
+            "vector": pa.array(
+                [(sums[w] / counts[w]).astype(np.float32).tolist() for w in words], pa.list_(pa.float32())
+            ),
+            "count": pa.array([counts[w] for w in words], pa.int64()),
+        }
+    )
     storage.write_atomic(out_uri, lambda f: pq.write_table(bank, f))
     return len(words)
 
@@ -137,8 +154,12 @@ def actor_plan(cpus: int, gpus: float, detect: int = 0, encode: int = 0) -> dict
         return {"detect": n_det, "detect_cpus": 1.0, "encode": n_enc, "encode_cpus": 1.0}
     n_det = detect or max(1, cpus)
     n_enc = encode or max(1, cpus // 4)
-    return {"detect": n_det, "detect_cpus": round(0.75 * cpus / n_det, 3),
-            "encode": n_enc, "encode_cpus": round(0.25 * cpus / n_enc, 3)}
+    return {
+        "detect": n_det,
+        "detect_cpus": round(0.75 * cpus / n_det, 3),
+        "encode": n_enc,
+        "encode_cpus": round(0.25 * cpus / n_enc, 3),
+    }
 
 
 def run(cfg: IngestConfig) -> dict:
@@ -159,8 +180,11 @@ def run(cfg: IngestConfig) -> dict:
     if not cfg.retry_errors:
         done |= table.read_keys(errors_uri, "source_uri")
     todo = [r for r in rows if uri_of(r) not in done]
-    print(f"ingest: {len(rows)} inputs ({skipped_files} other files ignored), "
-          f"{len(rows) - len(todo)} already in {cfg.output}, {len(todo)} to do", flush=True)  # fmt: skip
+    print(
+        f"ingest: {len(rows)} inputs ({skipped_files} other files ignored), "
+        f"{len(rows) - len(todo)} already in {cfg.output}, {len(todo)} to do",
+        flush=True,
+    )
 
     counts = {"face_rows": 0, "error_rows": 0, "face_inputs": 0}
     if todo:
@@ -171,30 +195,46 @@ def run(cfg: IngestConfig) -> dict:
         ds = ray.data.from_items(todo, override_num_blocks=blocks)
         if cfg.synthetic:
             ds = ds.map_batches(
-                st.render_synthetic, batch_format="pyarrow", batch_size=cfg.batch_size,
+                st.render_synthetic,
+                batch_format="pyarrow",
+                batch_size=cfg.batch_size,
                 fn_kwargs={"seed": cfg.seed, "n_identities": cfg.identities, "crop_size": cfg.crop_size},
-            )  # fmt: skip
+            )
             pack_spec = "synthetic"
         else:
             # same CPUs as the detect actors, so Ray Data fuses decoding into them (a separate
             # task pool would find every CPU held by the actor pools and never run)
-            ds = ds.map_batches(st.read_and_decode, batch_format="pyarrow", batch_size=cfg.batch_size,
-                                num_cpus=plan["detect_cpus"])  # fmt: skip
             ds = ds.map_batches(
-                st.DetectAlign, fn_constructor_kwargs={"pack_spec": cfg.pack, "crop_size": cfg.crop_size, "min_face": cfg.min_face},
-                compute=ray.data.ActorPoolStrategy(size=plan["detect"]), num_cpus=plan["detect_cpus"],
-                batch_format="pyarrow", batch_size=cfg.batch_size,
-            )  # fmt: skip
+                st.read_and_decode, batch_format="pyarrow", batch_size=cfg.batch_size, num_cpus=plan["detect_cpus"]
+            )
+            ds = ds.map_batches(
+                st.DetectAlign,
+                fn_constructor_kwargs={"pack_spec": cfg.pack, "crop_size": cfg.crop_size, "min_face": cfg.min_face},
+                compute=ray.data.ActorPoolStrategy(size=plan["detect"]),
+                num_cpus=plan["detect_cpus"],
+                batch_format="pyarrow",
+                batch_size=cfg.batch_size,
+            )
             pack_spec = cfg.pack
         ds = ds.map_batches(
-            st.Encode, fn_constructor_kwargs={"pack_spec": pack_spec, "face_schema": schema, "splits": {"test": cfg.test_fraction}},
-            compute=ray.data.ActorPoolStrategy(size=plan["encode"]), batch_format="pyarrow", batch_size=4 * cfg.batch_size,
-            num_gpus=1 if gpus else 0, num_cpus=plan["encode_cpus"],
-        )  # fmt: skip
+            st.Encode,
+            fn_constructor_kwargs={
+                "pack_spec": pack_spec,
+                "face_schema": schema,
+                "splits": {"test": cfg.test_fraction},
+            },
+            compute=ray.data.ActorPoolStrategy(size=plan["encode"]),
+            batch_format="pyarrow",
+            batch_size=4 * cfg.batch_size,
+            num_gpus=1 if gpus else 0,
+            num_cpus=plan["encode_cpus"],
+        )
         ds = ds.map_batches(
-            st.write_shard, batch_format="pyarrow", batch_size=None,
+            st.write_shard,
+            batch_format="pyarrow",
+            batch_size=None,
             fn_kwargs={"faces_staging": faces_stage, "errors_staging": errors_stage, "face_schema": schema},
-        )  # fmt: skip
+        )
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for k in counts:
                 counts[k] += sum(batch.column(k).to_pylist())
@@ -207,12 +247,21 @@ def run(cfg: IngestConfig) -> dict:
     bank_words = write_expression_bank(faces_uri, storage.join(cfg.output, "expression_bank.parquet"))
     accounted = counts["face_inputs"] + counts["error_rows"]
     summary = {
-        "config": asdict(cfg), "run_id": run_id, "inputs": len(rows), "skipped_already_done": len(rows) - len(todo),
-        "processed": len(todo), "inputs_with_faces": counts["face_inputs"], "face_rows": counts["face_rows"],
-        "error_rows": counts["error_rows"], "accounted": accounted == len(todo),
-        "face_table_rows": faces_commit.table_rows, "error_table_rows": errors_commit.table_rows - len(recovered), "recovered_errors": len(recovered),
-        "expression_bank_words": bank_words, "seconds": round(time.monotonic() - t0, 2),
-    }  # fmt: skip
+        "config": asdict(cfg),
+        "run_id": run_id,
+        "inputs": len(rows),
+        "skipped_already_done": len(rows) - len(todo),
+        "processed": len(todo),
+        "inputs_with_faces": counts["face_inputs"],
+        "face_rows": counts["face_rows"],
+        "error_rows": counts["error_rows"],
+        "accounted": accounted == len(todo),
+        "face_table_rows": faces_commit.table_rows,
+        "error_table_rows": errors_commit.table_rows - len(recovered),
+        "recovered_errors": len(recovered),
+        "expression_bank_words": bank_words,
+        "seconds": round(time.monotonic() - t0, 2),
+    }
     storage.write_bytes(storage.join(cfg.output, "run.json"), json.dumps(summary, indent=2).encode())
     return summary
 
@@ -233,8 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = run(cfg)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     if not summary["accounted"]:
-        print(f"error: {summary['processed']} inputs processed but {summary['inputs_with_faces']} gave faces and "
-              f"{summary['error_rows']} gave errors; some inputs are unaccounted for", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {summary['processed']} inputs processed but {summary['inputs_with_faces']} gave faces and "
+            f"{summary['error_rows']} gave errors; some inputs are unaccounted for",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -31,8 +31,8 @@ from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage
 from sfsr.model import checkpoint
 from sfsr.model.presets import SYNTH_IDENTITY_ENCODER
-from sfsr.provenance import git_commit
 from sfsr.model.training import TrainConfig
+from sfsr.provenance import git_commit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,8 +40,9 @@ class JobConfig:
     """The job's settings, each declared once: the command line is derived from these fields
     (sfsr.cli_settings) and the resolved values go into the exported model's run card."""
 
-    table: str = setting("face table (folder or s3:// prefix); --smoke-test makes one", required=True,
-                         unless="--smoke-test")
+    table: str = setting(
+        "face table (folder or s3:// prefix); --smoke-test makes one", required=True, unless="--smoke-test"
+    )
     storage: str = setting("where runs and checkpoints go (local or s3://)", "runs", env="SFSR_STORAGE")
     name: str | None = setting("run name; submitting the same name again resumes it (default: preset name)", None)
     preset: str = setting("model size preset: tiny, cpu-demo, base, sd-init", "cpu-demo")
@@ -50,15 +51,22 @@ class JobConfig:
     batch_size: int = setting("per-worker batch size", 32)
     lr: float | None = setting("learning rate (default: the preset's)", None)
     warmup_steps: int | None = setting("learning-rate warm-up steps (default: TrainConfig's)", None)
-    ema_decay: float | None = setting("EMA decay of the exported weights (default: TrainConfig's); lower it for "
-                                      "short fine-tunes", None)
-    identity_loss_weight: float = setting("identity loss on the recovered x0, read by the synth judges (ArcFace for "
-                                          "real faces is not wired here yet)", 0.0)
+    ema_decay: float | None = setting(
+        "EMA decay of the exported weights (default: TrainConfig's); lower it for short fine-tunes", None
+    )
+    identity_loss_weight: float = setting(
+        "identity loss on the recovered x0, read by the synth judges (ArcFace for real faces is not wired here yet)",
+        0.0,
+    )
     expression_loss_weight: float = setting("expression loss on the recovered x0, read by the synth judges", 0.0)
-    aux_start_step: int = setting("first step of the identity / expression losses (the recovered faces are noise "
-                                  "before the model learns)", 0)
-    aux_swap: float = setting("fraction of the recovery-loss samples trained as swaps (another sample's identity; "
-                              "needs --identity-loss-weight)", 0.0)
+    aux_start_step: int = setting(
+        "first step of the identity / expression losses (the recovered faces are noise before the model learns)", 0
+    )
+    aux_swap: float = setting(
+        "fraction of the recovery-loss samples trained as swaps (another sample's identity; "
+        "needs --identity-loss-weight)",
+        0.0,
+    )
     num_workers: int = setting("Ray Train workers (DDP ranks)", 1)
     use_gpu: bool = setting("one GPU per worker, NCCL, bf16 autocast", False)
     checkpoint_every: int = setting("steps between checkpoints", 200)
@@ -112,7 +120,10 @@ def train_loop(config: dict) -> None:
             step = T.load_training_state(state, model, ema, opt, sched)
             epoch, batch_in_epoch = pos["epoch"], pos["batch_in_epoch"]
             seconds_before = float(pos.get("train_seconds", 0.0))  # training time of earlier attempts
-        print(f"[rank {rank}] resumed from a checkpoint at step {step} (epoch {epoch}, batch {batch_in_epoch})", flush=True)
+        print(
+            f"[rank {rank}] resumed from a checkpoint at step {step} (epoch {epoch}, batch {batch_in_epoch})",
+            flush=True,
+        )
     model.to(device)
     ema.model.to(device)
     if judges is not None:
@@ -135,13 +146,24 @@ def train_loop(config: dict) -> None:
             if step % job.checkpoint_every == 0 or done:
                 now = time.monotonic()
                 train_seconds = round(seconds_before + now - t_start, 1)  # up to this checkpoint, over resumes
-                metrics |= {"step": step, "epoch": epoch, "samples_per_s": n_last / max(now - t_last, 1e-9),
-                            "train_seconds": train_seconds}
+                metrics |= {
+                    "step": step,
+                    "epoch": epoch,
+                    "samples_per_s": n_last / max(now - t_last, 1e-9),
+                    "train_seconds": train_seconds,
+                }
                 t_last, n_last = now, 0
                 state = T.training_state(model, ema, opt, sched, step)
                 position = {"epoch": epoch, "batch_in_epoch": batch_in_epoch, "train_seconds": train_seconds}
-                _report(state, position, metrics, rank, ema.model,
-                        config["preview"], sample=step % job.sample_every == 0 or done)  # fmt: skip
+                _report(
+                    state,
+                    position,
+                    metrics,
+                    rank,
+                    ema.model,
+                    config["preview"],
+                    sample=step % job.sample_every == 0 or done,
+                )
             if done:
                 return
         epoch, batch_in_epoch = epoch + 1, 0
@@ -157,14 +179,19 @@ def _report(state: dict, position: dict, metrics: dict, rank: int, ema_model, pr
             from jobs._train_samples import save_sample_grid
 
             save_sample_grid(ema_model, preview, Path(d) / checkpoint.sample_grid_name(metrics["step"]))
-        print(f"step {metrics['step']:>6}  " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                                     if isinstance(v, float)), flush=True)  # fmt: skip
+        print(
+            f"step {metrics['step']:>6}  "
+            + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
+            flush=True,
+        )
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 def make_dataset(job: JobConfig) -> ray.data.Dataset:
     fs, path = storage.arrow_filesystem(job.table)
-    ds = ray.data.read_parquet(path, filesystem=fs, columns=["image", "face_mask", "identity", "expression", "labels", "split"])
+    ds = ray.data.read_parquet(
+        path, filesystem=fs, columns=["image", "face_mask", "identity", "expression", "labels", "split"]
+    )
     if job.split != "all":
         ds = ds.filter(expr=f"split == '{job.split}'")
     return ds.random_shuffle(seed=job.seed)
@@ -211,13 +238,20 @@ def train_config(job: JobConfig, identity_model: str | None) -> TrainConfig:
             f"was encoded by {identity_model!r}"
         )
     if job.aux_swap > 0 and job.identity_loss_weight <= 0:
-        raise ValueError(f"--aux-swap {job.aux_swap} trains swaps through the identity loss; give --identity-loss-weight > 0 too")
+        raise ValueError(
+            f"--aux-swap {job.aux_swap} trains swaps through the identity loss; give --identity-loss-weight > 0 too"
+        )
     optional = {"lr": job.lr, "warmup_steps": job.warmup_steps, "ema_decay": job.ema_decay}
-    return TrainConfig(batch_size=job.batch_size, total_steps=job.steps, seed=job.seed,
-                       identity_loss_weight=job.identity_loss_weight,
-                       expression_loss_weight=job.expression_loss_weight, aux_start_step=job.aux_start_step,
-                       aux_swap=job.aux_swap,
-                       **{k: v for k, v in optional.items() if v is not None})  # fmt: skip
+    return TrainConfig(
+        batch_size=job.batch_size,
+        total_steps=job.steps,
+        seed=job.seed,
+        identity_loss_weight=job.identity_loss_weight,
+        expression_loss_weight=job.expression_loss_weight,
+        aux_start_step=job.aux_start_step,
+        aux_swap=job.aux_swap,
+        **{k: v for k, v in optional.items() if v is not None},
+    )
 
 
 def run(job: JobConfig, provenance: dict | None = None) -> dict:
@@ -232,30 +266,48 @@ def run(job: JobConfig, provenance: dict | None = None) -> dict:
     from sfsr.io.table import read_table
 
     head = read_table(job.table, columns=["image", "face_mask", "identity", "expression"]).slice(0, 4).to_pylist()
-    model_args = {"identity_dim": info.identity_dim, "expression_dim": info.expression_dim,
-                  "identity_encoder": info.identity_model, "expression_encoder": info.expression_model}
+    model_args = {
+        "identity_dim": info.identity_dim,
+        "expression_dim": info.expression_dim,
+        "identity_encoder": info.identity_model,
+        "expression_encoder": info.expression_model,
+    }
     storage_path = job.storage if storage.is_s3(job.storage) else str(Path(job.storage).resolve())
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"job": asdict(job), "train": asdict(tcfg), "model_args": model_args,
-                           "identity_means": means, "preview": preview_rows(head)},
+        train_loop_config={
+            "job": asdict(job),
+            "train": asdict(tcfg),
+            "model_args": model_args,
+            "identity_means": means,
+            "preview": preview_rows(head),
+        },
         scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu),
         run_config=RunConfig(
-            name=job.name, storage_path=storage_path,
+            name=job.name,
+            storage_path=storage_path,
             failure_config=FailureConfig(max_failures=job.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=job.keep_checkpoints),
         ),
         datasets={"train": make_dataset(job)},
-    )  # fmt: skip
+    )
     t0 = time.monotonic()
     result = trainer.fit()
     final = {"checkpoint": result.checkpoint.path if result.checkpoint else None, "metrics": result.metrics}
     if result.checkpoint is not None:
         dest = storage.join(job.storage, job.name, checkpoint.MODEL)
         with result.checkpoint.as_directory() as d:
-            export_model(Path(d), dest, {"job": asdict(job), "train": asdict(tcfg), "metrics": result.metrics,
-                                         "provenance": provenance or {},
-                                         "seconds_this_submission": round(time.monotonic() - t0, 1)})  # fmt: skip
+            export_model(
+                Path(d),
+                dest,
+                {
+                    "job": asdict(job),
+                    "train": asdict(tcfg),
+                    "metrics": result.metrics,
+                    "provenance": provenance or {},
+                    "seconds_this_submission": round(time.monotonic() - t0, 1),
+                },
+            )
         final["model"] = dest
     return final
 
@@ -272,21 +324,27 @@ def init_digest(init_from: str | None) -> str | None:
 
 def parse_args(argv: list[str] | None = None) -> tuple[JobConfig, bool]:
     """(the resolved settings, whether --smoke-test was given)."""
-    p = settings_parser(JobConfig, __doc__,
-                        smoke_test="tiny synthetic table, few steps: checks the whole path in about a minute")
+    p = settings_parser(
+        JobConfig, __doc__, smoke_test="tiny synthetic table, few steps: checks the whole path in about a minute"
+    )
     job, a = parse_settings(JobConfig, p, argv)
     if a.smoke_test:
         job = replace(job, steps=min(job.steps, 6), checkpoint_every=3, sample_every=6, batch_size=8)
-    return replace(job, table=job.table or "", name=job.name or f"{job.preset}{'-smoke' if a.smoke_test else ''}"), a.smoke_test
+    return replace(
+        job, table=job.table or "", name=job.name or f"{job.preset}{'-smoke' if a.smoke_test else ''}"
+    ), a.smoke_test
 
 
 def main(argv: list[str] | None = None) -> int:
     job, smoke = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     # taken now, not at export: the checkout may move on during a two-hour run
-    provenance = {"command": shlex.join(["python", "-m", "jobs.train", *argv]), "git_commit": git_commit(),
-                  "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "init_from_sha256": init_digest(job.init_from)}
+    provenance = {
+        "command": shlex.join(["python", "-m", "jobs.train", *argv]),
+        "git_commit": git_commit(),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "init_from_sha256": init_digest(job.init_from),
+    }
     ray.init()
     if smoke and not job.table:
         from jobs.ingest import IngestConfig

@@ -98,7 +98,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     cmd = [cluster._bin("ray"), "job", "submit"]
     # The job inherits the head's environment; pass the S3 settings this shell chose explicitly
     # (for example a different endpoint), so the check tests what the user asked for.
-    s3_vars = {k: env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION") if k in env}
+    s3_vars = {
+        k: env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION") if k in env
+    }
     if s3_vars:
         import json
 
@@ -123,7 +125,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     """The README's main command: the whole pipeline on the local platform (sfsr/quickstart.py)."""
     from sfsr import quickstart
 
-    return quickstart.run(args, _platform_config(args), up=lambda: cmd_cluster_up(args), doctor=lambda: cmd_doctor(args))
+    return quickstart.run(
+        args, _platform_config(args), up=lambda: cmd_cluster_up(args), doctor=lambda: cmd_doctor(args)
+    )
 
 
 class RawFmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -134,39 +138,75 @@ def build_parser() -> argparse.ArgumentParser:
     from sfsr import quickstart
 
     parser = argparse.ArgumentParser(prog="sfsr", description=__doc__, formatter_class=Fmt)
-    parser.add_argument("--home", default=None, help="state folder for the local platform (default: $SFSR_HOME or ~/.sfsr)")
+    parser.add_argument(
+        "--home", default=None, help="state folder for the local platform (default: $SFSR_HOME or ~/.sfsr)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    cl = sub.add_parser("cluster", help="start, stop or inspect the local platform (Ray head + dashboard + S3)", formatter_class=Fmt)
+    cl = sub.add_parser(
+        "cluster", help="start, stop or inspect the local platform (Ray head + dashboard + S3)", formatter_class=Fmt
+    )
     csub = cl.add_subparsers(dest="action", required=True)
-    up = csub.add_parser("up", help="start a loopback-only Ray head, dashboard and SeaweedFS S3 store", formatter_class=Fmt)
+    up = csub.add_parser(
+        "up", help="start a loopback-only Ray head, dashboard and SeaweedFS S3 store", formatter_class=Fmt
+    )
     up.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use; None: all of them")
-    up.add_argument("--dashboard-port", type=int, default=None, help="dashboard port on 127.0.0.1; None: 8265, or the port a running platform chose")
+    up.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=None,
+        help="dashboard port on 127.0.0.1; None: 8265, or the port a running platform chose",
+    )
     up.add_argument("--no-s3", action="store_true", help="do not start the S3 store")
     up.set_defaults(func=cmd_cluster_up)
     csub.add_parser("down", help="stop the local platform", formatter_class=Fmt).set_defaults(func=cmd_cluster_down)
-    csub.add_parser("status", help="what is running and where", formatter_class=Fmt).set_defaults(func=cmd_cluster_status)
-    csub.add_parser("env", help="print the shell exports clients need (token, address, S3)", formatter_class=Fmt).set_defaults(
-        func=cmd_cluster_env
+    csub.add_parser("status", help="what is running and where", formatter_class=Fmt).set_defaults(
+        func=cmd_cluster_status
     )
+    csub.add_parser(
+        "env", help="print the shell exports clients need (token, address, S3)", formatter_class=Fmt
+    ).set_defaults(func=cmd_cluster_env)
 
-    doc = sub.add_parser("doctor", help="run the cluster self-check (jobs/doctor.py) through `ray job submit`", formatter_class=Fmt)
-    doc.add_argument("--storage", default=None, help="storage URI to probe (local path or s3://); default $SFSR_STORAGE or ./runs/doctor")
+    doc = sub.add_parser(
+        "doctor", help="run the cluster self-check (jobs/doctor.py) through `ray job submit`", formatter_class=Fmt
+    )
+    doc.add_argument(
+        "--storage",
+        default=None,
+        help="storage URI to probe (local path or s3://); default $SFSR_STORAGE or ./runs/doctor",
+    )
     doc.add_argument("--pack", action="append", help="face pack to check (builtin, folder or s3:// prefix); repeatable")
     doc.add_argument("--model", action="append", help="model folder to check (local or s3://); repeatable")
-    doc.add_argument("--address", default=None, help="Ray dashboard URL of another cluster (default: the local platform)")
+    doc.add_argument(
+        "--address", default=None, help="Ray dashboard URL of another cluster (default: the local platform)"
+    )
     doc.add_argument("--timeout", type=float, default=300, help="seconds to wait for the job")
     doc.set_defaults(func=cmd_doctor)
 
-    qs = sub.add_parser("quickstart", help="the whole pipeline locally: platform, doctor, ingest, train, evaluate, serve",
-                        description=quickstart.__doc__, formatter_class=RawFmt)
-    qs.add_argument("--photos", default=None, help="folder of real face photos to ingest as well (make quickstart passes the test photos)")
-    qs.add_argument("--synthetic", type=int, default=2000, help="synthetic training faces to ingest (plus 1/8 as many held out)")
+    qs = sub.add_parser(
+        "quickstart",
+        help="the whole pipeline locally: platform, doctor, ingest, train, evaluate, serve",
+        description=quickstart.__doc__,
+        formatter_class=RawFmt,
+    )
+    qs.add_argument(
+        "--photos",
+        default=None,
+        help="folder of real face photos to ingest as well (make quickstart passes the test photos)",
+    )
+    qs.add_argument(
+        "--synthetic", type=int, default=2000, help="synthetic training faces to ingest (plus 1/8 as many held out)"
+    )
     qs.add_argument("--steps", type=int, default=100, help="fine-tuning steps on top of the committed cpu-demo model")
     qs.add_argument("--port", type=int, default=8000, help="HTTP port of the endpoints and the page, on 127.0.0.1")
     qs.add_argument("--fresh", action="store_true", help="redo every stage instead of reusing an earlier run's outputs")
     qs.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use; None: all of them")
-    qs.add_argument("--dashboard-port", type=int, default=None, help="dashboard port on 127.0.0.1; None: 8265, or the port a running platform chose")
+    qs.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=None,
+        help="dashboard port on 127.0.0.1; None: 8265, or the port a running platform chose",
+    )
     qs.set_defaults(func=cmd_quickstart, storage=None, pack=None, model=None, address=None, timeout=300.0, no_s3=False)
 
     from sfsr import watermark

@@ -38,19 +38,38 @@ T = TypeVar("T")
 _KEY = "cli_setting"
 
 
-def setting(help: str, default: Any = dataclasses.MISSING, *, flag: str | None = None,  # noqa: A002
-            choices: typing.Sequence[str] | None = None, action: str | None = None, env: str | None = None,
-            required: bool = False, unless: str | None = None, one_of: str | None = None) -> Any:
+def setting(
+    help: str,
+    default: Any = dataclasses.MISSING,
+    *,
+    flag: str | None = None,  # noqa: A002
+    choices: typing.Sequence[str] | None = None,
+    action: str | None = None,
+    env: str | None = None,
+    required: bool = False,
+    unless: str | None = None,
+    one_of: str | None = None,
+) -> Any:
     """A dataclass field that is also a command-line flag (see the module docstring)."""
-    spec = {"help": help, "flag": flag, "choices": choices, "action": action, "env": env, "required": required,
-            "unless": unless, "one_of": one_of}
+    spec = {
+        "help": help,
+        "flag": flag,
+        "choices": choices,
+        "action": action,
+        "env": env,
+        "required": required,
+        "unless": unless,
+        "one_of": one_of,
+    }
     return dataclasses.field(default=default, metadata={_KEY: spec})
 
 
 def _spec(cls: type, field: dataclasses.Field) -> dict:
     if _KEY not in field.metadata:
-        raise TypeError(f"{cls.__name__}.{field.name} is a plain field; declare it with sfsr.cli_settings.setting(help, "
-                        "default) so its flag has help text")
+        raise TypeError(
+            f"{cls.__name__}.{field.name} is a plain field; declare it with sfsr.cli_settings.setting(help, "
+            "default) so its flag has help text"
+        )
     return field.metadata[_KEY]
 
 
@@ -89,13 +108,16 @@ def _argument(cls: type, field: dataclasses.Field, hint: Any, spec: dict) -> dic
         if spec["action"]:
             kw["action"] = spec["action"]
     else:
-        raise TypeError(f"{cls.__name__}.{field.name}: type {hint} has no command-line form; use str, int, float, "
-                        "bool, tuple[str, ...] or one of them | None")
+        raise TypeError(
+            f"{cls.__name__}.{field.name}: type {hint} has no command-line form; use str, int, float, "
+            "bool, tuple[str, ...] or one of them | None"
+        )
     return kw
 
 
-def settings_parser(cls: type, description: str | None = None, *,
-                    smoke_test: str | None = None) -> argparse.ArgumentParser:
+def settings_parser(
+    cls: type, description: str | None = None, *, smoke_test: str | None = None
+) -> argparse.ArgumentParser:
     """An argparse parser with one flag per field of dataclass `cls`, in field order, defaults
     shown; with `smoke_test` (its help text) a last flag --smoke-test, which every job has."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -114,8 +136,9 @@ def settings_parser(cls: type, description: str | None = None, *,
     return parser
 
 
-def parse_settings(cls: type[T], parser: argparse.ArgumentParser,
-                   argv: list[str] | None = None) -> tuple[T, argparse.Namespace]:
+def parse_settings(
+    cls: type[T], parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> tuple[T, argparse.Namespace]:
     """(the settings, the whole namespace, with any flags that are not settings) from `argv`.
     A required setting that argparse could not check (it has an env default, or `unless`) and
     is still missing exits with a usage error naming its flag."""
@@ -126,8 +149,12 @@ def parse_settings(cls: type[T], parser: argparse.ArgumentParser,
             continue
         if spec["unless"] and getattr(args, spec["unless"].lstrip("-").replace("-", "_")):
             continue
-        parser.error(f"{_flag(field, spec)} is required" + (f" (or set {spec['env']})" if spec["env"] else "")
-                     + (f", unless {spec['unless']}" if spec["unless"] else "") + f": {spec['help']}")
+        parser.error(
+            f"{_flag(field, spec)} is required"
+            + (f" (or set {spec['env']})" if spec["env"] else "")
+            + (f", unless {spec['unless']}" if spec["unless"] else "")
+            + f": {spec['help']}"
+        )
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}  # action="append"
     return cls(**values), args

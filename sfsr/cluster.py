@@ -104,7 +104,9 @@ def _bin(name: str) -> str:
         return str(candidate)
     found = shutil.which(name)
     if not found:
-        raise FileNotFoundError(f"`{name}` not found next to {sys.executable} or on PATH; install sfsr with its test extra")
+        raise FileNotFoundError(
+            f"`{name}` not found next to {sys.executable} or on PATH; install sfsr with its test extra"
+        )
     return found
 
 
@@ -157,7 +159,9 @@ def _wait(what: str, ok, timeout: float, log: Path | None = None) -> None:
         time.sleep(0.25)
     tail = ""
     if log is not None and log.exists():
-        tail = "\n--- last lines of " + str(log) + " ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+        tail = (
+            "\n--- last lines of " + str(log) + " ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+        )
     raise TimeoutError(f"{what} did not come up within {timeout:.0f} s{tail}")
 
 
@@ -177,13 +181,25 @@ def start_s3(cfg: PlatformConfig, timeout: float = 60) -> int:
     data.mkdir(parents=True, exist_ok=True)
     p = cfg.s3
     cmd = [
-        _bin("weed"), "mini", f"-dir={data}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
-        f"-s3.port={p.s3}", f"-master.port={p.master}", f"-volume.port={p.volume}", f"-filer.port={p.filer}",
-        f"-s3.port.grpc={p.s3_grpc}", f"-master.port.grpc={p.master_grpc}",
-        f"-volume.port.grpc={p.volume_grpc}", f"-filer.port.grpc={p.filer_grpc}",
-        "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        _bin("weed"),
+        "mini",
+        f"-dir={data}",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
+        f"-s3.port={p.s3}",
+        f"-master.port={p.master}",
+        f"-volume.port={p.volume}",
+        f"-filer.port={p.filer}",
+        f"-s3.port.grpc={p.s3_grpc}",
+        f"-master.port.grpc={p.master_grpc}",
+        f"-volume.port.grpc={p.volume_grpc}",
+        f"-filer.port.grpc={p.filer_grpc}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         "-master.telemetry=false",  # never send traffic off the machine
-    ]  # fmt: skip
+    ]
     env = os.environ | {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
     log = cfg.home / "logs" / "s3.log"
     pid = _spawn(cmd, env, log)
@@ -198,9 +214,13 @@ def _s3_ready(cfg: PlatformConfig, access: str, secret: str) -> bool:
     from botocore.config import Config
 
     client = boto3.client(
-        "s3", endpoint_url=cfg.s3_endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
-        region_name=cfg.region, config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
-    )  # fmt: skip
+        "s3",
+        endpoint_url=cfg.s3_endpoint,
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        region_name=cfg.region,
+        config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
+    )
     try:
         names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         if cfg.bucket not in names:
@@ -223,11 +243,19 @@ def start_ray(cfg: PlatformConfig, timeout: float = 90) -> int:
     """Start a Ray head with dashboard, bound to 127.0.0.1, token auth on; return its pid."""
     token = ensure_token(cfg.token_path)
     cmd = [
-        _bin("ray"), "start", "--head", "--block", "--disable-usage-stats",
-        f"--node-ip-address={LOOPBACK}", f"--port={cfg.ray_port}",
-        "--include-dashboard=true", f"--dashboard-host={LOOPBACK}", f"--dashboard-port={cfg.dashboard_port}",
-        f"--ray-client-server-port={cfg.client_server_port}", f"--temp-dir={cfg.ray_temp_dir}",
-    ]  # fmt: skip
+        _bin("ray"),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        f"--node-ip-address={LOOPBACK}",
+        f"--port={cfg.ray_port}",
+        "--include-dashboard=true",
+        f"--dashboard-host={LOOPBACK}",
+        f"--dashboard-port={cfg.dashboard_port}",
+        f"--ray-client-server-port={cfg.client_server_port}",
+        f"--temp-dir={cfg.ray_temp_dir}",
+    ]
     if cfg.num_cpus is not None:
         cmd.append(f"--num-cpus={cfg.num_cpus}")
     env = os.environ | client_env(cfg)
@@ -373,6 +401,8 @@ def test_config(home: Path, num_cpus: int = 2) -> PlatformConfig:
     """A config on free ports, for test sessions that must not collide with a user's platform."""
     return replace(
         PlatformConfig(home=home, num_cpus=num_cpus),
-        ray_port=free_port(), dashboard_port=free_port(), client_server_port=free_port(),
+        ray_port=free_port(),
+        dashboard_port=free_port(),
+        client_server_port=free_port(),
         s3=S3Ports(*(free_port() for _ in range(8))),
-    )  # fmt: skip
+    )

@@ -51,4 +51,3 @@ def encoders_for(identity_name: str, expression_name: str) -> ConditionEncoders:
             "pack's encoders"
         )
     return importlib.import_module(module).condition_encoders()
-

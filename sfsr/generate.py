@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,8 +39,13 @@ from sfsr.model.diffsfsr import DiffSFSR
 from sfsr.model.training import face_region
 
 CARD_NAME = "sfsr_card.json"
-DEFAULT_SAMPLING = {"steps": 25, "guidance_identity": 2.0, "guidance_expression": 2.0,
-                    "guidance_mode": "compositional", "sampler": "ddim"}
+DEFAULT_SAMPLING = {
+    "steps": 25,
+    "guidance_identity": 2.0,
+    "guidance_expression": 2.0,
+    "guidance_mode": "compositional",
+    "sampler": "ddim",
+}
 
 
 def synthetic_warning(identity_encoder: str) -> str | None:
@@ -49,9 +53,11 @@ def synthetic_warning(identity_encoder: str) -> str | None:
     model only knows 32 px procedural faces, so a photo comes back as a cartoon face."""
     if identity_encoder != SYNTH_IDENTITY_ENCODER:
         return None
-    return ("this model was trained on synthetic 32 px faces (sfsr.synth): on photos it paints a procedural "
-            "face, not a photo-real one. For photos, ingest real faces with a face pack (jobs.ingest --input) "
-            "and train on them (jobs.train --table), then serve that model.")
+    return (
+        "this model was trained on synthetic 32 px faces (sfsr.synth): on photos it paints a procedural "
+        "face, not a photo-real one. For photos, ingest real faces with a face pack (jobs.ingest --input) "
+        "and train on them (jobs.train --table), then serve that model."
+    )
 
 
 def encoders_for(model: DiffSFSR) -> ConditionEncoders:
@@ -93,8 +99,15 @@ def _rep(a: Any, n: int) -> Any:
 class Generator:
     """A DiffSFSR model with its condition encoders, behind swap / reenact / generate."""
 
-    def __init__(self, model: DiffSFSR, encoders: ConditionEncoders, *, device: str = "cpu",
-                 name: str = "", card: dict | None = None) -> None:
+    def __init__(
+        self,
+        model: DiffSFSR,
+        encoders: ConditionEncoders,
+        *,
+        device: str = "cpu",
+        name: str = "",
+        card: dict | None = None,
+    ) -> None:
         self.model = model.to(device).eval()
         self.encoders = encoders
         self.device = torch.device(device)
@@ -104,8 +117,9 @@ class Generator:
         self.weights_digest = ""  # sha256 of config + weights when loaded from a folder (sfsr.io.cache)
 
     @classmethod
-    def from_pretrained(cls, path: str, device: str = "cpu", *, encoders: ConditionEncoders | None = None,
-                        cache_dir: str | None = None) -> Generator:
+    def from_pretrained(
+        cls, path: str, device: str = "cpu", *, encoders: ConditionEncoders | None = None, cache_dir: str | None = None
+    ) -> Generator:
         """Load a model folder (local, or s3://bucket/prefix copied into a cache keyed by its
         content, so a new model written to the same prefix is fetched again: sfsr.io.cache)."""
         local = local_folder(str(path), cache_dir)
@@ -129,16 +143,24 @@ class Generator:
     def info(self) -> dict[str, Any]:
         d = self.model.describe()
         return {
-            "model": self.name, "preset": d["preset"], "resolution": self.resolution,
+            "model": self.name,
+            "preset": d["preset"],
+            "resolution": self.resolution,
             # the card (sfsr.release.publish) is the published word; the config is what training wrote
             "trained_on": self.card.get("trained_on") or d["trained_on"] or "",
-            "licence": self.card.get("licence") or "", "warning": synthetic_warning(self.encoders.identity_name),
-            "latent": d["latent"], "parameters": d["denoiser_parameters"],
-            "conditioning": {"identity": self.encoders.identity_name, "expression": self.encoders.expression_name,
-                             "identity_dim": self.model.config.identity_dim,
-                             "expression_dim": self.model.config.expression_dim},
-            "sampling_defaults": dict(self.sampling), "metrics": self.card.get("metrics", {}),
-        }  # fmt: skip
+            "licence": self.card.get("licence") or "",
+            "warning": synthetic_warning(self.encoders.identity_name),
+            "latent": d["latent"],
+            "parameters": d["denoiser_parameters"],
+            "conditioning": {
+                "identity": self.encoders.identity_name,
+                "expression": self.encoders.expression_name,
+                "identity_dim": self.model.config.identity_dim,
+                "expression_dim": self.model.config.expression_dim,
+            },
+            "sampling_defaults": dict(self.sampling),
+            "metrics": self.card.get("metrics", {}),
+        }
 
     # -- conditions -------------------------------------------------------------------------
 
@@ -167,15 +189,30 @@ class Generator:
 
     # -- the three operations ---------------------------------------------------------------
 
-    def swap(self, identity_images: Any, target_images: Any, *, masks: Any = None, seeds: Sequence[int] | None = None,
-             **sampling: Any) -> np.ndarray:
+    def swap(
+        self,
+        identity_images: Any,
+        target_images: Any,
+        *,
+        masks: Any = None,
+        seeds: Sequence[int] | None = None,
+        **sampling: Any,
+    ) -> np.ndarray:
         """Identity of identity_images[i] onto target_images[i] (its expression and background)."""
         tgt = _as_batch(target_images, "target_images")
         expr = self.expression_vectors(list(tgt))
         return self._run(identity_images, expr, tgt, masks, seeds, "swap", sampling)
 
-    def reenact(self, source_images: Any, *, driver_images: Any = None, words: Sequence[str] | None = None,
-                masks: Any = None, seeds: Sequence[int] | None = None, **sampling: Any) -> np.ndarray:
+    def reenact(
+        self,
+        source_images: Any,
+        *,
+        driver_images: Any = None,
+        words: Sequence[str] | None = None,
+        masks: Any = None,
+        seeds: Sequence[int] | None = None,
+        **sampling: Any,
+    ) -> np.ndarray:
         """source_images[i] with the expression of driver_images[i] or of words[i]."""
         if (driver_images is None) == (words is None):
             raise ValueError("reenact: give exactly one of driver_images= or words=")
@@ -185,8 +222,16 @@ class Generator:
         items = list(words) if words is not None else list(_as_batch(driver_images, "driver_images"))
         return self._run(src, self.expression_vectors(items), src, masks, seeds, "reenact", sampling)
 
-    def generate(self, identity_images: Any, *, expression: Any, background_images: Any, masks: Any = None,
-                 seeds: Sequence[int] | None = None, **sampling: Any) -> np.ndarray:
+    def generate(
+        self,
+        identity_images: Any,
+        *,
+        expression: Any,
+        background_images: Any,
+        masks: Any = None,
+        seeds: Sequence[int] | None = None,
+        **sampling: Any,
+    ) -> np.ndarray:
         """Identity from identity_images, expression (list of word | face | vector, or one of
         them), background (and head placement) from background_images."""
         # a list/tuple is one item per sample; anything else (a word, one face, one numpy vector)
@@ -195,29 +240,51 @@ class Generator:
         bg = _as_batch(background_images, "background_images")
         return self._run(identity_images, self.expression_vectors(items), bg, masks, seeds, "generate", sampling)
 
-    def from_vectors(self, identity: np.ndarray, expression: np.ndarray, background_images: Any, *,
-                     masks: Any = None, seeds: Sequence[int], **sampling: Any) -> np.ndarray:
+    def from_vectors(
+        self,
+        identity: np.ndarray,
+        expression: np.ndarray,
+        background_images: Any,
+        *,
+        masks: Any = None,
+        seeds: Sequence[int],
+        **sampling: Any,
+    ) -> np.ndarray:
         """Generate from condition vectors directly: identity (B, Di), expression (B, De) in the
         model's encoder spaces (for example a face table's own columns, as training previews do)."""
         unknown = set(sampling) - set(DEFAULT_SAMPLING)
         if unknown:
-            raise TypeError(f"from_vectors: unknown argument(s) {sorted(unknown)}; sampling options are {sorted(DEFAULT_SAMPLING)}")
+            raise TypeError(
+                f"from_vectors: unknown argument(s) {sorted(unknown)}; sampling options are {sorted(DEFAULT_SAMPLING)}"
+            )
         bg_raw = _as_batch(background_images, "background_images")
         ident, expr = np.asarray(identity, np.float32), np.asarray(expression, np.float32)
         if not len(ident) == len(expr) == len(bg_raw) == len(seeds):
-            raise ValueError(f"from_vectors: {len(ident)} identities, {len(expr)} expressions, {len(bg_raw)} backgrounds "
-                             f"and {len(seeds)} seeds; give one of each per sample")
+            raise ValueError(
+                f"from_vectors: {len(ident)} identities, {len(expr)} expressions, {len(bg_raw)} backgrounds "
+                f"and {len(seeds)} seeds; give one of each per sample"
+            )
         m = self._masks(masks, len(bg_raw), bg_raw.shape[1])
         bg = resize_square_batch(bg_raw, self.resolution)
         return self._sample(ident, expr, bg, m, list(seeds), {**self.sampling, **sampling})
 
     # -- shared path ------------------------------------------------------------------------
 
-    def _run(self, identity_images: Any, expr: np.ndarray, background: np.ndarray, masks: Any,
-             seeds: Sequence[int] | None, kind: str, sampling: dict[str, Any]) -> np.ndarray:
+    def _run(
+        self,
+        identity_images: Any,
+        expr: np.ndarray,
+        background: np.ndarray,
+        masks: Any,
+        seeds: Sequence[int] | None,
+        kind: str,
+        sampling: dict[str, Any],
+    ) -> np.ndarray:
         unknown = set(sampling) - set(DEFAULT_SAMPLING)
         if unknown:
-            raise TypeError(f"{kind}: unknown argument(s) {sorted(unknown)}; sampling options are {sorted(DEFAULT_SAMPLING)}")
+            raise TypeError(
+                f"{kind}: unknown argument(s) {sorted(unknown)}; sampling options are {sorted(DEFAULT_SAMPLING)}"
+            )
         opts = {**self.sampling, **sampling}
         ids_img = _as_batch(identity_images, "identity_images")
         n = max(len(ids_img), len(expr), len(background))
@@ -246,14 +313,23 @@ class Generator:
         if arr.dtype == bool:
             arr = arr.astype(np.uint8)
         if arr.ndim != 3 or len(arr) not in (1, n) or arr.shape[1] != arr.shape[2]:
-            raise ValueError(f"masks: shape {arr.shape}; expected (B, S, S) bool/uint8 face masks, one per target/background")
+            raise ValueError(
+                f"masks: shape {arr.shape}; expected (B, S, S) bool/uint8 face masks, one per target/background"
+            )
         m = (arr > (127 if arr.dtype == np.uint8 and arr.max() > 1 else 0)).astype(np.uint8) * 255
         m = resize_square_batch(m, s) >= 128  # (B, S, S) at the model's resolution
         return np.repeat(m, n, axis=0) if len(m) == 1 and n > 1 else m
 
     @torch.no_grad()
-    def _sample(self, ident: np.ndarray, expr: np.ndarray, bg: np.ndarray, masks: np.ndarray,
-                seeds: list[int], opts: dict[str, Any]) -> np.ndarray:
+    def _sample(
+        self,
+        ident: np.ndarray,
+        expr: np.ndarray,
+        bg: np.ndarray,
+        masks: np.ndarray,
+        seeds: list[int],
+        opts: dict[str, Any],
+    ) -> np.ndarray:
         model, dev = self.model, self.device
         img = torch.from_numpy(bg).permute(0, 3, 1, 2).float().to(dev) / 127.5 - 1.0  # (B, 3, S, S)
         mask = torch.from_numpy(np.ascontiguousarray(masks, np.float32))[:, None].to(dev)  # (B, 1, S, S)
@@ -264,15 +340,34 @@ class Generator:
 
         def net(x, t, drop_id, drop_ex):
             k = x.shape[0] // id_t.shape[0]
-            return model(x, t, background.repeat(k, 1, 1, 1), mregion.repeat(k, 1, 1, 1),
-                         id_t.repeat(k, 1), ex_t.repeat(k, 1), drop_id, drop_ex)
+            return model(
+                x,
+                t,
+                background.repeat(k, 1, 1, 1),
+                mregion.repeat(k, 1, 1, 1),
+                id_t.repeat(k, 1),
+                ex_t.repeat(k, 1),
+                drop_id,
+                drop_ex,
+            )
 
         shape = (model.latent_channels, model.latent_size, model.latent_size)
         latent = model.vae is not None
-        z = sample(net, model.schedule, shape, generators_for(seeds), background=background, mask=mregion,
-                   steps=int(opts["steps"]), guidance_identity=float(opts["guidance_identity"]),
-                   guidance_expression=float(opts["guidance_expression"]), guidance_mode=opts["guidance_mode"],
-                   sampler=opts["sampler"], clip=None if latent else 1.0, device=dev)
+        z = sample(
+            net,
+            model.schedule,
+            shape,
+            generators_for(seeds),
+            background=background,
+            mask=mregion,
+            steps=int(opts["steps"]),
+            guidance_identity=float(opts["guidance_identity"]),
+            guidance_expression=float(opts["guidance_expression"]),
+            guidance_mode=opts["guidance_mode"],
+            sampler=opts["sampler"],
+            clip=None if latent else 1.0,
+            device=dev,
+        )
         x = model.decode(z).clamp(-1, 1)
         x = region * x + (1 - region) * img  # pixel-exact background (latent models too)
         out = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
@@ -285,4 +380,3 @@ def _default_seed(kind: str, ident: np.ndarray, bg: np.ndarray, expr: np.ndarray
         h.update(np.ascontiguousarray(part).tobytes())
     h.update(json.dumps(opts, sort_keys=True).encode())
     return int.from_bytes(h.digest()[:6], "little")
-

@@ -16,10 +16,12 @@ def git_commit(watched: tuple[str, ...] = ("sfsr", "jobs")) -> str:
     repository) differ from it, since then HEAD alone does not reproduce the artefact; "unknown"
     outside a git checkout (an installed wheel, a Ray working_dir copy without .git)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *watched], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.split("\n")
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", *watched], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     changed = sorted({line[3:].strip() for line in dirty if line.strip()})

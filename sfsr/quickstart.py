@@ -91,8 +91,16 @@ def make_plan(args: argparse.Namespace, cfg: cluster.PlatformConfig) -> Plan:
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port {args.port}: not a TCP port (1-65535)")
     root = f"s3://{cfg.bucket}/quickstart" if cfg.start_s3 else str(cfg.home.parent / "quickstart" / "data")
-    return Plan(cfg=cfg, root=root, local=cfg.home.parent / "quickstart", photos=photos, synthetic=args.synthetic,
-                steps=args.steps, port=args.port, fresh=args.fresh)  # fmt: skip
+    return Plan(
+        cfg=cfg,
+        root=root,
+        local=cfg.home.parent / "quickstart",
+        photos=photos,
+        synthetic=args.synthetic,
+        steps=args.steps,
+        port=args.port,
+        fresh=args.fresh,
+    )
 
 
 def _env(cfg: cluster.PlatformConfig) -> dict[str, str]:
@@ -140,8 +148,12 @@ def made_from_now(plan: Plan) -> dict:
     from sfsr.io.cache import files_digest
     from sfsr.provenance import git_commit
 
-    return {"init_from_sha256": files_digest(PRETRAINED), "git_commit": git_commit(),
-            "table": storage.join(plan.synth_out, "faces"), "steps": plan.steps}
+    return {
+        "init_from_sha256": files_digest(PRETRAINED),
+        "git_commit": git_commit(),
+        "table": storage.join(plan.synth_out, "faces"),
+        "steps": plan.steps,
+    }
 
 
 def model_stale_because(run_card: dict | None, now: dict) -> str | None:
@@ -150,10 +162,18 @@ def model_stale_because(run_card: dict | None, now: dict) -> str | None:
     if run_card is None:
         return "no earlier model"
     prov, job = run_card.get("provenance") or {}, run_card.get("job") or {}
-    made = {"init_from_sha256": prov.get("init_from_sha256"), "git_commit": prov.get("git_commit"),
-            "table": job.get("table"), "steps": job.get("steps")}
-    what = {"init_from_sha256": "the shipped model", "git_commit": "the code", "table": "the table",
-            "steps": "the number of steps"}
+    made = {
+        "init_from_sha256": prov.get("init_from_sha256"),
+        "git_commit": prov.get("git_commit"),
+        "table": job.get("table"),
+        "steps": job.get("steps"),
+    }
+    what = {
+        "init_from_sha256": "the shipped model",
+        "git_commit": "the code",
+        "table": "the table",
+        "steps": "the number of steps",
+    }
     changed = [f"{what[k]} ({made[k]!s:.20} then, {now[k]!s:.20} now)" for k in what if made[k] != now[k]]
     return "made from other inputs: " + "; ".join(changed) if changed else None
 
@@ -189,23 +209,56 @@ def stage_ingest(plan: Plan) -> int:
 
 
 def stage_train(plan: Plan) -> int:
-    reason = "--fresh" if plan.fresh else model_stale_because(_read_json(storage.join(plan.model, "run_card.json")),
-                                                               made_from_now(plan))
+    reason = (
+        "--fresh"
+        if plan.fresh
+        else model_stale_because(_read_json(storage.join(plan.model, "run_card.json")), made_from_now(plan))
+    )
     if reason is None:
-        print(f"reusing the fine-tuned model {plan.model}: made from the shipped model, code, table and steps "
-              "this run would use (--fresh retrains)", flush=True)
+        print(
+            f"reusing the fine-tuned model {plan.model}: made from the shipped model, code, table and steps "
+            "this run would use (--fresh retrains)",
+            flush=True,
+        )
         return 0
     print(f"training {plan.model} ({reason})", flush=True)
     stop_serving(plan)
     # an earlier run of the same name would be resumed at its last step and train nothing
     storage.delete_prefix(storage.join(plan.runs, RUN_NAME))
-    return submit(plan.cfg, "jobs.train", "--preset", "cpu-demo", "--init-from", str(PRETRAINED),
-                  "--table", storage.join(plan.synth_out, "faces"), "--storage", plan.runs, "--name", RUN_NAME,
-                  "--steps", str(plan.steps), "--lr", "2e-4", "--warmup-steps", "10", "--ema-decay", "0.99",
-                  # the recipe of the shipped model's last stage: a plain denoising fine-tune
-                  # erodes its swaps (judge identity 0.96 -> 0.75 after 100 steps)
-                  "--identity-loss-weight", "0.5", "--expression-loss-weight", "0.1", "--aux-swap", "1.0",
-                  "--checkpoint-every", str(max(1, plan.steps // 2)), "--sample-every", str(plan.steps))  # fmt: skip
+    return submit(
+        plan.cfg,
+        "jobs.train",
+        "--preset",
+        "cpu-demo",
+        "--init-from",
+        str(PRETRAINED),
+        "--table",
+        storage.join(plan.synth_out, "faces"),
+        "--storage",
+        plan.runs,
+        "--name",
+        RUN_NAME,
+        "--steps",
+        str(plan.steps),
+        "--lr",
+        "2e-4",
+        "--warmup-steps",
+        "10",
+        "--ema-decay",
+        "0.99",
+        # the recipe of the shipped model's last stage: a plain denoising fine-tune
+        # erodes its swaps (judge identity 0.96 -> 0.75 after 100 steps)
+        "--identity-loss-weight",
+        "0.5",
+        "--expression-loss-weight",
+        "0.1",
+        "--aux-swap",
+        "1.0",
+        "--checkpoint-every",
+        str(max(1, plan.steps // 2)),
+        "--sample-every",
+        str(plan.steps),
+    )
 
 
 def stage_evaluate(plan: Plan) -> int:
@@ -214,17 +267,35 @@ def stage_evaluate(plan: Plan) -> int:
 
     metrics = plan.eval_dir / "metrics.json"
     earlier = json.loads(metrics.read_text()) if metrics.is_file() else None
-    reason = "--fresh" if plan.fresh else report_stale_because(earlier, files_digest(local_folder(plan.model)),
-                                                                git_commit())
+    reason = (
+        "--fresh" if plan.fresh else report_stale_because(earlier, files_digest(local_folder(plan.model)), git_commit())
+    )
     if reason is None:
-        print(f"reusing the evaluation in {plan.eval_dir}: it scored this model's weights with this code "
-              "(--fresh redoes it)", flush=True)
+        print(
+            f"reusing the evaluation in {plan.eval_dir}: it scored this model's weights with this code "
+            "(--fresh redoes it)",
+            flush=True,
+        )
         return 0
     print(f"evaluating {plan.model} ({reason})", flush=True)
     stop_serving(plan)
     metrics.unlink(missing_ok=True)  # a failed evaluation must not leave the old report to be reused
-    rc = submit(plan.cfg, "jobs.evaluate", "--table", plan.synth_out, "--checkpoint", plan.model,
-                "--output", str(plan.eval_dir), "--task", "swap", "--pairs", "64", "--kid-subsets", "20")  # fmt: skip
+    rc = submit(
+        plan.cfg,
+        "jobs.evaluate",
+        "--table",
+        plan.synth_out,
+        "--checkpoint",
+        plan.model,
+        "--output",
+        str(plan.eval_dir),
+        "--task",
+        "swap",
+        "--pairs",
+        "64",
+        "--kid-subsets",
+        "20",
+    )
     if rc == 0:
         print(f"report: {plan.eval_dir / 'report.html'}")
     return rc
@@ -256,13 +327,16 @@ def serve_config(plan: Plan) -> Path:
     path = plan.local / "serve_config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     revision = files_digest(local_folder(plan.model))
-    path.write_text(yaml.safe_dump(derived_serve_config(plan.port, plan.model, plan.token_file, revision),
-                                   sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(derived_serve_config(plan.port, plan.model, plan.token_file, revision), sort_keys=False)
+    )
     return path
 
 
 def _serve_status(env: dict[str, str]) -> str:
-    done = subprocess.run([cluster._bin("serve"), "status"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [cluster._bin("serve"), "status"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     return done.stdout + done.stderr
 
 
@@ -273,10 +347,14 @@ def stop_serving(plan: Plan) -> None:
     env = _env(plan.cfg) | _serve_env(plan)
     if "sfsr" not in _serve_status(env):
         return
-    print("stopping the Serve application of an earlier run: its replicas hold CPUs the jobs need "
-          "(stage 6 deploys it again)", flush=True)
-    subprocess.run([cluster._bin("serve"), "shutdown", "-y"], env=env, capture_output=True, text=True, timeout=300,
-                   check=False)
+    print(
+        "stopping the Serve application of an earlier run: its replicas hold CPUs the jobs need "
+        "(stage 6 deploys it again)",
+        flush=True,
+    )
+    subprocess.run(
+        [cluster._bin("serve"), "shutdown", "-y"], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def stage_serve(plan: Plan, timeout: float = 600) -> int:
@@ -287,7 +365,9 @@ def stage_serve(plan: Plan, timeout: float = 600) -> int:
     path = serve_config(plan)
     env = _env(plan.cfg) | _serve_env(plan)
     print(f"$ serve deploy {path}", flush=True)
-    done = subprocess.run([cluster._bin("serve"), "deploy", str(path)], env=env, capture_output=True, text=True, cwd=REPO, check=False)
+    done = subprocess.run(
+        [cluster._bin("serve"), "deploy", str(path)], env=env, capture_output=True, text=True, cwd=REPO, check=False
+    )
     if done.returncode:
         print(done.stdout + done.stderr, file=sys.stderr)
         return done.returncode
@@ -332,9 +412,13 @@ def check_app(plan: Plan) -> int:
     example = requests.get(plan.base_url + listed.json()["examples"][0]["url"], headers=auth, timeout=60)
     example.raise_for_status()
     t0 = time.monotonic()
-    r = requests.post(f"{plan.base_url}/v1/reenact", headers=auth, timeout=300,
-                      files={"source": ("example.png", example.content)},
-                      data={"source_aligned": "true", "expression": "contentment", "seed": "0"})  # fmt: skip
+    r = requests.post(
+        f"{plan.base_url}/v1/reenact",
+        headers=auth,
+        timeout=300,
+        files={"source": ("example.png", example.content)},
+        data={"source_aligned": "true", "expression": "contentment", "seed": "0"},
+    )
     if r.status_code != 200:
         print(f"error: POST /v1/reenact answered {r.status_code}: {r.text[:500]}", file=sys.stderr)
         return 1
@@ -346,20 +430,30 @@ def check_app(plan: Plan) -> int:
 
 def summary(plan: Plan) -> str:
     metrics = plan.eval_dir / "metrics.json"
-    lines = ["", "The sfsr platform is up, trained and serving (everything on 127.0.0.1):",
-             f"  web page      {plan.base_url}/",
-             f"  API docs      {plan.base_url}/docs",
-             f"  dashboard     {plan.cfg.dashboard_url}   (Ray token: {plan.cfg.token_path})",
-             f"  API token     {plan.token_file}",
-             f"  model         {plan.model}",
-             f"  evaluation    {plan.eval_dir / 'report.html'}"]  # fmt: skip
+    lines = [
+        "",
+        "The sfsr platform is up, trained and serving (everything on 127.0.0.1):",
+        f"  web page      {plan.base_url}/",
+        f"  API docs      {plan.base_url}/docs",
+        f"  dashboard     {plan.cfg.dashboard_url}   (Ray token: {plan.cfg.token_path})",
+        f"  API token     {plan.token_file}",
+        f"  model         {plan.model}",
+        f"  evaluation    {plan.eval_dir / 'report.html'}",
+    ]
     if metrics.is_file():
-        lines += ["", "Evaluation (jobs/evaluate.py, held-out synthetic faces):", _headline(json.loads(metrics.read_text()))]
-    lines += ["", "Try it:",
-              f"  curl -H \"Authorization: Bearer $(cat {plan.token_file})\" -F source=@selfie.jpg \\",
-              f"       -F expression=hysteria {plan.base_url}/v1/reenact -o reenacted.png",
-              "Jobs: `source " + str(plan.cfg.home / "env.sh") + "` then `ray job submit -- python -m jobs.<name> --help`.",
-              "Stop everything with `make down` (or `sfsr cluster down`)."]  # fmt: skip
+        lines += [
+            "",
+            "Evaluation (jobs/evaluate.py, held-out synthetic faces):",
+            _headline(json.loads(metrics.read_text())),
+        ]
+    lines += [
+        "",
+        "Try it:",
+        f'  curl -H "Authorization: Bearer $(cat {plan.token_file})" -F source=@selfie.jpg \\',
+        f"       -F expression=hysteria {plan.base_url}/v1/reenact -o reenacted.png",
+        "Jobs: `source " + str(plan.cfg.home / "env.sh") + "` then `ray job submit -- python -m jobs.<name> --help`.",
+        "Stop everything with `make down` (or `sfsr cluster down`).",
+    ]
     return "\n".join(lines)
 
 
@@ -391,12 +485,16 @@ def _headline(m: dict) -> str:
     for label, path in HEADLINE_ROWS:
         values = [_at(methods[c], path) for c in cols]
         if any(isinstance(v, (int, float)) for v in values):
-            rows.append(f"  {label:<28}" + "".join(f"{v:>14.3g}" if isinstance(v, (int, float)) else f"{'-':>14}"
-                                                  for v in values))
+            rows.append(
+                f"  {label:<28}"
+                + "".join(f"{v:>14.3g}" if isinstance(v, (int, float)) else f"{'-':>14}" for v in values)
+            )
     if not rows:
         return "(see the report)"
     lines = [f"  {'':<28}" + "".join(f"{c:>14}" for c in cols), *rows]
-    if (methods.get("model") or {}).get("fd") and (m.get("feature_network") or {}).get("comparable_to_published") is False:
+    if (methods.get("model") or {}).get("fd") and (m.get("feature_network") or {}).get(
+        "comparable_to_published"
+    ) is False:
         lines.append("  (FD on offline features, not comparable to published FID)")
     pairs = f"{m.get('pairs')} {m.get('task', '')} pairs of split {m.get('split')!r}" if m.get("pairs") else ""
     return "\n".join([pairs] + lines if pairs else lines)
@@ -432,8 +530,11 @@ def run(args: argparse.Namespace, cfg: cluster.PlatformConfig, up: Callable[[], 
             print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
             rc = 1
         if rc:
-            print(f"quickstart stopped at stage {i} ({title}); see the messages above. "
-                  "What finished is kept: run it again to continue.", file=sys.stderr)  # fmt: skip
+            print(
+                f"quickstart stopped at stage {i} ({title}); see the messages above. "
+                "What finished is kept: run it again to continue.",
+                file=sys.stderr,
+            )
             return rc
         print(f"[{i}/{len(stages)}] done in {time.monotonic() - t0:.0f} s", flush=True)
     print(summary(plan))

@@ -175,16 +175,29 @@ def cmd_detect(args: argparse.Namespace) -> int:
         d = detect(image)
         all_marked &= d.marked
         if args.json:
-            print(json.dumps({"path": path, "marked": d.marked, "matching_bits": d.matching_bits,
-                              "bit_accuracy": round(d.bit_accuracy, 4), "checked": d.checked,
-                              "payload_hex": d.payload_hex, "png_text": text}))
+            print(
+                json.dumps(
+                    {
+                        "path": path,
+                        "marked": d.marked,
+                        "matching_bits": d.matching_bits,
+                        "bit_accuracy": round(d.bit_accuracy, 4),
+                        "checked": d.checked,
+                        "payload_hex": d.payload_hex,
+                        "png_text": text,
+                    }
+                )
+            )
             continue
         if not d.checked:
-            verdict = (f"NOT CHECKED: {image.shape[1]}x{image.shape[0]} is below {MIN_PIXELS} pixels, "
-                       "too small to carry it")
+            verdict = (
+                f"NOT CHECKED: {image.shape[1]}x{image.shape[0]} is below {MIN_PIXELS} pixels, too small to carry it"
+            )
         else:
-            verdict = (f"{'MARKED' if d.marked else 'not marked'}: {d.matching_bits}/{PAYLOAD_BITS} bits match "
-                       f"(threshold {DETECT_MIN_BITS})")
+            verdict = (
+                f"{'MARKED' if d.marked else 'not marked'}: {d.matching_bits}/{PAYLOAD_BITS} bits match "
+                f"(threshold {DETECT_MIN_BITS})"
+            )
         print(f"{path}: {verdict}")
         for key, value in text.items():
             print(f"    {key}: {value}")
@@ -207,13 +220,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def _add_actions(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    det = sub.add_parser("detect", help="say whether images carry the sfsr watermark; exit 1 if any does not",
-                         formatter_class=fmt)
+    det = sub.add_parser(
+        "detect", help="say whether images carry the sfsr watermark; exit 1 if any does not", formatter_class=fmt
+    )
     det.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG or WebP)")
     det.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
     det.set_defaults(func=cmd_detect)
-    emb = sub.add_parser("embed", help="watermark an image and write it as PNG with provenance text",
-                         formatter_class=fmt)
+    emb = sub.add_parser(
+        "embed", help="watermark an image and write it as PNG with provenance text", formatter_class=fmt
+    )
     emb.add_argument("input", metavar="IN", help="image to mark")
     emb.add_argument("output", metavar="OUT", help="PNG file to write")
     emb.add_argument("--model", default="external", help="model name to record in the PNG text")
@@ -224,8 +239,11 @@ def _add_actions(sub: argparse._SubParsersAction) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sfsr watermark detect|embed` to the sfsr command."""
-    wm = subparsers.add_parser("watermark", help="read or write the invisible watermark of generated images",
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    wm = subparsers.add_parser(
+        "watermark",
+        help="read or write the invisible watermark of generated images",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     _add_actions(wm.add_subparsers(dest="action", required=True))
 
 

@@ -72,8 +72,13 @@ def pytest_configure(config: pytest.Config) -> None:
     token file itself is written when the platform starts."""
     global _SESSION_ROOT
     _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="sfsr-test-"))
-    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                       "RAY_AUTH_TOKEN_PATH": str(_SESSION_ROOT / "local" / "auth_token")})  # fmt: skip
+    os.environ.update(
+        {
+            "RAY_AUTH_MODE": "token",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_AUTH_TOKEN_PATH": str(_SESSION_ROOT / "local" / "auth_token"),
+        }
+    )
 
 
 @pytest.fixture(scope="session")

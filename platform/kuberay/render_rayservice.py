@@ -34,9 +34,7 @@ BEGIN_MARKER = "# BEGIN serveConfigV2"
 END_MARKER = "# END serveConfigV2"
 # The only differences between the embedded copy and deployments/serve_config.yaml.
 POD_OVERRIDES: dict[str, dict[str, Any]] = {"http_options": {"host": "0.0.0.0"}}
-HOST_COMMENT = (
-    "# pod IP = isolation boundary: KubeRay's serve Service and probes reach the proxy on it"
-)
+HOST_COMMENT = "# pod IP = isolation boundary: KubeRay's serve Service and probes reach the proxy on it"
 
 
 def pod_serve_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -132,12 +132,16 @@ def load_arcface(path: str | Path, device: str | torch.device = "cpu") -> ArcFac
     layers = layers_from_state(state)
     fc = state.get("fc.weight")
     if fc is None or fc.shape[1] != 512 * 49:
-        raise ValueError(f"{path}: fc.weight is {None if fc is None else tuple(fc.shape)}; expected "
-                         f"(E, {512 * 49}) of a 112 px IResNet")
+        raise ValueError(
+            f"{path}: fc.weight is {None if fc is None else tuple(fc.shape)}; expected "
+            f"(E, {512 * 49}) of a 112 px IResNet"
+        )
     net = IResNet(layers, embedding=int(fc.shape[0]))
     missing, unexpected = net.load_state_dict(state, strict=False)
     # num_batches_tracked is optional in saved BN layers; anything else missing is an error
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match IResNet{layers}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"{path}: weights do not match IResNet{layers}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return ArcFaceEncoder(net).to(device)

@@ -67,9 +67,7 @@ def denoising_loss(
     return per
 
 
-def identity_loss(
-    encoder: IdentityEncoder, x0_hat: torch.Tensor, target_embedding: torch.Tensor
-) -> torch.Tensor:
+def identity_loss(encoder: IdentityEncoder, x0_hat: torch.Tensor, target_embedding: torch.Tensor) -> torch.Tensor:
     """1 - cos(encoder(x0_hat), target) per sample (B,). x0_hat (B, 3, S, S) in [-1, 1] at the
     encoder's input size; target (B, D)."""
     emb = encoder.identity_embedding(x0_hat.clamp(-1, 1))  # (B, D)

@@ -43,13 +43,18 @@ def make_scheduler(schedule: Schedule, sampler: str = "ddim"):
     if sampler == "ddim":
         return DDIMScheduler(**kw, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
     if sampler == "dpmsolver":
-        return DPMSolverMultistepScheduler(**kw, algorithm_type="dpmsolver++", solver_order=2,
-                                           timestep_spacing="trailing", final_sigmas_type="zero")
+        return DPMSolverMultistepScheduler(
+            **kw, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing", final_sigmas_type="zero"
+        )
     raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
 
 
-def initial_noise(shape: Sequence[int], generators: Sequence[torch.Generator],
-                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def initial_noise(
+    shape: Sequence[int],
+    generators: Sequence[torch.Generator],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """(B, *shape) standard normal noise, row i drawn from generators[i] only."""
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device, dtype)
 
@@ -59,8 +64,14 @@ def generators_for(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator(device="cpu").manual_seed(int(s) & 0xFFFF_FFFF_FFFF) for s in seeds]
 
 
-def guided_output(net: Net, x: torch.Tensor, t: torch.Tensor, guidance_identity: float,
-                  guidance_expression: float, mode: str = "compositional") -> torch.Tensor:
+def guided_output(
+    net: Net,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    guidance_identity: float,
+    guidance_expression: float,
+    mode: str = "compositional",
+) -> torch.Tensor:
     """Two-scale classifier-free guided network output (B, C, h, w); see the module docstring."""
     if mode not in GUIDANCE_MODES:
         raise ValueError(f"guidance mode={mode!r} is not one of {GUIDANCE_MODES}")

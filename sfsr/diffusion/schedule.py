@@ -37,13 +37,10 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"prediction_type={self.prediction_type!r} is not one of {PREDICTION_TYPES}"
-            )
+            raise ValueError(f"prediction_type={self.prediction_type!r} is not one of {PREDICTION_TYPES}")
         if self.beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
             raise ValueError(
-                f"beta_schedule={self.beta_schedule!r}: use 'linear', 'scaled_linear' or "
-                "'squaredcos_cap_v2'"
+                f"beta_schedule={self.beta_schedule!r}: use 'linear', 'scaled_linear' or 'squaredcos_cap_v2'"
             )
 
     def scheduler_kwargs(self) -> dict:
@@ -63,12 +60,10 @@ def alphas_cumprod(schedule: Schedule) -> torch.Tensor:
     if schedule.beta_schedule == "linear":
         betas = torch.linspace(schedule.beta_start, schedule.beta_end, T, dtype=torch.float32)
     elif schedule.beta_schedule == "scaled_linear":
-        betas = torch.linspace(schedule.beta_start**0.5, schedule.beta_end**0.5, T,
-                               dtype=torch.float32) ** 2
+        betas = torch.linspace(schedule.beta_start**0.5, schedule.beta_end**0.5, T, dtype=torch.float32) ** 2
     else:  # Nichol & Dhariwal 2021 cosine, betas capped at 0.999 as in diffusers
         f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
-        betas = torch.tensor([min(1 - f((i + 1) / T) / f(i / T), 0.999) for i in range(T)],
-                             dtype=torch.float32)
+        betas = torch.tensor([min(1 - f((i + 1) / T) / f(i / T), 0.999) for i in range(T)], dtype=torch.float32)
     return torch.cumprod(1.0 - betas, dim=0).to(torch.float64)
 
 
@@ -129,9 +124,7 @@ def split_prediction(
     raise ValueError(f"prediction_type={prediction_type!r} is not one of {PREDICTION_TYPES}")
 
 
-def join_prediction(
-    x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, prediction_type: str
-) -> torch.Tensor:
+def join_prediction(x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, prediction_type: str) -> torch.Tensor:
     """Inverse of split_prediction: the network output that means (x0, eps) at a."""
     return target(x0, eps, a, prediction_type)
 

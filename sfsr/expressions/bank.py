@@ -50,9 +50,7 @@ class ExpressionBank:
                     if unknown == "skip":
                         skipped.append(word)
                         continue
-                    raise ValueError(
-                        f"{where}: {err}; relabel it in the ingest job or pass unknown='skip'"
-                    ) from err
+                    raise ValueError(f"{where}: {err}; relabel it in the ingest job or pass unknown='skip'") from err
             sums[key] = sums.get(key, 0.0) + vec * int(count)
             counts[key] = counts.get(key, 0) + int(count)
         self.dim = dim
@@ -98,7 +96,4 @@ def _bank_rows(data: Any) -> list[tuple[str, Any, int]]:
             else:
                 out.append((word, value, 1))
         return out
-    raise TypeError(
-        f"expression bank must be a mapping word -> vector or a pyarrow Table, got "
-        f"{type(data).__name__}"
-    )
+    raise TypeError(f"expression bank must be a mapping word -> vector or a pyarrow Table, got {type(data).__name__}")

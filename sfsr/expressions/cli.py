@@ -18,14 +18,14 @@ from sfsr.expressions.vocabulary import FAMILIES, WORDS, UnknownExpressionError,
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `expressions list` and `expressions show` to an argparse subparsers object."""
-    parser = subparsers.add_parser(
-        "expressions", help="the 135 emotion words (Shaver et al. 1987) and their targets"
-    )
+    parser = subparsers.add_parser("expressions", help="the 135 emotion words (Shaver et al. 1987) and their targets")
     sub = parser.add_subparsers(dest="expressions_command", required=True)
 
     p_list = sub.add_parser("list", help="print the vocabulary as a table")
     p_list.add_argument(
-        "--family", choices=FAMILIES, default=None,
+        "--family",
+        choices=FAMILIES,
+        default=None,
         help="only this family (default: all six)",
     )
     p_list.set_defaults(func=cmd_list)
@@ -33,11 +33,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p_show = sub.add_parser("show", help="print one word and its expression target")
     p_show.add_argument("word", help="a vocabulary word, any case (e.g. hysteria)")
     p_show.add_argument(
-        "--space", choices=("builtin", "synth"), default="builtin",
+        "--space",
+        choices=("builtin", "synth"),
+        default="builtin",
         help="expression space of the target (default: %(default)s)",
     )
     p_show.add_argument(
-        "--bank", default=None,
+        "--bank",
+        default=None,
         help="expression bank Parquet file (word, vector, count) from the ingest job "
         "(default: none, use family prototypes)",
     )
@@ -80,10 +83,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     except UnknownExpressionError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(_table(
-        ("word", "family", "subcluster", "intensity"),
-        [(word.word, word.family, word.subcluster, f"{word.intensity:.2f}")],
-    ))
+    print(
+        _table(
+            ("word", "family", "subcluster", "intensity"),
+            [(word.word, word.family, word.subcluster, f"{word.intensity:.2f}")],
+        )
+    )
     targets = _targets(args.space, args.bank)
     vec, source = targets.resolve(word)
     space = targets.space

@@ -12,7 +12,8 @@ A target is the vector the model's expression condition is given in place of an 
    intensity of the family's bank rows, and neutral is the bank's "neutral" row, else the
    prototype at intensity 0, else the bank's overall mean;
 3. prototype: `prototype_fn(family, intensity)`, for the synthetic-face space
-   `sfsr.synth.factors.family_prototype` (sfsr/synth/conditioning.py builds those targets), for the builtin face pack `FerPrototypes` below.
+   `sfsr.synth.factors.family_prototype` (sfsr/synth/conditioning.py builds those targets), for
+   the builtin face pack `FerPrototypes` below.
 Step 2 can extrapolate past the family mean (a word stronger than the family's average), so its
 result is clipped to the space's bounds (`ExpressionSpace.low/high`, the synthetic factor
 ranges) and class probabilities (`n_probabilities`) are clipped at 0 and renormalised.
@@ -54,6 +55,7 @@ SUBCLUSTER_MIXTURES: dict[tuple[str, str], dict[str, float]] = {
     ("anger", "disgust"): {"disgust": 0.7, "angry": 0.3},
 }
 
+
 @dataclass(frozen=True)
 class ExpressionSpace:
     """An expression encoder's output space: `dim` floats; the first `n_probabilities` are
@@ -75,9 +77,7 @@ class ExpressionSpace:
                     f"{self.dim}; give one per component or none"
                 )
         if self.dim <= 0:
-            raise ValueError(
-                f"expression space {self.name!r}: dim must be positive, got {self.dim}"
-            )
+            raise ValueError(f"expression space {self.name!r}: dim must be positive, got {self.dim}")
         if self.components and len(self.components) != self.dim:
             raise ValueError(
                 f"expression space {self.name!r}: {len(self.components)} component names for "
@@ -85,8 +85,7 @@ class ExpressionSpace:
             )
         if not 0 <= self.n_probabilities <= self.dim:
             raise ValueError(
-                f"expression space {self.name!r}: n_probabilities {self.n_probabilities} is "
-                f"outside [0, dim={self.dim}]"
+                f"expression space {self.name!r}: n_probabilities {self.n_probabilities} is outside [0, dim={self.dim}]"
             )
 
 
@@ -140,8 +139,7 @@ class FerPrototypes:
         geo = np.zeros(n_geo, np.float32) if geometry is None else np.asarray(geometry, np.float32)
         if geo.shape != (n_geo,):
             raise ValueError(
-                f"FerPrototypes: geometry has shape {geo.shape}, space {space.name!r} has "
-                f"{n_geo} geometry components"
+                f"FerPrototypes: geometry has shape {geo.shape}, space {space.name!r} has {n_geo} geometry components"
             )
         self.space = space
         self.geometry = geo
@@ -178,8 +176,7 @@ class ExpressionTargets:
     ) -> None:
         if bank is None and prototype_fn is None:
             raise ValueError(
-                f"expression targets for space {space.name!r} need an expression bank, a "
-                f"prototype function, or both"
+                f"expression targets for space {space.name!r} need an expression bank, a prototype function, or both"
             )
         if bank is not None and not isinstance(bank, ExpressionBank):
             bank = ExpressionBank(bank, space.dim)
@@ -206,7 +203,7 @@ class ExpressionTargets:
         geometry = neutral_geometry
         if geometry is None and bank is not None:
             anchor = bank.neutral() if bank.neutral() is not None else bank.overall_mean()
-            geometry = None if anchor is None else anchor[len(FER_CLASSES):]
+            geometry = None if anchor is None else anchor[len(FER_CLASSES) :]
         return cls(space, bank=bank, prototype_fn=FerPrototypes(space, geometry))
 
     # -- resolution -------------------------------------------------------------------------

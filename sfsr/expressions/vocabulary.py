@@ -52,10 +52,7 @@ class UnknownExpressionError(ValueError):
         if suggestions:
             hint = f"did you mean {', '.join(repr(s) for s in suggestions)}?"
         elif normalize(word) == "neutral":
-            hint = (
-                "a neutral face is intensity 0 of any family, not a word "
-                "(ExpressionTargets.neutral())"
-            )
+            hint = "a neutral face is intensity 0 of any family, not a word (ExpressionTargets.neutral())"
         else:
             hint = "no close match"
         super().__init__(
@@ -119,8 +116,24 @@ def lookup(word: str) -> ExpressionWord:
 
 # Suffixes stripped (repeatedly, longest first) to compare word stems: happy/happiness -> happ,
 # excited/excitement -> excit, fearful/fear -> fear, sad/sadness -> sad.
-_SUFFIXES = ("ified", "ness", "ment", "ation", "ition", "ity", "ful", "ous", "ing", "ion", "ed",
-             "en", "ly", "ic", "y", "e")
+_SUFFIXES = (
+    "ified",
+    "ness",
+    "ment",
+    "ation",
+    "ition",
+    "ity",
+    "ful",
+    "ous",
+    "ing",
+    "ion",
+    "ed",
+    "en",
+    "ly",
+    "ic",
+    "y",
+    "e",
+)
 
 # A few label words of face datasets that no suffix rule reaches.
 _IRREGULAR = {"afraid": "fear", "scared": "fear", "mad": "anger", "upset": "distress"}

@@ -19,7 +19,24 @@ from sfsr.faces.pack import (
 )
 
 __all__ = [
-    "Detection", "Detector", "Encoder", "FacePack", "FaceRecord", "OutputSpec", "PackContext", "PackError",
-    "PackFile", "PackManifest", "Pose", "PoseEstimator", "analyze_image", "encode_crops", "face_mask",
-    "init_manifest", "list_packs", "open_pack", "register_loader", "verify",
+    "Detection",
+    "Detector",
+    "Encoder",
+    "FacePack",
+    "FaceRecord",
+    "OutputSpec",
+    "PackContext",
+    "PackError",
+    "PackFile",
+    "PackManifest",
+    "Pose",
+    "PoseEstimator",
+    "analyze_image",
+    "encode_crops",
+    "face_mask",
+    "init_manifest",
+    "list_packs",
+    "open_pack",
+    "register_loader",
+    "verify",
 ]

@@ -65,8 +65,10 @@ def face_mask(landmarks_crop: np.ndarray | None, size: int) -> np.ndarray:
 def analyze_image(pack: FacePack, image: np.ndarray, crop_size: int | None = None) -> list[FaceRecord]:
     """Detect every face in an (H, W, 3) uint8 RGB image and align, mask and pose each one."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"analyze_image: expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}; "
-                         "decode with sfsr.io.images.decode_image")
+        raise ValueError(
+            f"analyze_image: expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}; "
+            "decode with sfsr.io.images.decode_image"
+        )
     size = crop_size or pack.crop_size
     out = []
     for i, det in enumerate(pack.detector.detect(image)):

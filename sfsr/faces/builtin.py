@@ -52,8 +52,10 @@ def _image(image: np.ndarray, what: str = "image") -> np.ndarray:
 def _crops(crops: np.ndarray, size: int, who: str) -> np.ndarray:
     crops = np.asarray(crops)
     if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
-        raise ValueError(f"{who}: expected crops (B, {size}, {size}, 3) uint8, got {crops.shape} {crops.dtype}; "
-                         "use sfsr.faces.analyze.encode_crops, which resizes")
+        raise ValueError(
+            f"{who}: expected crops (B, {size}, {size}, 3) uint8, got {crops.shape} {crops.dtype}; "
+            "use sfsr.faces.analyze.encode_crops, which resizes"
+        )
     return crops
 
 
@@ -133,6 +135,7 @@ def geometry(p: np.ndarray) -> np.ndarray:
     # corners above the inner-lip midpoint (smaller y) read positive: a smile lifts them
     corner_lift = ((p[62, 1] + p[66, 1]) / 2 - (p[48, 1] + p[54, 1]) / 2) / iod
     brow_raise = ((le[1] - p[17:22, 1].mean()) + (re[1] - p[22:27, 1].mean())) / 2 / iod
+
     def ear(i: int) -> float:  # eye aspect ratio of the six points from i: height / width
         e = p[i : i + 6]
         return (np.linalg.norm(e[1] - e[5]) + np.linalg.norm(e[2] - e[4])) / (2 * np.linalg.norm(e[0] - e[3]) + 1e-6)

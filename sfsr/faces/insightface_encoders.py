@@ -70,8 +70,10 @@ def mean_shape_68() -> np.ndarray:
     spec = importlib.util.find_spec("insightface")
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "objects" / "meanshape_68.pkl" if spec else None
     if path is None or not path.is_file():
-        raise RuntimeError("insightface's data/objects/meanshape_68.pkl was not found; install the insightface "
-                           "version pinned in pyproject.toml")
+        raise RuntimeError(
+            "insightface's data/objects/meanshape_68.pkl was not found; install the insightface "
+            "version pinned in pyproject.toml"
+        )
     with path.open("rb") as fh:
         shape = np.asarray(_ArrayOnlyUnpickler(fh).load(), dtype=np.float64)
     if shape.shape != (68, 3):
@@ -111,8 +113,10 @@ class ArcFaceEncoder:
     def __init__(self, net: OnnxNet, *, name: str, version: str, max_batch: int = 32):
         size = net.square_size
         if size is None:
-            raise ValueError(f"{net.path}: the identity model's input is {net.height}x{net.width}; "
-                             "an ArcFace recogniser takes a fixed square (112 x 112)")
+            raise ValueError(
+                f"{net.path}: the identity model's input is {net.height}x{net.width}; "
+                "an ArcFace recogniser takes a fixed square (112 x 112)"
+            )
         out = net.output_shapes[0]
         if len(net.output_names) != 1 or len(out) != 2 or not isinstance(out[1], int):
             raise ValueError(f"{net.path}: the identity model outputs {net.output_shapes}; expected one (N, D) vector")
@@ -140,8 +144,10 @@ class Landmarks3D:
 
     def __init__(self, net: OnnxNet, max_batch: int = 32):
         if net.square_size != LANDMARK_INPUT:
-            raise ValueError(f"{net.path}: the 3D landmark model's input is {net.height}x{net.width}; "
-                             f"1k3d68 takes {LANDMARK_INPUT}x{LANDMARK_INPUT}")
+            raise ValueError(
+                f"{net.path}: the 3D landmark model's input is {net.height}x{net.width}; "
+                f"1k3d68 takes {LANDMARK_INPUT}x{LANDMARK_INPUT}"
+            )
         width = net.output_shapes[0][-1]
         if isinstance(width, int) and (width % 3 or width < 68 * 3):
             raise ValueError(f"{net.path}: the 3D landmark model outputs {width} values; expected 3 x N >= 204")
@@ -258,8 +264,9 @@ class ExpressionEncoder:
     normalised with the manifest's "expression" normalisation, RGB.
     """
 
-    def __init__(self, landmarks: Landmarks3D, regressor: OnnxNet | None = None, *, name: str, version: str,
-                 max_batch: int = 32):
+    def __init__(
+        self, landmarks: Landmarks3D, regressor: OnnxNet | None = None, *, name: str, version: str, max_batch: int = 32
+    ):
         self.landmarks = landmarks
         self.regressor = regressor
         self.name = name
@@ -270,9 +277,11 @@ class ExpressionEncoder:
             size = regressor.square_size
             width = regressor.output_shapes[0][-1]
             if size is None or not isinstance(width, int):
-                raise ValueError(f"{regressor.path}: the expression model must take fixed square images and "
-                                 f"output a fixed-size vector; it has input {regressor.height}x{regressor.width} "
-                                 f"and output {regressor.output_shapes[0]}")
+                raise ValueError(
+                    f"{regressor.path}: the expression model must take fixed square images and "
+                    f"output a fixed-size vector; it has input {regressor.height}x{regressor.width} "
+                    f"and output {regressor.output_shapes[0]}"
+                )
             self.regressor_size = size
             names = tuple(f"{regressor.path.stem}_{i}" for i in range(width))
         # The crops this encoder wants: the regressor's size, else the face region 1k3d68 sees.

@@ -96,8 +96,11 @@ def published_mismatches(manifest: PackManifest) -> list[tuple[str, str, str]]:
     if manifest.version not in LAYOUT_NAMES:
         return []
     published = layout_document(manifest.version).get("published_sha256", {})
-    return [(f.name, published[f.name], f.sha256) for f in manifest.files
-            if f.name in published and published[f.name] != f.sha256]
+    return [
+        (f.name, published[f.name], f.sha256)
+        for f in manifest.files
+        if f.name in published and published[f.name] != f.sha256
+    ]
 
 
 def normalisation_for(ctx: PackContext, role: str) -> Normalisation:
@@ -111,9 +114,11 @@ def normalisation_for(ctx: PackContext, role: str) -> Normalisation:
         return DETECTOR_NORMALISATION
     if role in ("identity", "landmarks_3d68"):
         return graph_normalisation(ctx.path(role), role)
-    raise PackError(f"pack {manifest.name!r} at {ctx.location}: no normalisation for role {role!r}; add "
-                    f'"normalisation": {{"{role}": {{"mean": [...], "std": [...]}}}} (pixels 0..255, RGB) '
-                    f"to its {MANIFEST_NAME}")
+    raise PackError(
+        f"pack {manifest.name!r} at {ctx.location}: no normalisation for role {role!r}; add "
+        f'"normalisation": {{"{role}": {{"mean": [...], "std": [...]}}}} (pixels 0..255, RGB) '
+        f"to its {MANIFEST_NAME}"
+    )
 
 
 def load_insightface_pack(ctx: PackContext) -> FacePack:
@@ -121,15 +126,20 @@ def load_insightface_pack(ctx: PackContext) -> FacePack:
     manifest = ctx.manifest
     for role in ("detector", "identity", "landmarks_3d68"):
         if not manifest.has_role(role):
-            raise PackError(f"pack {manifest.name!r} at {ctx.location}: no file with role {role!r}; an insightface "
-                            "pack needs detector, identity and landmarks_3d68 (re-run `sfsr packs init` with "
-                            "--layout buffalo_l or antelopev2)")
+            raise PackError(
+                f"pack {manifest.name!r} at {ctx.location}: no file with role {role!r}; an insightface "
+                "pack needs detector, identity and landmarks_3d68 (re-run `sfsr packs init` with "
+                "--layout buffalo_l or antelopev2)"
+            )
     mismatched = published_mismatches(manifest)
     if mismatched:
         lines = "; ".join(f"{n}: published {p[:12]}..., this pack {a[:12]}..." for n, p, a in mismatched)
-        warnings.warn(f"pack {manifest.name!r} at {ctx.location}: files differ from the official {manifest.version} "
-                      f"release ({lines}); fine for converted or re-exported weights, otherwise re-download",
-                      UnpublishedWeightsWarning, stacklevel=2)
+        warnings.warn(
+            f"pack {manifest.name!r} at {ctx.location}: files differ from the official {manifest.version} "
+            f"release ({lines}); fine for converted or re-exported weights, otherwise re-download",
+            UnpublishedWeightsWarning,
+            stacklevel=2,
+        )
     providers = select_providers(ctx.providers)
 
     def net(role: str) -> OnnxNet:
@@ -140,8 +150,9 @@ def load_insightface_pack(ctx: PackContext) -> FacePack:
         return f"{KIND}/{f.name.rsplit('.', 1)[0]}", f.sha256[:12]
 
     name, version = label("detector")
-    detector = ScrfdDetector(net("detector"), name=name, version=version,
-                             det_size=int(manifest.input_size.get("detector", DEFAULT_DET_SIZE)))
+    detector = ScrfdDetector(
+        net("detector"), name=name, version=version, det_size=int(manifest.input_size.get("detector", DEFAULT_DET_SIZE))
+    )
     name, version = label("identity")
     identity = ArcFaceEncoder(net("identity"), name=name, version=version)
     landmarks = Landmarks3D(net("landmarks_3d68"))

@@ -38,8 +38,10 @@ def select_providers(requested: Sequence[str] | None = None, available: Sequence
     if requested is None:
         chosen = [p for p in PROVIDER_PREFERENCE if p in avail]
         if not chosen:
-            raise RuntimeError(f"onnxruntime offers neither CUDA nor CPU execution (available: {avail}); "
-                               "reinstall onnxruntime (CPU) or onnxruntime-gpu")
+            raise RuntimeError(
+                f"onnxruntime offers neither CUDA nor CPU execution (available: {avail}); "
+                "reinstall onnxruntime (CPU) or onnxruntime-gpu"
+            )
         return chosen
     wanted = list(requested)
     chosen = [p for p in wanted if p in avail]
@@ -51,8 +53,11 @@ def select_providers(requested: Sequence[str] | None = None, available: Sequence
             "(pip uninstall -y onnxruntime && pip install 'sfsr[gpu]'), or pass providers=None"
         )
     if dropped:
-        warnings.warn(f"onnxruntime providers {dropped} are not available here (available: {avail}); "
-                      f"running with {chosen}", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"onnxruntime providers {dropped} are not available here (available: {avail}); running with {chosen}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if CPU in avail and CPU not in chosen:
         chosen.append(CPU)
     return chosen
@@ -93,8 +98,10 @@ class OnnxNet:
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(providers))
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise RuntimeError(f"{self.path}: onnxruntime cannot load this {role} model ({e}); "
-                               "re-download the file or check that it is the one the manifest names") from e
+            raise RuntimeError(
+                f"{self.path}: onnxruntime cannot load this {role} model ({e}); "
+                "re-download the file or check that it is the one the manifest names"
+            ) from e
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ValueError(f"{self.path}: the {role} model has {len(inputs)} inputs; insightface models have one")
@@ -109,8 +116,10 @@ class OnnxNet:
         mean = np.asarray(normalisation.mean, np.float32).reshape(-1)
         std = np.asarray(normalisation.std, np.float32).reshape(-1)
         if mean.size not in (1, 3) or std.size not in (1, 3) or np.any(std == 0):
-            raise ValueError(f"{self.path}: normalisation mean {normalisation.mean} / std {normalisation.std} "
-                             "needs 1 or 3 values each and no zero std")
+            raise ValueError(
+                f"{self.path}: normalisation mean {normalisation.mean} / std {normalisation.std} "
+                "needs 1 or 3 values each and no zero std"
+            )
         self.mean = np.broadcast_to(mean, (3,)).reshape(1, 3, 1, 1)
         self.std = np.broadcast_to(std, (3,)).reshape(1, 3, 1, 1)
 
@@ -139,8 +148,10 @@ class OnnxNet:
         """
         step = self.batch if self.batch is not None else max_batch
         if self.batch not in (None, 1):
-            raise ValueError(f"{self.path}: the {self.role} model has fixed batch size {self.batch}; "
-                             "sfsr runs models with a dynamic batch or batch 1")
+            raise ValueError(
+                f"{self.path}: the {self.role} model has fixed batch size {self.batch}; "
+                "sfsr runs models with a dynamic batch or batch 1"
+            )
         outs = [self.run(self.blob(images[i : i + step]))[0] for i in range(0, len(images), step)]
         return np.concatenate(outs, 0).astype(np.float32, copy=False)
 
@@ -151,5 +162,3 @@ def check_crops(crops: np.ndarray, what: str) -> np.ndarray:
     if a.ndim != 4 or a.shape[3] != 3 or a.shape[1] != a.shape[2] or a.dtype != np.uint8:
         raise ValueError(f"{what}: expected aligned crops as a (B, S, S, 3) uint8 array, got {a.shape} {a.dtype}")
     return a
-
-

@@ -83,12 +83,15 @@ class ScrfdDetector:
     ):
         n = len(net.output_names)
         if n not in _LAYOUTS:
-            raise ValueError(f"{net.path}: {n} outputs; an SCRFD detector has 6, 9, 10 or 15 "
-                             "(scores, boxes[, keypoints] per stride)")
+            raise ValueError(
+                f"{net.path}: {n} outputs; an SCRFD detector has 6, 9, 10 or 15 (scores, boxes[, keypoints] per stride)"
+            )
         self.strides, self.num_anchors, has_kps = _LAYOUTS[n]
         if not has_kps:
-            raise ValueError(f"{net.path}: this SCRFD model predicts no keypoints ({n} outputs); sfsr aligns "
-                             "faces on five points, so use a *_kps / *_bnkps model such as det_10g.onnx")
+            raise ValueError(
+                f"{net.path}: this SCRFD model predicts no keypoints ({n} outputs); sfsr aligns "
+                "faces on five points, so use a *_kps / *_bnkps model such as det_10g.onnx"
+            )
         self.net = net
         self.name = name
         self.version = version
@@ -129,8 +132,10 @@ class ScrfdDetector:
             kdist = (outs[idx + 2 * fmc][0] if outs[idx + 2 * fmc].ndim == 3 else outs[idx + 2 * fmc]) * stride
             centres = self._anchor_centres(height // stride, width // stride, stride)
             if len(centres) != len(score):
-                raise RuntimeError(f"{self.net.path}: stride {stride} gave {len(score)} scores for "
-                                   f"{len(centres)} anchors; the model's layout is not SCRFD's")
+                raise RuntimeError(
+                    f"{self.net.path}: stride {stride} gave {len(score)} scores for "
+                    f"{len(centres)} anchors; the model's layout is not SCRFD's"
+                )
             keep = np.where(score.reshape(-1) >= self.score_threshold)[0]
             c = centres[keep]
             d = dist[keep]

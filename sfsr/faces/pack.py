@@ -116,9 +116,7 @@ class PackManifest:
             "name": self.name,
             "version": self.version,
             "kind": self.kind,
-            "files": [
-                {k: v for k, v in vars(f).items() if not (k == "package" and not v)} for f in self.files
-            ],
+            "files": [{k: v for k, v in vars(f).items() if not (k == "package" and not v)} for f in self.files],
             "input_size": dict(self.input_size),
             "normalisation": {r: {"mean": list(n.mean), "std": list(n.std)} for r, n in self.normalisation.items()},
             "alignment": {"template": self.alignment.template, "points": list(self.alignment.points)},
@@ -166,8 +164,10 @@ class PackManifest:
         except PackError:
             raise
         except (KeyError, TypeError, ValueError) as e:
-            raise PackError(f"{where}: malformed pack manifest ({type(e).__name__}: {e}); compare with sfsr-pack.json "
-                            "written by `sfsr packs init`") from e
+            raise PackError(
+                f"{where}: malformed pack manifest ({type(e).__name__}: {e}); compare with sfsr-pack.json "
+                "written by `sfsr packs init`"
+            ) from e
         for f in manifest.files:
             if len(f.sha256) != 64 or any(c not in "0123456789abcdef" for c in f.sha256):
                 raise PackError(f"{where}: file {f.name} has sha256 {f.sha256!r}, which is not 64 hex digits")
@@ -269,8 +269,10 @@ def package_dir(package: str) -> Path:
     face_recognition_models, import pkg_resources at import time, which new setuptools lacks)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise PackError(f"Python package {package!r} is not installed; the builtin pack needs it "
-                        f"(pip install the versions pinned in pyproject.toml)")
+        raise PackError(
+            f"Python package {package!r} is not installed; the builtin pack needs it "
+            f"(pip install the versions pinned in pyproject.toml)"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -305,8 +307,9 @@ def check_files(manifest: PackManifest, paths: Mapping[str, Path], location: str
             for name, exp, act in problems
         ]
         raise PackError(
-            f"pack {manifest.name!r} at {location} failed verification:\n" + "\n".join(lines) +
-            "\nRe-download the listed files; if you replaced them on purpose, re-run `sfsr packs init`.",
+            f"pack {manifest.name!r} at {location} failed verification:\n"
+            + "\n".join(lines)
+            + "\nRe-download the listed files; if you replaced them on purpose, re-run `sfsr packs init`.",
             problems,
         )
 
@@ -347,8 +350,9 @@ def resolve(spec: str) -> tuple[PackManifest, dict[str, Path], str]:
     if not folder.exists() and os.sep not in spec and (packs_dir() / spec).is_dir():
         folder = packs_dir() / spec  # a bare name: a pack under $SFSR_PACKS_DIR
     if not folder.is_dir():
-        raise PackError(f"pack {spec!r}: not 'builtin', not an s3:// prefix, and no such folder "
-                        f"(also looked in {packs_dir()})")
+        raise PackError(
+            f"pack {spec!r}: not 'builtin', not an s3:// prefix, and no such folder (also looked in {packs_dir()})"
+        )
     m = _read_manifest(folder)
     return m, _local_paths(m, folder), str(folder)
 
@@ -429,9 +433,11 @@ def init_manifest(
         raise PackError(f"{root}: not a folder; put the {layout} files ({', '.join(lay.files)}) in one")
     missing = [f for f in lay.files if not (root / f).is_file()]
     if missing:
-        raise PackError(f"{root}: layout {layout} needs {', '.join(missing)}, which are not there; "
-                        f"download the {layout} files into this folder first",
-                        [(f, "", "missing") for f in missing])
+        raise PackError(
+            f"{root}: layout {layout} needs {', '.join(missing)}, which are not there; "
+            f"download the {layout} files into this folder first",
+            [(f, "", "missing") for f in missing],
+        )
     if (root / MANIFEST_NAME).exists() and not overwrite:
         raise PackError(f"{root / MANIFEST_NAME} exists already; pass overwrite (--force) to re-trust the files")
     files = tuple(
@@ -439,8 +445,15 @@ def init_manifest(
         for fname, role in lay.files.items()
     )
     manifest = PackManifest(
-        name=name or root.name, version=layout, kind=lay.kind, files=files, input_size=dict(lay.input_size),
-        normalisation=dict(lay.normalisation), alignment=lay.alignment, licence=lay.licence, source=lay.source,
+        name=name or root.name,
+        version=layout,
+        kind=lay.kind,
+        files=files,
+        input_size=dict(lay.input_size),
+        normalisation=dict(lay.normalisation),
+        alignment=lay.alignment,
+        licence=lay.licence,
+        source=lay.source,
         notes="manifest written by `sfsr packs init` (trust on first use: checksums are of the files found then)",
     )
     (root / MANIFEST_NAME).write_text(manifest.to_json())
@@ -475,6 +488,8 @@ def list_packs(directory: str | os.PathLike | None = None, *, check: bool = True
             try:
                 check_files(manifest, paths, location)
             except PackError as e:
-                status = "; ".join(f"{n}: {'missing' if a == 'missing' else 'sha256 mismatch'}" for n, _, a in e.problems)
+                status = "; ".join(
+                    f"{n}: {'missing' if a == 'missing' else 'sha256 mismatch'}" for n, _, a in e.problems
+                )
         out.append(PackStatus(manifest.name, manifest.kind, manifest.licence, status, location))
     return out

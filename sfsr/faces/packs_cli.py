@@ -29,8 +29,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except pack.PackError as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
-    print(f"ok: pack {manifest.name!r} (kind {manifest.kind}, version {manifest.version}): "
-          f"{len(manifest.files)} files match their sha256")
+    print(
+        f"ok: pack {manifest.name!r} (kind {manifest.kind}, version {manifest.version}): "
+        f"{len(manifest.files)} files match their sha256"
+    )
     for f in manifest.files:
         print(f"  {f.role:<16} {f.name}  {f.size / 1e6:.1f} MB  {f.licence}")
     return 0
@@ -45,7 +47,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"wrote {args.path}/{pack.MANIFEST_NAME} for pack {manifest.name!r} ({args.layout}), trusting these files:")
     for f in manifest.files:
         print(f"  {f.role:<16} {f.name}  sha256 {f.sha256}")
-    print(f"licence: {manifest.licence}\nFrom now on `sfsr packs verify {args.path}` and every job check these checksums.")
+    print(
+        f"licence: {manifest.licence}\nFrom now on `sfsr packs verify {args.path}` and every job check these checksums."
+    )
     return 0
 
 

@@ -35,7 +35,7 @@ def listing_digest(prefix: str, stats: list[storage.FileStat]) -> str:
     base = prefix.rstrip("/") + "/"
     h = hashlib.sha256()
     for s in sorted(stats, key=lambda s: s.uri):
-        h.update(json.dumps([s.uri[len(base):], s.size, s.version]).encode() + b"\n")
+        h.update(json.dumps([s.uri[len(base) :], s.size, s.version]).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -55,13 +55,14 @@ def fetch_folder(uri: str, cache_root: str | Path) -> Path:
         tmp = root / f".tmp-{digest[:12]}-{uuid.uuid4().hex[:8]}"
         try:
             for s in stats:
-                target = tmp / s.uri[len(prefix) + 1:]
+                target = tmp / s.uri[len(prefix) + 1 :]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(storage.read_bytes(s.uri))
             if listing_digest(prefix, storage.stat_files(prefix + "/")) != digest:
                 continue  # written to while we copied: what we hold may mix two versions
-            (tmp / LISTING).write_text(json.dumps({"uri": uri, "digest": digest,
-                                                   "files": [[s.uri, s.size, s.version] for s in stats]}))
+            (tmp / LISTING).write_text(
+                json.dumps({"uri": uri, "digest": digest, "files": [[s.uri, s.size, s.version] for s in stats]})
+            )
             try:
                 os.rename(tmp, dest)
             except OSError:
@@ -70,8 +71,10 @@ def fetch_folder(uri: str, cache_root: str | Path) -> Path:
             return dest
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    raise storage.StorageError(f"{uri}: its files changed during each of {ATTEMPTS} copies; "
-                               "wait until whoever writes there has finished, then load it again")
+    raise storage.StorageError(
+        f"{uri}: its files changed during each of {ATTEMPTS} copies; "
+        "wait until whoever writes there has finished, then load it again"
+    )
 
 
 def default_root() -> Path:

@@ -34,10 +34,20 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Stable reason codes (stored in error tables; never rename one).
-REASONS = frozenset({
-    "empty", "too_many_bytes", "not_an_image", "unsupported_format", "truncated", "corrupt",
-    "too_many_pixels", "too_small", "animated", "unsupported_mode",
-})
+REASONS = frozenset(
+    {
+        "empty",
+        "too_many_bytes",
+        "not_an_image",
+        "unsupported_format",
+        "truncated",
+        "corrupt",
+        "too_many_pixels",
+        "too_small",
+        "animated",
+        "unsupported_mode",
+    }
+)
 
 _WHAT_TO_DO = {
     "empty": "the file has no bytes; re-export or re-download it",
@@ -54,9 +64,17 @@ _WHAT_TO_DO = {
 
 # File signatures, so a refused format is named rather than called "not an image" (PIL format names).
 _SIGNATURES = (
-    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
-    (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"\x00\x00\x01\x00", "ICO"),
-    (b"8BPS", "PSD"), (b"\xff\x0a", "JPEG XL"), (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"8BPS", "PSD"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
 )
 _ISO_BMFF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF", b"heif": "HEIF"}
 
@@ -130,8 +148,11 @@ def _to_rgb(img: Image.Image, source: str) -> np.ndarray:
         wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)  # (H, W)
         grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info) \
-            or (mode in ("L", "RGB") and "transparency" in img.info):
+    if (
+        mode in ("RGBA", "LA", "PA", "RGBa", "La")
+        or (mode == "P" and "transparency" in img.info)
+        or (mode in ("L", "RGB") and "transparency" in img.info)
+    ):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
@@ -159,7 +180,8 @@ def decode_image(data: bytes, *, source: str = "<bytes>", limits: ImageLimits = 
         fmt = img.format or "unknown"
         if width * height > limits.max_pixels:
             raise ImageError(
-                "too_many_pixels", source,
+                "too_many_pixels",
+                source,
                 f"{width}x{height} = {width * height} pixels, the limit is {limits.max_pixels}",
             )
         if getattr(img, "n_frames", 1) > 1:
@@ -167,7 +189,9 @@ def decode_image(data: bytes, *, source: str = "<bytes>", limits: ImageLimits = 
         if fmt not in limits.formats:
             raise ImageError("unsupported_format", source, f"{fmt} images are not accepted")
         if min(width, height) < limits.min_side:
-            raise ImageError("too_small", source, f"{width}x{height}, each side needs at least {limits.min_side} pixels")
+            raise ImageError(
+                "too_small", source, f"{width}x{height}, each side needs at least {limits.min_side} pixels"
+            )
         try:
             img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -80,11 +80,13 @@ def face_table_schema(
     for name, value in (("identity_dim", identity_dim), ("expression_dim", expression_dim), ("crop_size", crop_size)):
         if int(value) <= 0:
             raise ValueError(f"face_table_schema: {name} must be positive, got {value}")
-    labels = pa.struct([
-        pa.field("identity_label", pa.string()),
-        pa.field("expression_word", pa.string()),
-        pa.field("synth_params", pa.string()),  # JSON text: synthetic generator factors
-    ])
+    labels = pa.struct(
+        [
+            pa.field("identity_label", pa.string()),
+            pa.field("expression_word", pa.string()),
+            pa.field("synth_params", pa.string()),  # JSON text: synthetic generator factors
+        ]
+    )
     fields = [
         pa.field("face_id", pa.string(), nullable=False),
         pa.field("source_uri", pa.string(), nullable=False),
@@ -159,8 +161,10 @@ def face_row(
         want = schema.field(field).type.list_size
         a = np.asarray(value, np.float32).reshape(-1)
         if a.size != want:
-            raise ValueError(f"{where}: {field} has {a.size} values, the face table expects {want}; "
-                             f"{_VECTOR_FIX.get(field, 'give it in the layout of face_table_schema')}")
+            raise ValueError(
+                f"{where}: {field} has {a.size} values, the face table expects {want}; "
+                f"{_VECTOR_FIX.get(field, 'give it in the layout of face_table_schema')}"
+            )
         if field in _VECTOR_FIX and not np.isfinite(a).all():
             raise ValueError(f"{where}: {field} holds NaN or infinite values; the encoder failed on this crop, drop it")
         return a.tolist()
@@ -172,11 +176,15 @@ def face_row(
 
     def png(field: str, value: Any) -> bytes:
         if not isinstance(value, (bytes, bytearray)):
-            raise ValueError(f"{where}: {field} must be PNG bytes, got {type(value).__name__}; "
-                             "encode it with sfsr.io.images.encode_png")
+            raise ValueError(
+                f"{where}: {field} must be PNG bytes, got {type(value).__name__}; "
+                "encode it with sfsr.io.images.encode_png"
+            )
         if not value.startswith(_PNG):
-            raise ValueError(f"{where}: {field} is not PNG data (starts {bytes(value[:8])!r}); "
-                             "encode it with sfsr.io.images.encode_png")
+            raise ValueError(
+                f"{where}: {field} is not PNG data (starts {bytes(value[:8])!r}); "
+                "encode it with sfsr.io.images.encode_png"
+            )
         return bytes(value)
 
     def angle(field: str, value: Any) -> float:
@@ -191,18 +199,29 @@ def face_row(
     if split not in SPLITS:
         raise ValueError(f"{where}: split is {split!r}; use one of {SPLITS}")
     row = {
-        "face_id": face_id(source_uri, int(face_index)), "source_uri": source_uri, "face_index": int(face_index),
-        "split": split, "image": png("image_png", image_png),
-        "bbox": vector("bbox", bbox), "landmarks": vector("landmarks", landmarks),
+        "face_id": face_id(source_uri, int(face_index)),
+        "source_uri": source_uri,
+        "face_index": int(face_index),
+        "split": split,
+        "image": png("image_png", image_png),
+        "bbox": vector("bbox", bbox),
+        "landmarks": vector("landmarks", landmarks),
         "align_matrix": vector("align_matrix", align_matrix),
-        "identity": vector("identity", identity), "identity_model": schema.metadata[b"identity_model"].decode(),
-        "expression": vector("expression", expression), "expression_model": schema.metadata[b"expression_model"].decode(),
+        "identity": vector("identity", identity),
+        "identity_model": schema.metadata[b"identity_model"].decode(),
+        "expression": vector("expression", expression),
+        "expression_model": schema.metadata[b"expression_model"].decode(),
         "expression_label": text("expression_label", expression_label),
-        "yaw": angle("yaw", yaw), "pitch": angle("pitch", pitch), "roll": angle("roll", roll),
+        "yaw": angle("yaw", yaw),
+        "pitch": angle("pitch", pitch),
+        "roll": angle("roll", roll),
         "face_mask": png("face_mask_png", face_mask_png),
-        "labels": {"identity_label": text("identity_label", identity_label), "expression_word": expression_label,
-                   "synth_params": text("synth_params", synth_params)},
-    }  # fmt: skip
+        "labels": {
+            "identity_label": text("identity_label", identity_label),
+            "expression_word": expression_label,
+            "synth_params": text("synth_params", synth_params),
+        },
+    }
     assert list(row) == schema.names, "face_row and face_table_schema list different columns"
     return row
 
@@ -270,7 +289,9 @@ def info_from_schema(uri: str, schema: pa.Schema, num_rows: int = 0, files: tupl
             extra = {k: int(meta[k.encode()]) for k in _INT_META}
             extra.update({k: meta[k.encode()].decode() for k in _STR_META})
         except (KeyError, ValueError) as e:
-            raise TableSchemaError(f"{_name(uri)}: face-table metadata is missing or malformed ({e}); re-run ingest") from None
+            raise TableSchemaError(
+                f"{_name(uri)}: face-table metadata is missing or malformed ({e}); re-run ingest"
+            ) from None
         for column, key in (("identity", "identity_dim"), ("expression", "expression_dim")):
             idx = schema.get_field_index(column)
             size = getattr(schema.field(idx).type, "list_size", None) if idx >= 0 else None
@@ -279,8 +300,7 @@ def info_from_schema(uri: str, schema: pa.Schema, num_rows: int = 0, files: tupl
                     f"{_name(uri)}: column {column} has {size} values per row but the metadata says "
                     f"{key}={extra[key]}; the table is inconsistent, re-run ingest"
                 )
-    return TableInfo(uri=uri, kind=kind, schema_version=version, num_rows=num_rows, files=files,
-                     schema=schema, **extra)
+    return TableInfo(uri=uri, kind=kind, schema_version=version, num_rows=num_rows, files=files, schema=schema, **extra)
 
 
 def check_table_info(
@@ -295,16 +315,25 @@ def check_table_info(
     """Raise TableSchemaError when the table does not match what the caller's models expect."""
     name = _name(info.uri)
     fix = "re-run ingest with the same face pack"
-    for column, have, want in (("identity", info.identity_dim, identity_dim), ("expression", info.expression_dim, expression_dim)):
+    for column, have, want in (
+        ("identity", info.identity_dim, identity_dim),
+        ("expression", info.expression_dim, expression_dim),
+    ):
         if want is not None and have != want:
-            raise TableSchemaError(f"{name}: column {column} has {have} values per row, this model expects {want}; {fix}")
-    for column, have, want in (("identity_model", info.identity_model, identity_model),
-                               ("expression_model", info.expression_model, expression_model)):
+            raise TableSchemaError(
+                f"{name}: column {column} has {have} values per row, this model expects {want}; {fix}"
+            )
+    for column, have, want in (
+        ("identity_model", info.identity_model, identity_model),
+        ("expression_model", info.expression_model, expression_model),
+    ):
         if want is not None and have != want:
             raise TableSchemaError(f"{name}: {column} is {have!r}, this model expects {want!r}; {fix}")
     if crop_size is not None and info.crop_size != crop_size:
-        raise TableSchemaError(f"{name}: crops are {info.crop_size} px, this model expects {crop_size} px; "
-                               f"re-run ingest with --crop-size {crop_size}")
+        raise TableSchemaError(
+            f"{name}: crops are {info.crop_size} px, this model expects {crop_size} px; "
+            f"re-run ingest with --crop-size {crop_size}"
+        )
 
 
 def read_table_info(uri: str, **expected: int | str | None) -> TableInfo:
@@ -322,9 +351,13 @@ def read_table_info(uri: str, **expected: int | str | None) -> TableInfo:
         infos.append((f, md.schema.to_arrow_schema(), md.num_rows))
     first_file, schema, _ = infos[0]
     for f, other, _ in infos[1:]:
-        if not other.equals(schema, check_metadata=False) or (other.metadata or {}).get(META_VERSION) != (schema.metadata or {}).get(META_VERSION):
-            raise TableSchemaError(f"{uri}: {_name(f)} and {_name(first_file)} have different schemas; "
-                                   "the table mixes runs of different versions, re-run ingest into a new table")
+        if not other.equals(schema, check_metadata=False) or (other.metadata or {}).get(META_VERSION) != (
+            schema.metadata or {}
+        ).get(META_VERSION):
+            raise TableSchemaError(
+                f"{uri}: {_name(f)} and {_name(first_file)} have different schemas; "
+                "the table mixes runs of different versions, re-run ingest into a new table"
+            )
     info = info_from_schema(uri, schema, sum(n for _, _, n in infos), tuple(files))
     check_table_info(info, **expected)
     return info
@@ -349,5 +382,6 @@ def validate_table(table: pa.Table, schema: pa.Schema, *, name: str = "table") -
             values = pc.list_flatten(col)
             bad = len(values) - pc.sum(pc.is_finite(values)).as_py() if len(values) else 0
             if bad:
-                raise TableSchemaError(f"{name}: column {f.name} has {bad} NaN or infinite values; "
-                                       "the encoder failed on some crops")
+                raise TableSchemaError(
+                    f"{name}: column {f.name} has {bad} NaN or infinite values; the encoder failed on some crops"
+                )

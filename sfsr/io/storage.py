@@ -24,9 +24,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import pyarrow.fs as pafs
 
@@ -67,14 +68,15 @@ def s3_settings() -> S3Settings:
     """Read the S3 settings from the standard AWS environment variables (each call)."""
     endpoint = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "").strip()
     if endpoint and "://" not in endpoint:
-        raise StorageError(f"AWS_ENDPOINT_URL={endpoint!r} has no scheme; set it to http://{endpoint} or https://{endpoint}")
+        raise StorageError(
+            f"AWS_ENDPOINT_URL={endpoint!r} has no scheme; set it to http://{endpoint} or https://{endpoint}"
+        )
     return S3Settings(
         endpoint=endpoint.rstrip("/") or None,
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         access_key=os.environ.get("AWS_ACCESS_KEY_ID") or None,
         secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
     )
-
 
 
 def is_s3(uri: str) -> bool:
@@ -84,7 +86,7 @@ def is_s3(uri: str) -> bool:
 def _local(uri: str) -> str:
     """A local URI as an absolute path (file:// stripped)."""
     if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
     return os.path.abspath(os.path.expanduser(uri))
 
 
@@ -92,7 +94,7 @@ def split_s3(uri: str) -> tuple[str, str]:
     """'s3://bucket/a/b' -> ('bucket', 'a/b'); the key may be empty."""
     if not is_s3(uri):
         raise StorageError(f"{uri}: not an s3:// URI; write it as s3://BUCKET/KEY")
-    bucket, _, key = uri[len(S3_SCHEME):].partition("/")
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
     if not bucket:
         raise StorageError(f"{uri}: no bucket name; write it as s3://BUCKET/KEY")
     return bucket, key
@@ -110,7 +112,6 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *[p.lstrip("/") for p in parts])
 
 
-
 @functools.lru_cache(maxsize=16)
 def _boto_client(settings: S3Settings, connect_timeout: float, read_timeout: float, attempts: int) -> Any:
     import boto3
@@ -125,8 +126,13 @@ def _boto_client(settings: S3Settings, connect_timeout: float, read_timeout: flo
         region_name=settings.region,
     )
     # Own session: boto3's default session is not thread-safe.
-    return boto3.session.Session().client("s3", endpoint_url=settings.endpoint, aws_access_key_id=settings.access_key,
-                                          aws_secret_access_key=settings.secret_key, config=config)
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.endpoint,
+        aws_access_key_id=settings.access_key,
+        aws_secret_access_key=settings.secret_key,
+        config=config,
+    )
 
 
 def _client(settings: S3Settings | None = None) -> Any:
@@ -157,11 +163,15 @@ def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), _local(uri)
 
 
-
 def _s3_error(uri: str, action: str, exc: BaseException, settings: S3Settings | None = None) -> StorageError:
     """Translate a botocore exception into a StorageError that says what to do."""
-    from botocore.exceptions import (ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError,
-                                     ReadTimeoutError)
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
 
     settings = settings or s3_settings()
     where = f"{uri} (endpoint {settings.endpoint_label})"
@@ -174,12 +184,15 @@ def _s3_error(uri: str, action: str, exc: BaseException, settings: S3Settings | 
             bucket = split_s3(uri)[0]
             return StorageError(f"{where}: bucket {bucket!r} does not exist; create it or fix the URI")
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403") or status == 403:
-            return StorageError(f"{where}: {action} refused ({code or status}); check AWS_ACCESS_KEY_ID and "
-                                "AWS_SECRET_ACCESS_KEY and the bucket's permissions")
+            return StorageError(
+                f"{where}: {action} refused ({code or status}); check AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY and the bucket's permissions"
+            )
         return StorageError(f"{where}: {action} failed: {code} {exc}")
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
-        return StorageError(f"{where}: cannot connect to the S3 endpoint; is the server running and "
-                            f"AWS_ENDPOINT_URL right? ({exc})")
+        return StorageError(
+            f"{where}: cannot connect to the S3 endpoint; is the server running and AWS_ENDPOINT_URL right? ({exc})"
+        )
     if isinstance(exc, ReadTimeoutError):
         return StorageError(f"{where}: {action} timed out waiting for the endpoint; retry or check the server")
     if isinstance(exc, NoCredentialsError):
@@ -192,15 +205,15 @@ def arrow_error(uri: str, action: str, exc: OSError) -> StorageError:
     if isinstance(exc, FileNotFoundError):
         return StorageNotFoundError(f"{uri}: no such file; check the path")
     where = f"{uri} (endpoint {s3_settings().endpoint_label})" if is_s3(uri) else uri
-    return StorageError(f"{where}: {action} failed ({exc}); check the storage is reachable and the "
-                        "credentials are right")
+    return StorageError(
+        f"{where}: {action} failed ({exc}); check the storage is reachable and the credentials are right"
+    )
 
 
 def _boto_errors() -> tuple[type[BaseException], ...]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     return (BotoCoreError, ClientError)
-
 
 
 def read_bytes(uri: str) -> bytes:
@@ -343,7 +356,7 @@ def delete_prefix(uri: str) -> int:
     keys = _list_keys(uri)
     client = _client()
     for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-        batch = [{"Key": k} for k in keys[start:start + 1000]]
+        batch = [{"Key": k} for k in keys[start : start + 1000]]
         try:
             out = client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
         except _boto_errors() as e:
@@ -390,8 +403,11 @@ def stat_files(prefix: str) -> list[FileStat]:
     file was rewritten within the file system's timestamp resolution keeping its size."""
     if is_s3(prefix):
         bucket, _ = split_s3(prefix)
-        stats = [FileStat(f"{S3_SCHEME}{bucket}/{o['Key']}", int(o["Size"]), str(o.get("ETag", "")).strip('"'))
-                 for o in _list_objects(prefix) if not o["Key"].endswith("/")]
+        stats = [
+            FileStat(f"{S3_SCHEME}{bucket}/{o['Key']}", int(o["Size"]), str(o.get("ETag", "")).strip('"'))
+            for o in _list_objects(prefix)
+            if not o["Key"].endswith("/")
+        ]
     else:
         stats = []
         for uri in list_files(prefix):
@@ -440,8 +456,10 @@ def probe(uri: str, timeout_s: float = 10) -> dict[str, Any]:
         steps = {
             "write": lambda: client.put_object(Bucket=bucket, Key=key, Body=payload),
             "read": lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read(),
-            "list": lambda: [f"{S3_SCHEME}{bucket}/{o['Key']}"
-                             for o in client.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])],
+            "list": lambda: [
+                f"{S3_SCHEME}{bucket}/{o['Key']}"
+                for o in client.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+            ],
             "arrow_stat": lambda: fs.get_file_info(f"{bucket}/{key}").size,
             "delete": lambda: client.delete_object(Bucket=bucket, Key=key),
         }
@@ -467,16 +485,28 @@ def probe(uri: str, timeout_s: float = 10) -> dict[str, Any]:
         except _boto_errors() as e:
             raise _s3_error(probe_uri, f"probe step {name!r}", e, settings) from e
         except OSError as e:  # pyarrow and local I/O
-            raise StorageError(f"{probe_uri} (endpoint {label}): probe step {name!r} failed ({e}); check "
-                               "AWS_REGION, the endpoint scheme and permissions") from e
+            raise StorageError(
+                f"{probe_uri} (endpoint {label}): probe step {name!r} failed ({e}); check "
+                "AWS_REGION, the endpoint scheme and permissions"
+            ) from e
         timings[name] = round(time.perf_counter() - t, 4)
         if time.perf_counter() - start > timeout_s:
-            raise StorageError(f"{uri} (endpoint {label}): probe took longer than {timeout_s:g} s at step "
-                               f"{name!r}; the storage is too slow or overloaded")
+            raise StorageError(
+                f"{uri} (endpoint {label}): probe took longer than {timeout_s:g} s at step "
+                f"{name!r}; the storage is too slow or overloaded"
+            )
     if results["read"] != payload or probe_uri not in results["list"] or results["arrow_stat"] != len(payload):
-        raise StorageError(f"{probe_uri} (endpoint {label}): the storage did not return what was written "
-                           f"(read {len(results['read'])} of {len(payload)} bytes, listed: "
-                           f"{probe_uri in results['list']}, pyarrow size: {results['arrow_stat']})")
-    return {"uri": uri, "backend": "s3" if settings else "local", "endpoint": settings.endpoint_label if settings else None,
-            "probe_uri": probe_uri, "bytes": len(payload), "timings_s": timings,
-            "total_s": round(time.perf_counter() - start, 4)}
+        raise StorageError(
+            f"{probe_uri} (endpoint {label}): the storage did not return what was written "
+            f"(read {len(results['read'])} of {len(payload)} bytes, listed: "
+            f"{probe_uri in results['list']}, pyarrow size: {results['arrow_stat']})"
+        )
+    return {
+        "uri": uri,
+        "backend": "s3" if settings else "local",
+        "endpoint": settings.endpoint_label if settings else None,
+        "probe_uri": probe_uri,
+        "bytes": len(payload),
+        "timings_s": timings,
+        "total_s": round(time.perf_counter() - start, 4),
+    }

@@ -66,7 +66,8 @@ def bucket_of(keys: list[str], num_buckets: int) -> np.ndarray:
     """(N,) int64 bucket per key: first 8 bytes of sha256, so every process agrees."""
     return np.fromiter(
         (int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big") % num_buckets for k in keys),
-        dtype=np.int64, count=len(keys),
+        dtype=np.int64,
+        count=len(keys),
     )
 
 
@@ -91,14 +92,19 @@ def _existing_parts(table_uri: str) -> dict[int, tuple[str, int]]:
         parts[int(m.group(1))] = (uri, int(m.group(2)))
     counts = {n for _, n in parts.values()}
     if len(counts) > 1:
-        raise TableSchemaError(f"{table_uri}: part files disagree on the bucket count {sorted(counts)}; "
-                               "the folder mixes two tables, rebuild it")
+        raise TableSchemaError(
+            f"{table_uri}: part files disagree on the bucket count {sorted(counts)}; "
+            "the folder mixes two tables, rebuild it"
+        )
     return parts
 
 
 def _read(uri: str, columns: list[str] | None = None) -> pa.Table:
-    return read_parquet(uri, lambda path, fs: pq.read_table(path, filesystem=fs, columns=columns),
-                        "an interrupted write? delete it and re-run the job that wrote it")
+    return read_parquet(
+        uri,
+        lambda path, fs: pq.read_table(path, filesystem=fs, columns=columns),
+        "an interrupted write? delete it and re-run the job that wrote it",
+    )
 
 
 def _table_meta(schema: pa.Schema) -> dict[bytes, bytes]:
@@ -109,8 +115,10 @@ def _conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
     """Staged shard -> exactly `schema` (column order, types, non-null checks)."""
     have, want = set(table.column_names), set(schema.names)
     if have != want:
-        raise TableSchemaError(f"{source}: columns differ from the table schema: missing "
-                               f"{sorted(want - have)}, unexpected {sorted(have - want)}")
+        raise TableSchemaError(
+            f"{source}: columns differ from the table schema: missing "
+            f"{sorted(want - have)}, unexpected {sorted(have - want)}"
+        )
     try:
         out = table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
@@ -140,8 +148,10 @@ def _write_part(uri: str, table: pa.Table, schema: pa.Schema, key: str, num_buck
 def _check_compatible(table_uri: str, part_uri: str, schema: pa.Schema, key: str) -> None:
     existing = read_parquet(part_uri, lambda path, fs: pq.read_schema(path, filesystem=fs), "restore or delete it")
     if not existing.equals(schema, check_metadata=False):
-        raise TableSchemaError(f"{table_uri}: the table's columns differ from this commit's schema; "
-                               "write to a new table (or delete this one) instead of mixing schemas")
+        raise TableSchemaError(
+            f"{table_uri}: the table's columns differ from this commit's schema; "
+            "write to a new table (or delete this one) instead of mixing schemas"
+        )
     old_meta, new_meta = _table_meta(existing), _table_meta(schema)
     if old_meta != new_meta:
         diff = sorted(k.decode() for k in set(old_meta) | set(new_meta) if old_meta.get(k) != new_meta.get(k))

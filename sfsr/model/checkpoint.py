@@ -34,8 +34,9 @@ def sample_grid_name(step: int) -> str:
     return f"samples-{step:07d}.png"
 
 
-def write(folder: str | Path, state: dict[str, Any], position: dict[str, Any], metrics: dict[str, Any],
-          ema_model: Any) -> Path:
+def write(
+    folder: str | Path, state: dict[str, Any], position: dict[str, Any], metrics: dict[str, Any], ema_model: Any
+) -> Path:
     """Fill `folder` with one checkpoint: `state` from sfsr.model.training.training_state,
     `position` (epoch, batch_in_epoch, train_seconds), `metrics` (with "step"), and the EMA model
     (anything with save_pretrained). Returns the folder."""
@@ -62,8 +63,7 @@ def read(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _local_run(run: str | Path) -> Path:
     if str(run).startswith("s3://"):
-        raise ValueError(f"{run}: training runs are read from a local folder; copy the run down first "
-                         "(aws s3 sync)")
+        raise ValueError(f"{run}: training runs are read from a local folder; copy the run down first (aws s3 sync)")
     return Path(run)
 
 

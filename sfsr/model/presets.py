@@ -1,17 +1,17 @@
 """Size presets of DiffSFSR and initialisation from a local Stable Diffusion folder.
 
-    tiny      16 px pixels, ~0.2 M parameters: unit tests, seconds on a CPU.
-    cpu-demo  32 px pixels, synthetic faces conditioned on the synth judges (128-d identity
-              embedding, 7 expression factors); sized to learn control on 2 CPU cores in about
-              an hour (issue 4's measured warning: no attention at 32 px, small widths, the
-              conditions also through the timestep embedding).
-    base      256 px through an AutoencoderKL (32 x 32 x 4 latents), for GPUs; a fresh VAE is
-              random, so pass vae_path= (a diffusers AutoencoderKL folder) to train on real faces.
-    sd-init   from a local Stable Diffusion folder (unet/ and vae/ subfolders, as
-              save_pretrained writes them): its UNet and VAE weights, conv_in widened from C to
-              2C + 1 input channels with zero-initialised new weights, and a zero-initialised
-              condition -> timestep-embedding projection, so the widened model starts out
-              computing exactly what the original UNet computed.
+tiny      16 px pixels, ~0.2 M parameters: unit tests, seconds on a CPU.
+cpu-demo  32 px pixels, synthetic faces conditioned on the synth judges (128-d identity
+          embedding, 7 expression factors); sized to learn control on 2 CPU cores in about
+          an hour (issue 4's measured warning: no attention at 32 px, small widths, the
+          conditions also through the timestep embedding).
+base      256 px through an AutoencoderKL (32 x 32 x 4 latents), for GPUs; a fresh VAE is
+          random, so pass vae_path= (a diffusers AutoencoderKL folder) to train on real faces.
+sd-init   from a local Stable Diffusion folder (unet/ and vae/ subfolders, as
+          save_pretrained writes them): its UNet and VAE weights, conv_in widened from C to
+          2C + 1 input channels with zero-initialised new weights, and a zero-initialised
+          condition -> timestep-embedding projection, so the widened model starts out
+          computing exactly what the original UNet computed.
 """
 
 from __future__ import annotations
@@ -31,53 +31,99 @@ PRESETS = ("tiny", "cpu-demo", "base", "sd-init")
 
 
 def _unet(
-    size: int, channels: tuple[int, ...], attn: tuple[bool, ...], cross_dim: int, heads: int,
-    layers: int, groups: int, cond_hidden: int, c: int, patch: int = 1,
+    size: int,
+    channels: tuple[int, ...],
+    attn: tuple[bool, ...],
+    cross_dim: int,
+    heads: int,
+    layers: int,
+    groups: int,
+    cond_hidden: int,
+    c: int,
+    patch: int = 1,
 ) -> dict[str, Any]:
     down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn]
     up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)]
     return {
-        "sample_size": size // patch, "in_channels": (2 * c + 1) * patch**2, "out_channels": c * patch**2,
-        "down_block_types": down, "up_block_types": up,
+        "sample_size": size // patch,
+        "in_channels": (2 * c + 1) * patch**2,
+        "out_channels": c * patch**2,
+        "down_block_types": down,
+        "up_block_types": up,
         "mid_block_type": "UNetMidBlock2DCrossAttn",
-        "block_out_channels": list(channels), "layers_per_block": layers,
-        "norm_num_groups": groups, "cross_attention_dim": cross_dim,
+        "block_out_channels": list(channels),
+        "layers_per_block": layers,
+        "norm_num_groups": groups,
+        "cross_attention_dim": cross_dim,
         "attention_head_dim": heads,  # diffusers' name; it sets the number of heads
         "class_embed_type": "projection",
         "projection_class_embeddings_input_dim": 2 * cond_hidden,
         "resnet_time_scale_shift": "scale_shift",  # FiLM: conditions scale and shift features
-    }  # fmt: skip
+    }
 
 
 def preset_config(preset: str, **overrides: Any) -> dict[str, Any]:
     """DiffSFSR constructor kwargs for a preset (not sd-init), with top-level overrides."""
     if preset == "tiny":
-        cfg = dict(image_size=16, identity_dim=128, expression_dim=7, identity_tokens=2,
-                   expression_tokens=1, cond_hidden=32,
-                   unet_config=_unet(16, (16, 32), (False, True), 32, 2, 1, 8, 32, 3),
-                   schedule=vars(Schedule()))  # fmt: skip
+        cfg = dict(
+            image_size=16,
+            identity_dim=128,
+            expression_dim=7,
+            identity_tokens=2,
+            expression_tokens=1,
+            cond_hidden=32,
+            unet_config=_unet(16, (16, 32), (False, True), 32, 2, 1, 8, 32, 3),
+            schedule=vars(Schedule()),
+        )
     elif preset == "cpu-demo":
         # patch 2: the UNet runs at 16 x 16 (no full-resolution level), 3-4x faster per sample
         # than a pixel UNet of a third the width (measured on 2 cores, see the model card).
-        cfg = dict(image_size=32, identity_dim=128, expression_dim=7, identity_tokens=4,
-                   expression_tokens=4, cond_hidden=128, patch_size=2,
-                   unet_config=_unet(32, (64, 128), (False, True), 128, 4, 1, 16, 128, 3, 2),
-                   schedule=vars(Schedule()),
-                   identity_encoder=SYNTH_IDENTITY_ENCODER,
-                   expression_encoder=SYNTH_EXPRESSION_ENCODER)  # fmt: skip
+        cfg = dict(
+            image_size=32,
+            identity_dim=128,
+            expression_dim=7,
+            identity_tokens=4,
+            expression_tokens=4,
+            cond_hidden=128,
+            patch_size=2,
+            unet_config=_unet(32, (64, 128), (False, True), 128, 4, 1, 16, 128, 3, 2),
+            schedule=vars(Schedule()),
+            identity_encoder=SYNTH_IDENTITY_ENCODER,
+            expression_encoder=SYNTH_EXPRESSION_ENCODER,
+        )
     elif preset == "base":
-        vae = {"in_channels": 3, "out_channels": 3, "latent_channels": 4,
-               "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-               "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
-               "norm_num_groups": 32, "sample_size": 256, "scaling_factor": 0.18215}  # fmt: skip
-        cfg = dict(image_size=256, identity_dim=512, expression_dim=16, identity_tokens=8,
-                   expression_tokens=4, cond_hidden=256, vae_config=vae,
-                   unet_config=_unet(32, (128, 256, 512), (False, True, True), 512, 8, 2, 32, 256, 4),
-                   schedule=vars(Schedule(beta_schedule="scaled_linear")),
-                   identity_encoder="insightface-arcface", expression_encoder="builtin")  # fmt: skip
+        vae = {
+            "in_channels": 3,
+            "out_channels": 3,
+            "latent_channels": 4,
+            "down_block_types": ["DownEncoderBlock2D"] * 4,
+            "up_block_types": ["UpDecoderBlock2D"] * 4,
+            "block_out_channels": [128, 256, 512, 512],
+            "layers_per_block": 2,
+            "norm_num_groups": 32,
+            "sample_size": 256,
+            "scaling_factor": 0.18215,
+        }
+        cfg = dict(
+            image_size=256,
+            identity_dim=512,
+            expression_dim=16,
+            identity_tokens=8,
+            expression_tokens=4,
+            cond_hidden=256,
+            vae_config=vae,
+            unet_config=_unet(32, (128, 256, 512), (False, True, True), 512, 8, 2, 32, 256, 4),
+            schedule=vars(Schedule(beta_schedule="scaled_linear")),
+            identity_encoder="insightface-arcface",
+            expression_encoder="builtin",
+        )
     else:
         raise ValueError(f"preset={preset!r} is not one of {PRESETS} (sd-init: use sd_init())")
-    unknown = set(overrides) - set(cfg) - {"preset", "trained_on", "identity_encoder", "expression_encoder", "patch_size", "vae_config", "mask_dilate"}
+    unknown = (
+        set(overrides)
+        - set(cfg)
+        - {"preset", "trained_on", "identity_encoder", "expression_encoder", "patch_size", "vae_config", "mask_dilate"}
+    )
     if unknown:
         raise ValueError(f"preset {preset!r}: unknown override(s) {sorted(unknown)}; known: {sorted(cfg)}")
     cfg.update(overrides)
@@ -85,8 +131,9 @@ def preset_config(preset: str, **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-def make_model(preset: str, *, seed: int = 0, vae_path: str | None = None,
-               sd_path: str | None = None, **overrides: Any) -> DiffSFSR:
+def make_model(
+    preset: str, *, seed: int = 0, vae_path: str | None = None, sd_path: str | None = None, **overrides: Any
+) -> DiffSFSR:
     """A freshly initialised DiffSFSR for `preset` (weights from torch.manual_seed(seed)).
 
     vae_path: AutoencoderKL folder whose weights replace the base preset's random VAE.
@@ -123,9 +170,18 @@ def _sd_parts(sd_path: str) -> tuple[UNet2DConditionModel, AutoencoderKL]:
     return unet, vae
 
 
-def sd_init(sd_path: str, *, seed: int = 0, identity_dim: int = 512, expression_dim: int = 16,
-            identity_tokens: int = 8, expression_tokens: int = 4, cond_hidden: int = 256,
-            image_size: int | None = None, **extra: Any) -> DiffSFSR:
+def sd_init(
+    sd_path: str,
+    *,
+    seed: int = 0,
+    identity_dim: int = 512,
+    expression_dim: int = 16,
+    identity_tokens: int = 8,
+    expression_tokens: int = 4,
+    cond_hidden: int = 256,
+    image_size: int | None = None,
+    **extra: Any,
+) -> DiffSFSR:
     """DiffSFSR initialised from a local Stable Diffusion folder (see module docstring)."""
     src_unet, vae = _sd_parts(sd_path)
     c = int(vae.config.latent_channels)
@@ -137,17 +193,27 @@ def sd_init(sd_path: str, *, seed: int = 0, identity_dim: int = 512, expression_
     if src_unet.config.class_embed_type is not None:
         raise ValueError(f"{sd_path}: unet already has class_embed_type={src_unet.config.class_embed_type!r}")
     unet_cfg = {k: v for k, v in dict(src_unet.config).items() if not k.startswith("_")}
-    unet_cfg.update(in_channels=2 * c + 1, class_embed_type="projection",
-                    projection_class_embeddings_input_dim=2 * cond_hidden)
+    unet_cfg.update(
+        in_channels=2 * c + 1, class_embed_type="projection", projection_class_embeddings_input_dim=2 * cond_hidden
+    )
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     size = image_size or int(src_unet.config.sample_size) * factor
     schedule = _sd_schedule(Path(sd_path))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DiffSFSR(unet_config=unet_cfg, vae_config=dict(vae.config), image_size=size,
-                         identity_dim=identity_dim, expression_dim=expression_dim,
-                         identity_tokens=identity_tokens, expression_tokens=expression_tokens,
-                         cond_hidden=cond_hidden, schedule=schedule, preset="sd-init", **extra)
+        model = DiffSFSR(
+            unet_config=unet_cfg,
+            vae_config=dict(vae.config),
+            image_size=size,
+            identity_dim=identity_dim,
+            expression_dim=expression_dim,
+            identity_tokens=identity_tokens,
+            expression_tokens=expression_tokens,
+            cond_hidden=cond_hidden,
+            schedule=schedule,
+            preset="sd-init",
+            **extra,
+        )
     state = {k: v for k, v in src_unet.state_dict().items() if not k.startswith("conv_in.")}
     missing, unexpected = model.unet.load_state_dict(state, strict=False)
     assert not unexpected, unexpected
@@ -164,8 +230,13 @@ def sd_init(sd_path: str, *, seed: int = 0, identity_dim: int = 512, expression_
 def write_random_model(folder: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
     """A random-weights model of `preset`, conditioned on the synth judges like cpu-demo (so a
     Generator builds its encoders), saved the way trained models are: for tests and benches."""
-    make_model(preset, seed=seed, identity_encoder=SYNTH_IDENTITY_ENCODER, expression_encoder=SYNTH_EXPRESSION_ENCODER,
-               trained_on="nothing (random weights, a test model)").save_pretrained(str(folder))
+    make_model(
+        preset,
+        seed=seed,
+        identity_encoder=SYNTH_IDENTITY_ENCODER,
+        expression_encoder=SYNTH_EXPRESSION_ENCODER,
+        trained_on="nothing (random weights, a test model)",
+    ).save_pretrained(str(folder))
     return Path(folder)
 
 

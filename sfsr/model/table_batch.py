@@ -59,8 +59,7 @@ def batch_from_table_rows(
     missing = [c for c in NEEDED if c not in cols]
     if missing:
         raise ValueError(
-            f"face-table batch: missing column(s) {missing}; a face table written by jobs.ingest "
-            f"has {NEEDED}"
+            f"face-table batch: missing column(s) {missing}; a face table written by jobs.ingest has {NEEDED}"
         )
     n = len(cols["image"])
     if n == 0:

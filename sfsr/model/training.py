@@ -22,16 +22,26 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sfsr.diffusion import schedule as noise_schedule
 from sfsr.diffusion.losses import denoising_loss, expression_loss, identity_loss, resize_for
 from sfsr.diffusion.recovery import RECOVERIES, recover_x0
-from sfsr.diffusion import schedule as noise_schedule
 from sfsr.diffusion.schedule import add_noise, gather
 from sfsr.model.diffsfsr import DiffSFSR
 from sfsr.model.presets import make_model
 from sfsr.model.table_batch import batch_from_table_rows, identity_label_means  # re-exported
 
-__all__ = ["EMA", "TrainConfig", "batch_from_table_rows", "face_region", "identity_label_means",
-           "make_model", "make_optimizer", "train_step", "training_state", "load_training_state"]
+__all__ = [
+    "EMA",
+    "TrainConfig",
+    "batch_from_table_rows",
+    "face_region",
+    "identity_label_means",
+    "make_model",
+    "make_optimizer",
+    "train_step",
+    "training_state",
+    "load_training_state",
+]
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,9 @@ class EMA:
         self.decay = float(state["decay"])
 
 
-def make_optimizer(model: DiffSFSR, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def make_optimizer(
+    model: DiffSFSR, cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the trainable parameters (never the frozen VAE) with linear warm-up and a
     cosine decay to cfg.final_lr_fraction at cfg.total_steps."""
     params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("vae.")]
@@ -175,18 +187,32 @@ def train_step(
     a = gather(alphas_cumprod, t)
     x_t = add_noise(x0, eps, a)
     pred = net(x_t, t, background, mregion, batch["identity"], batch["expression"], drop_id, drop_ex)
-    per = denoising_loss(pred, x0, eps, a, ptype, mregion, face_weight=cfg.face_weight,
-                         background_weight=cfg.background_weight, min_snr_gamma=cfg.min_snr_gamma)
+    per = denoising_loss(
+        pred,
+        x0,
+        eps,
+        a,
+        ptype,
+        mregion,
+        face_weight=cfg.face_weight,
+        background_weight=cfg.background_weight,
+        min_snr_gamma=cfg.min_snr_gamma,
+    )
     loss = per.mean()
     logs = {"loss_denoise": float(loss.detach())}
 
-    use_aux = judges is not None and step >= cfg.aux_start_step and (
-        cfg.identity_loss_weight > 0 or cfg.expression_loss_weight > 0)
+    use_aux = (
+        judges is not None
+        and step >= cfg.aux_start_step
+        and (cfg.identity_loss_weight > 0 or cfg.expression_loss_weight > 0)
+    )
     if use_aux:
         aux = _aux_losses(net, model, judges, batch, x0, background, mregion, alphas_cumprod, cfg, g)
         for k, v in aux.items():
             logs[k] = float(v.detach())
-        loss = loss + cfg.identity_loss_weight * aux["loss_identity"] + cfg.expression_loss_weight * aux["loss_expression"]
+        loss = (
+            loss + cfg.identity_loss_weight * aux["loss_identity"] + cfg.expression_loss_weight * aux["loss_expression"]
+        )
 
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -219,8 +245,9 @@ def _aux_losses(net, model, judges, batch, x0, background, mregion, alphas_cumpr
     def denoise(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
         return net(x, tt, bg, m, ident, expr)
 
-    x0_hat = recover_x0(denoise, x_t, t, alphas_cumprod, model.schedule.prediction_type, RECOVERIES[cfg.recovery],
-                        background=bg, mask=m)
+    x0_hat = recover_x0(
+        denoise, x_t, t, alphas_cumprod, model.schedule.prediction_type, RECOVERIES[cfg.recovery], background=bg, mask=m
+    )
     images = resize_for(model.decode(x0_hat), judges.size)  # (n, 3, s, s)
     return {
         "loss_identity": identity_loss(judges, images, target_emb).mean(),
@@ -241,8 +268,9 @@ def swap_sources(identity: torch.Tensor, n: int, k: int) -> torch.Tensor:
     return idx
 
 
-def training_state(model: DiffSFSR, ema: EMA | None, optimizer: torch.optim.Optimizer,
-                   scheduler: Any | None, step: int) -> dict[str, Any]:
+def training_state(
+    model: DiffSFSR, ema: EMA | None, optimizer: torch.optim.Optimizer, scheduler: Any | None, step: int
+) -> dict[str, Any]:
     """Everything a checkpoint needs; tensors and plain values only, so
     torch.load(..., weights_only=True) reads it back (no arbitrary pickle)."""
     return {
@@ -254,8 +282,9 @@ def training_state(model: DiffSFSR, ema: EMA | None, optimizer: torch.optim.Opti
     }
 
 
-def load_training_state(state: dict[str, Any], model: DiffSFSR, ema: EMA | None,
-                        optimizer: torch.optim.Optimizer, scheduler: Any | None) -> int:
+def load_training_state(
+    state: dict[str, Any], model: DiffSFSR, ema: EMA | None, optimizer: torch.optim.Optimizer, scheduler: Any | None
+) -> int:
     """Restore what training_state saved; returns the step to continue from."""
     model.load_state_dict(state["model"])
     if ema is not None and state.get("ema") is not None:

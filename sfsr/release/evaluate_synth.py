@@ -44,19 +44,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfsr.synth.conditioning import expression_targets
 from sfsr.generate import CARD_NAME, Generator
 from sfsr.model.checkpoint import model_checkpoints
 from sfsr.model.training import face_region
-from sfsr.synth.dataset import expression_region, sample_dataset
-from sfsr.synth.render import render
-from sfsr.synth.factors import FAMILIES
 from sfsr.synth import readers as R
+from sfsr.synth.conditioning import expression_targets
+from sfsr.synth.dataset import expression_region, sample_dataset
+from sfsr.synth.factors import FAMILIES
 from sfsr.synth.judges import load_judges
+from sfsr.synth.render import render
 
-BARS = {"swap_identity_rate": 0.80, "reenact_word_halfway_rate": 0.5, "background_psnr_db": 25.0,
-        # the same bars read without any judge (sfsr.synth.readers): nearest exact render
-        "swap_identity_rate_render": 0.80, "reenact_word_family_rate_render": 0.5}
+BARS = {
+    "swap_identity_rate": 0.80,
+    "reenact_word_halfway_rate": 0.5,
+    "background_psnr_db": 25.0,
+    # the same bars read without any judge (sfsr.synth.readers): nearest exact render
+    "swap_identity_rate_render": 0.80,
+    "reenact_word_family_rate_render": 0.5,
+}
 
 
 def psnr_outside(out: np.ndarray, ref: np.ndarray, masks: np.ndarray) -> float:
@@ -76,9 +81,13 @@ def progress(e_out: np.ndarray, e_tgt: np.ndarray, e_req: np.ndarray) -> np.ndar
 def held_out_set(n: int, seed: int = 1) -> dict[str, np.ndarray]:
     """n held-out faces: images, masks (bool), ids, factors (expressions) and the SynthSamples."""
     samples, images, masks = zip(*sample_dataset(n, seed, 200, 32, "test"))
-    return {"images": np.stack(images), "masks": np.stack(masks) >= 128,
-            "ids": np.array([s.identity_id for s in samples], np.int64),
-            "factors": np.stack([s.expression_array for s in samples]), "samples": list(samples)}
+    return {
+        "images": np.stack(images),
+        "masks": np.stack(masks) >= 128,
+        "ids": np.array([s.identity_id for s in samples], np.int64),
+        "factors": np.stack([s.expression_array for s in samples]),
+        "samples": list(samples),
+    }
 
 
 def source_of_each(ids: np.ndarray) -> np.ndarray:
@@ -92,8 +101,9 @@ def ideal_swaps(data: dict, src: np.ndarray, dilate: int) -> np.ndarray:
     background), kept inside the target's face mask grown by `dilate` px and the target
     elsewhere: the best output a swap that changes only the face region can give."""
     size = data["images"].shape[1]
-    ideal = np.stack([render(replace(t, identity_id=int(data["ids"][k])), size)[0]
-                      for t, k in zip(data["samples"], src)])
+    ideal = np.stack(
+        [render(replace(t, identity_id=int(data["ids"][k])), size)[0] for t, k in zip(data["samples"], src)]
+    )
     region = face_region(torch.from_numpy(data["masks"][:, None]).float(), dilate)[:, 0].numpy() > 0
     return np.where(region[..., None], ideal, data["images"])
 
@@ -119,33 +129,51 @@ def evaluate(gen: Generator, data: dict[str, np.ndarray], **sampling) -> tuple[d
     m["background_psnr_db"] = psnr_outside(swap, img, masks)
     word = gen.reenact(img, words=words, masks=masks, seeds=seeds, **sampling)
     p = progress(judges.expression_np(word), e_tgt, e_word)
-    m.update(reenact_word_halfway_rate=float(np.mean(p >= 0.5)), reenact_word_progress_mean=float(np.mean(p)),
-             reenact_word_progress_median=float(np.median(p)),
-             reenact_word_identity_kept=float(np.mean(judges.predict_identity_np(word) == ids)))
+    m.update(
+        reenact_word_halfway_rate=float(np.mean(p >= 0.5)),
+        reenact_word_progress_mean=float(np.mean(p)),
+        reenact_word_progress_median=float(np.median(p)),
+        reenact_word_identity_kept=float(np.mean(judges.predict_identity_np(word) == ids)),
+    )
     drv = gen.reenact(img, driver_images=img[src], masks=masks, seeds=seeds, **sampling)
     p = progress(judges.expression_np(drv), e_tgt, judges.expression_np(img[src]))
-    m.update(reenact_driver_halfway_rate=float(np.mean(p >= 0.5)), reenact_driver_progress_mean=float(np.mean(p)),
-             reenact_driver_identity_kept=float(np.mean(judges.predict_identity_np(drv) == ids)))
+    m.update(
+        reenact_driver_halfway_rate=float(np.mean(p >= 0.5)),
+        reenact_driver_progress_mean=float(np.mean(p)),
+        reenact_driver_identity_kept=float(np.mean(judges.predict_identity_np(drv) == ids)),
+    )
     bg_idx = np.roll(np.arange(n), 3)  # background and head placement from a third face
-    sim = gen.generate(img[src], expression=words, background_images=img[bg_idx], masks=masks[bg_idx],
-                       seeds=seeds, **sampling)
+    sim = gen.generate(
+        img[src], expression=words, background_images=img[bg_idx], masks=masks[bg_idx], seeds=seeds, **sampling
+    )
     p = progress(judges.expression_np(sim), judges.expression_np(img[bg_idx]), e_word)
-    m.update(simultaneous_identity_rate=float(np.mean(judges.predict_identity_np(sim) == ids[src])),
-             simultaneous_word_progress_mean=float(np.mean(p)),
-             simultaneous_background_psnr_db=psnr_outside(sim, img[bg_idx], masks[bg_idx]))
+    m.update(
+        simultaneous_identity_rate=float(np.mean(judges.predict_identity_np(sim) == ids[src])),
+        simultaneous_word_progress_mean=float(np.mean(p)),
+        simultaneous_background_psnr_db=psnr_outside(sim, img[bg_idx], masks[bg_idx]),
+    )
     m.update(render_readings(data, src, words, swap, word, drv, gen.model.config.mask_dilate))
     m["judge_identity_rate_on_real_sources"] = float(np.mean(judges.predict_identity_np(img[src]) == ids[src]))
     ideal = ideal_swaps(data, src, gen.model.config.mask_dilate)
     m["swap_identity_rate_ideal"] = float(np.mean(judges.predict_identity_np(ideal) == ids[src]))
     m["swap_background_psnr_ideal"] = psnr_outside(ideal, img, masks)
     m["seconds"] = round(time.time() - t0, 1)
-    outs = {"source": img[src], "target": img, "swap": swap, "reenact_word": word, "reenact_driver": drv,
-            "simultaneous": sim, "background": img[bg_idx], "words": np.array(words)}
+    outs = {
+        "source": img[src],
+        "target": img,
+        "swap": swap,
+        "reenact_word": word,
+        "reenact_driver": drv,
+        "simultaneous": sim,
+        "background": img[bg_idx],
+        "words": np.array(words),
+    }
     return m, outs
 
 
-def render_readings(data: dict, src: np.ndarray, words: list[str], swap: np.ndarray, word: np.ndarray,
-                    drv: np.ndarray, dilate: int) -> dict[str, float]:
+def render_readings(
+    data: dict, src: np.ndarray, words: list[str], swap: np.ndarray, word: np.ndarray, drv: np.ndarray, dilate: int
+) -> dict[str, float]:
     """The same outputs read without any network (sfsr.synth.readers): nearest exact render.
     swap: index 0 is the target drawn with the source's identity, 1 with its own, 2-7 others;
     word: the face drawn with each family's target, and with its own expression (a face that
@@ -159,16 +187,21 @@ def render_readings(data: dict, src: np.ndarray, words: list[str], swap: np.ndar
     fam = np.stack([targets.target(f) for f in FAMILIES])  # (6, 7)
     own = np.concatenate([np.broadcast_to(fam, (len(img), *fam.shape)), factors[:, None]], axis=1)  # (B, 7, 7)
     word_read = R.nearest(word, R.expression_candidates(data["samples"], own, img, region), region)
-    drv_vecs = np.stack([np.concatenate([factors[[j]], factors[[i]],
-                                         np.delete(fam, expression_region(factors[j]), axis=0)])
-                         for i, j in enumerate(src)])  # (B, 7, 7)
+    drv_vecs = np.stack(
+        [
+            np.concatenate([factors[[j]], factors[[i]], np.delete(fam, expression_region(factors[j]), axis=0)])
+            for i, j in enumerate(src)
+        ]
+    )  # (B, 7, 7)
     drv_read = R.nearest(drv, R.expression_candidates(data["samples"], drv_vecs, img, region), region)
-    return {"swap_identity_rate_render": float(np.mean(read == 0)),
-            "swap_target_id_rate_render": float(np.mean(read == 1)),
-            "reenact_word_family_rate_render": float(np.mean(np.array([*FAMILIES, ""])[word_read] == np.array(words))),
-            "reenact_word_kept_target_render": float(np.mean(word_read == len(FAMILIES))),
-            "reenact_driver_rate_render": float(np.mean(drv_read == 0)),
-            "reenact_driver_kept_target_render": float(np.mean(drv_read == 1))}
+    return {
+        "swap_identity_rate_render": float(np.mean(read == 0)),
+        "swap_target_id_rate_render": float(np.mean(read == 1)),
+        "reenact_word_family_rate_render": float(np.mean(np.array([*FAMILIES, ""])[word_read] == np.array(words))),
+        "reenact_word_kept_target_render": float(np.mean(word_read == len(FAMILIES))),
+        "reenact_driver_rate_render": float(np.mean(drv_read == 0)),
+        "reenact_driver_kept_target_render": float(np.mean(drv_read == 1)),
+    }
 
 
 def save_grid(outs: dict[str, np.ndarray], path: str, rows: int = 8, scale: int = 3) -> None:
@@ -192,8 +225,11 @@ def verdict(m: dict[str, float]) -> dict[str, str]:
         if key not in m:
             continue
         out[key] = "met" if m[key] >= bar else f"not met ({m[key]:.3g} vs {bar})"
-    out["reenact_driver_halfway_rate"] = "met" if m["reenact_driver_halfway_rate"] >= BARS["reenact_word_halfway_rate"] else (
-        f"not met ({m['reenact_driver_halfway_rate']:.3g} vs {BARS['reenact_word_halfway_rate']})")
+    out["reenact_driver_halfway_rate"] = (
+        "met"
+        if m["reenact_driver_halfway_rate"] >= BARS["reenact_word_halfway_rate"]
+        else (f"not met ({m['reenact_driver_halfway_rate']:.3g} vs {BARS['reenact_word_halfway_rate']})")
+    )
     return out
 
 
@@ -206,10 +242,17 @@ def record_in_card(model_dir: str, key: str, value: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("models", nargs="*", help="model folders (save_pretrained) to evaluate")
     p.add_argument("--run", default="", help="also the checkpoints of this training run folder, in step order")
-    p.add_argument("--every", type=int, default=1, help="with --run: only checkpoints whose step is a multiple of this, and the last")
+    p.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        help="with --run: only checkpoints whose step is a multiple of this, and the last",
+    )
     p.add_argument("--n", type=int, default=32, help="held-out test faces")
     p.add_argument("--seed", type=int, default=1, help="seed of the held-out test set")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
@@ -218,8 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance-mode", default=None, choices=["compositional", "nested"], help="guidance formula")
     p.add_argument("--grid", default="", help="write a sample grid PNG of the last model here")
     p.add_argument("--json", default="", help="append one JSON line per model here")
-    p.add_argument("--card", action="store_true", help="record each model's row in its own sfsr_card.json (metrics.held_out_acceptance)")
-    p.add_argument("--card-of", default="", help="record the --run rows in this model folder's card (metrics.held_out_over_training)")
+    p.add_argument(
+        "--card",
+        action="store_true",
+        help="record each model's row in its own sfsr_card.json (metrics.held_out_acceptance)",
+    )
+    p.add_argument(
+        "--card-of",
+        default="",
+        help="record the --run rows in this model folder's card (metrics.held_out_over_training)",
+    )
     a = p.parse_args(argv)
     todo: list[tuple[int | None, str]] = [(None, m) for m in a.models]
     if a.run:
@@ -235,13 +286,20 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("guidance_identity", "guidance_expression", "guidance_mode"):
         if getattr(a, k) is not None:
             sampling[k] = getattr(a, k)
-    measured_with = shlex.join(["python", "-m", "sfsr.release.evaluate_synth", *(sys.argv[1:] if argv is None else argv)])
+    measured_with = shlex.join(
+        ["python", "-m", "sfsr.release.evaluate_synth", *(sys.argv[1:] if argv is None else argv)]
+    )
     over_training = []
     for step, path in todo:
         gen = Generator.from_pretrained(path)
         m, outs = evaluate(gen, data, **sampling)
-        row = {"model": path, **({"step": step} if step is not None else {}), **{**gen.sampling, **sampling},
-               "n": a.n, **{k: round(v, 4) for k, v in m.items()}}
+        row = {
+            "model": path,
+            **({"step": step} if step is not None else {}),
+            **{**gen.sampling, **sampling},
+            "n": a.n,
+            **{k: round(v, 4) for k, v in m.items()},
+        }
         print(json.dumps(row), flush=True)
         if a.json:
             with open(a.json, "a") as f:

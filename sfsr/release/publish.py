@@ -52,12 +52,22 @@ def stages(model_dir: Path) -> list[dict]:
     return chain[::-1]
 
 
-def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: str, licence: str,
-            note: str = "", sampling: dict | None = None) -> dict:
+def publish(
+    model_dir: str | Path,
+    dest: str | Path,
+    *,
+    name: str,
+    trained_on: str,
+    licence: str,
+    note: str = "",
+    sampling: dict | None = None,
+) -> dict:
     """Write DEST (weights in float16, config, card); returns the card."""
     src, dest = Path(model_dir), Path(dest)
     if not (src / checkpoint.RUN_CARD).is_file():
-        raise FileNotFoundError(f"{src}: no run_card.json; publish the model folder jobs/train.py exported (RUNS/NAME/model)")
+        raise FileNotFoundError(
+            f"{src}: no run_card.json; publish the model folder jobs/train.py exported (RUNS/NAME/model)"
+        )
     chain = stages(src)
     run_card = chain[-1]
     seconds = [c.get("metrics", {}).get("train_seconds") for c in chain]
@@ -72,8 +82,9 @@ def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: s
         "licence": licence,
         # a fine-tuned model lists every stage; the commands run in this order
         "command": " && ".join(c.get("provenance", {}).get("command", "?") for c in chain),
-        "git_commit": prov.get("git_commit", "") if len(chain) == 1 else "; ".join(
-            f"stage {i}: {c.get('provenance', {}).get('git_commit', '?')}" for i, c in enumerate(chain, 1)),
+        "git_commit": prov.get("git_commit", "")
+        if len(chain) == 1
+        else "; ".join(f"stage {i}: {c.get('provenance', {}).get('git_commit', '?')}" for i, c in enumerate(chain, 1)),
         "started_utc": prov.get("started_utc", ""),
         "seed": job.get("seed"),
         "steps": sum(c.get("metrics", {}).get("step") or 0 for c in chain),  # all stages
@@ -81,9 +92,17 @@ def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: s
         "parameters": sum(p.numel() for p in model.parameters()),
         "sampling": {**DEFAULT_SAMPLING, **(sampling or {})},
         "training": {"job": job, "train_config": run_card.get("train", {}), "final_metrics": metrics},
-        "stages": [{"model": c["model"], "provenance": c.get("provenance", {}), "job": c.get("job", {}),
-                    "train_config": c.get("train", {}), "final_metrics": c.get("metrics", {}),
-                    "loss_history": loss_history(Path(c["model"]).parent)} for c in chain],
+        "stages": [
+            {
+                "model": c["model"],
+                "provenance": c.get("provenance", {}),
+                "job": c.get("job", {}),
+                "train_config": c.get("train", {}),
+                "final_metrics": c.get("metrics", {}),
+                "loss_history": loss_history(Path(c["model"]).parent),
+            }
+            for c in chain
+        ],
         "metrics": {},
     }
     if note:
@@ -93,7 +112,9 @@ def publish(model_dir: str | Path, dest: str | Path, *, name: str, trained_on: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("model", help="the model folder jobs/train.py exported (RUNS/NAME/model, with run_card.json)")
     p.add_argument("dest", help="folder to write, e.g. sfsr/model/pretrained/cpu-demo")
     p.add_argument("--name", required=True, help="model name shown by /v1/info")
@@ -102,8 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="anything the card should say about how it was trained")
     p.add_argument("--steps", type=int, default=20, help="default sampling steps (evaluate_synth measures with 20)")
     a = p.parse_args(argv)
-    card = publish(a.model, a.dest, name=a.name, trained_on=a.trained_on, licence=a.licence, note=a.note,
-                   sampling={"steps": a.steps})
+    card = publish(
+        a.model,
+        a.dest,
+        name=a.name,
+        trained_on=a.trained_on,
+        licence=a.licence,
+        note=a.note,
+        sampling={"steps": a.steps},
+    )
     print(f"{a.dest}: {card['steps']} steps, {card['train_minutes']} min, commit {card['git_commit'] or '?'}")
     return 0
 

@@ -29,5 +29,10 @@ def condition_encoders() -> ConditionEncoders:
     from sfsr.synth.judges import load_judges  # torch and the judge weights, only when asked
 
     judges = load_judges(size=32)
-    return ConditionEncoders(SYNTH_IDENTITY_ENCODER, SYNTH_EXPRESSION_ENCODER, judges.identity_embedding_np,
-                             judges.expression_np, expression_targets())
+    return ConditionEncoders(
+        SYNTH_IDENTITY_ENCODER,
+        SYNTH_EXPRESSION_ENCODER,
+        judges.identity_embedding_np,
+        judges.expression_np,
+        expression_targets(),
+    )

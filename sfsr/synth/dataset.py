@@ -69,17 +69,13 @@ def _random_expression(rng: np.random.Generator, family: int) -> np.ndarray:
     return np.clip(e, EXPRESSION_LOW, EXPRESSION_HIGH).astype(np.float32)
 
 
-def draw_sample(
-    index: int, seed: int, n_identities: int, split: str = "train", pose_scale: float = 1.0
-) -> SynthSample:
+def draw_sample(index: int, seed: int, n_identities: int, split: str = "train", pose_scale: float = 1.0) -> SynthSample:
     """Sample number `index` of the dataset (seed, split, n_identities) - no rendering."""
     if split not in _SPLIT_CODE:
         raise ValueError(f"split={split!r} is not one of {SPLITS}")
     if n_identities < 1:
         raise ValueError(f"n_identities={n_identities} must be >= 1")
-    rng = np.random.default_rng(
-        np.random.SeedSequence([int(seed) & 0xFFFFFFFF, _SPLIT_CODE[split], int(index)])
-    )
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, _SPLIT_CODE[split], int(index)]))
     ident = int(rng.integers(n_identities))
     held = FAMILIES.index(held_out_family(ident))
     for _ in range(1000):  # rejection: the region must match the split (accepts ~70 % at once)

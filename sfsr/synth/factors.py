@@ -71,12 +71,12 @@ FAMILIES: tuple[str, ...] = ("love", "joy", "surprise", "anger", "sadness", "fea
 # families differs strongly in at least two factors that read at 32 px (mouth shape, brows).
 _FAMILY_APEX: dict[str, tuple[float, ...]] = {
     #            curve  open  width  raise angle  eye  blush
-    "love":     (0.55, 0.00, -0.50, 0.25, -0.25, 0.25, 1.00),
-    "joy":      (1.00, 0.55, 0.70, 0.20, 0.00, 0.20, 0.35),
+    "love": (0.55, 0.00, -0.50, 0.25, -0.25, 0.25, 1.00),
+    "joy": (1.00, 0.55, 0.70, 0.20, 0.00, 0.20, 0.35),
     "surprise": (0.00, 1.00, -0.80, 1.00, -0.10, 1.00, 0.00),
-    "anger":    (-0.60, 0.05, 0.30, -0.90, 1.00, 0.70, 0.00),
-    "sadness":  (-1.00, 0.00, -0.20, 0.15, -1.00, 0.25, 0.00),
-    "fear":     (-0.35, 0.55, 1.00, 0.85, -0.70, 1.00, 0.00),
+    "anger": (-0.60, 0.05, 0.30, -0.90, 1.00, 0.70, 0.00),
+    "sadness": (-1.00, 0.00, -0.20, 0.15, -1.00, 0.25, 0.00),
+    "fear": (-0.35, 0.55, 1.00, 0.85, -0.70, 1.00, 0.00),
 }
 
 MAX_POSE_DEG = 15.0
@@ -93,9 +93,7 @@ def family_prototype(family: str, intensity: float) -> np.ndarray:
     if not 0.0 <= float(intensity) <= 1.0:
         raise ValueError(f"intensity={intensity} is outside [0, 1]; 0 = neutral, 1 = apex")
     apex = np.asarray(_FAMILY_APEX[family], np.float32)
-    return (NEUTRAL_EXPRESSION + np.float32(intensity) * (apex - NEUTRAL_EXPRESSION)).astype(
-        np.float32
-    )
+    return (NEUTRAL_EXPRESSION + np.float32(intensity) * (apex - NEUTRAL_EXPRESSION)).astype(np.float32)
 
 
 def clip_expression(expression: np.ndarray) -> np.ndarray:
@@ -105,18 +103,41 @@ def clip_expression(expression: np.ndarray) -> np.ndarray:
 
 # Palettes (RGB). Kept far apart from each other so the attribute survives 32 px.
 SKIN_TONES: tuple[tuple[int, int, int], ...] = (
-    (255, 224, 196), (241, 194, 150), (224, 172, 120), (198, 134, 86),
-    (160, 102, 62), (112, 70, 44), (74, 46, 30),
+    (255, 224, 196),
+    (241, 194, 150),
+    (224, 172, 120),
+    (198, 134, 86),
+    (160, 102, 62),
+    (112, 70, 44),
+    (74, 46, 30),
 )
 HAIR_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (20, 18, 20), (80, 45, 22), (30, 160, 130), (215, 85, 20),
-    (240, 205, 100), (205, 205, 210), (30, 110, 200), (200, 40, 150),
+    (20, 18, 20),
+    (80, 45, 22),
+    (30, 160, 130),
+    (215, 85, 20),
+    (240, 205, 100),
+    (205, 205, 210),
+    (30, 110, 200),
+    (200, 40, 150),
 )
 HAIR_STYLES: tuple[str, ...] = (
-    "bald", "buzz", "crop", "fringe", "side_part", "long", "bob", "afro", "spiky",
+    "bald",
+    "buzz",
+    "crop",
+    "fringe",
+    "side_part",
+    "long",
+    "bob",
+    "afro",
+    "spiky",
 )
 EYE_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (70, 40, 20), (40, 110, 220), (40, 150, 60), (120, 125, 130), (200, 130, 20),
+    (70, 40, 20),
+    (40, 110, 220),
+    (40, 150, 60),
+    (120, 125, 130),
+    (200, 130, 20),
 )
 NOSE_STYLES: tuple[str, ...] = ("triangle", "round", "line")
 FACIAL_HAIR: tuple[str, ...] = ("none", "none", "none", "moustache", "beard")
@@ -242,9 +263,7 @@ def synth_params_json(sample: SynthSample) -> str:
     ident["hair_style_name"] = HAIR_STYLES[ident["hair_style"]]
     payload = {
         "identity_id": sample.identity_id,
-        "expression": {
-            n: round(float(v), 6) for n, v in zip(EXPRESSION_FACTORS, sample.expression)
-        },
+        "expression": {n: round(float(v), 6) for n, v in zip(EXPRESSION_FACTORS, sample.expression)},
         "pose": {k: round(float(v), 6) for k, v in asdict(sample.pose).items()},
         "background_seed": sample.background_seed,
         "identity": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in ident.items()},
@@ -257,6 +276,9 @@ def sample_from_params(params: dict) -> SynthSample:
     expr = params["expression"]
     values = [expr[n] for n in EXPRESSION_FACTORS] if isinstance(expr, dict) else list(expr)
     pose = params.get("pose") or {}
-    return SynthSample(int(params["identity_id"]), tuple(float(v) for v in values),
-                       Pose(**{k: float(v) for k, v in pose.items()}), int(params.get("background_seed", 0)))
-
+    return SynthSample(
+        int(params["identity_id"]),
+        tuple(float(v) for v in values),
+        Pose(**{k: float(v) for k, v in pose.items()}),
+        int(params.get("background_seed", 0)),
+    )

@@ -46,8 +46,11 @@ class JudgeConfig:
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, k, stride, k // 2 if k % 2 else 1, bias=False),
-            nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(cin, cout, k, stride, k // 2 if k % 2 else 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class _Trunk(nn.Module):
@@ -116,8 +119,7 @@ def uint8_to_tensor(images: np.ndarray, size: int | None = None) -> torch.Tensor
     arr = np.asarray(images)
     if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-1] != 3:
         raise ValueError(
-            f"images: got dtype {arr.dtype} shape {arr.shape}; expected uint8 RGB "
-            "(B, H, W, 3) or (H, W, 3)"
+            f"images: got dtype {arr.dtype} shape {arr.shape}; expected uint8 RGB (B, H, W, 3) or (H, W, 3)"
         )
     if arr.ndim == 3:
         arr = arr[None]
@@ -130,8 +132,9 @@ def uint8_to_tensor(images: np.ndarray, size: int | None = None) -> torch.Tensor
 class Judges(nn.Module):
     """Both judges, frozen (parameters need no grad; gradients still flow to the input)."""
 
-    def __init__(self, cfg: JudgeConfig, identity: IdentityJudge, expression: ExpressionJudge,
-                 card: dict | None = None) -> None:
+    def __init__(
+        self, cfg: JudgeConfig, identity: IdentityJudge, expression: ExpressionJudge, card: dict | None = None
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.identity_net = identity
@@ -197,8 +200,7 @@ def build_judges(cfg: JudgeConfig) -> tuple[IdentityJudge, ExpressionJudge]:
     return IdentityJudge(cfg), ExpressionJudge(cfg)
 
 
-def load_judges(size: int = 32, folder: Path | str = WEIGHTS_DIR,
-                device: str | torch.device = "cpu") -> Judges:
+def load_judges(size: int = 32, folder: Path | str = WEIGHTS_DIR, device: str | torch.device = "cpu") -> Judges:
     """Load the shipped (or `folder`'s) judges for `size` px inputs via safetensors."""
     weights, card_path = weights_paths(size, folder)
     if not weights.is_file() or not card_path.is_file():
@@ -214,7 +216,7 @@ def load_judges(size: int = 32, folder: Path | str = WEIGHTS_DIR,
     identity, expression = build_judges(cfg)
     state = load_file(str(weights))
     for prefix, net in (("identity.", identity), ("expression.", expression)):
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         net.load_state_dict(sub, strict=True)
     judges = Judges(cfg, identity, expression, card)
     return judges.to(device=device, memory_format=torch.channels_last)

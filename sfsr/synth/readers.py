@@ -46,8 +46,9 @@ def composite(samples: list[SynthSample], base: np.ndarray, region: np.ndarray) 
     return np.where(region[..., None], drawn, base)
 
 
-def identity_candidates(targets: list[SynthSample], sources: np.ndarray, pool: np.ndarray, base: np.ndarray,
-                        region: np.ndarray, k: int = 8) -> np.ndarray:
+def identity_candidates(
+    targets: list[SynthSample], sources: np.ndarray, pool: np.ndarray, base: np.ndarray, region: np.ndarray, k: int = 8
+) -> np.ndarray:
     """(B, K, S, S, 3): target i with identity sources[i] (index 0), its own (index 1) and k-2
     others from `pool`, chosen deterministically."""
     pool = np.unique(pool)
@@ -55,19 +56,28 @@ def identity_candidates(targets: list[SynthSample], sources: np.ndarray, pool: n
     for i, t in enumerate(targets):
         others = [int(p) for p in np.roll(pool, -i) if p not in (sources[i], t.identity_id)][: k - 2]
         ids = [int(sources[i]), t.identity_id, *others]
-        rows.append(composite([replace(t, identity_id=j) for j in ids], np.repeat(base[i:i + 1], len(ids), 0),
-                              np.repeat(region[i:i + 1], len(ids), 0)))
+        rows.append(
+            composite(
+                [replace(t, identity_id=j) for j in ids],
+                np.repeat(base[i : i + 1], len(ids), 0),
+                np.repeat(region[i : i + 1], len(ids), 0),
+            )
+        )
     return np.stack(rows)
 
 
-def expression_candidates(faces: list[SynthSample], vectors: np.ndarray, base: np.ndarray,
-                          region: np.ndarray) -> np.ndarray:
+def expression_candidates(
+    faces: list[SynthSample], vectors: np.ndarray, base: np.ndarray, region: np.ndarray
+) -> np.ndarray:
     """(B, F, S, S, 3): face i with each expression vector of vectors[i] ((B, F, 7), or (F, 7)
     for the same candidates everywhere)."""
     vectors = np.broadcast_to(vectors, (len(faces), *vectors.shape[-2:]))
     rows = []
     for i, f in enumerate(faces):
         samples = [replace(f, expression=tuple(float(v) for v in vec)) for vec in vectors[i]]
-        rows.append(composite(samples, np.repeat(base[i:i + 1], len(samples), 0),
-                              np.repeat(region[i:i + 1], len(samples), 0)))
+        rows.append(
+            composite(
+                samples, np.repeat(base[i : i + 1], len(samples), 0), np.repeat(region[i : i + 1], len(samples), 0)
+            )
+        )
     return np.stack(rows)

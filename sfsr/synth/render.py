@@ -39,8 +39,7 @@ class _Canvas:
         self.mask = np.zeros((self.res, self.res), np.uint8)
         self.unit = _UNIT * self.res
         yaw, pitch, roll = (math.radians(a) for a in pose_deg)
-        self._rot = (math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch),
-                     math.cos(roll), math.sin(roll))
+        self._rot = (math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll))
 
     def project(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Face-unit points -> (N, 2) fixed-point pixel coords for cv2 (int32)."""
@@ -314,8 +313,7 @@ def render(sample: SynthSample, size: int = 64) -> tuple[np.ndarray, np.ndarray]
     ny = np.array([0.5 * f.h, 2.5, 2.5, 0.5 * f.h])
     cv.fill(cv.project(nx, ny, np.full(4, -0.3)), _shade(skin, 0.8), True)  # neck
     for side in (-1.0, 1.0):
-        ex, ey = _ellipse_pts(side * 0.97 * f.w, f.eye_y + 0.18, 0.15 * f.p.ear_size,
-                              0.26 * f.p.ear_size, 24)
+        ex, ey = _ellipse_pts(side * 0.97 * f.w, f.eye_y + 0.18, 0.15 * f.p.ear_size, 0.26 * f.p.ear_size, 24)
         cv.fill(cv.project(ex, ey, np.full_like(ex, -0.05)), _shade(skin, 0.88), True)
     hx, hy = f.outline()
     cv.fill(cv.project(hx, hy, np.zeros_like(hx)), skin, True)

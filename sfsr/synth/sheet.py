@@ -38,15 +38,12 @@ def contact_sheet(
     return np.concatenate(rows, axis=0)
 
 
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults and keeps the module docstring's line breaks."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=_HelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     ap.add_argument("--out", default="/tmp/synth_sheet.png", help="PNG path to write")
     ap.add_argument("--identities", type=int, default=8, help="number of identities (rows)")
     ap.add_argument("--first-identity", type=int, default=0, help="id of the first row")

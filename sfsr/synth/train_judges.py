@@ -140,8 +140,11 @@ def evaluate(ident: IdentityJudge, expr: ExpressionJudge, data: dict[str, np.nda
     mae = (pred - target).abs().mean(0)
     spread = target.std(0)
     per = {
-        name: {"mae": round(mae[i].item(), 4), "std": round(spread[i].item(), 4),
-               "ratio": round((mae[i] / spread[i]).item(), 4)}
+        name: {
+            "mae": round(mae[i].item(), 4),
+            "std": round(spread[i].item(), 4),
+            "ratio": round((mae[i] / spread[i]).item(), 4),
+        }
         for i, name in enumerate(EXPRESSION_FACTORS)
     }
     return {
@@ -154,16 +157,13 @@ def evaluate(ident: IdentityJudge, expr: ExpressionJudge, data: dict[str, np.nda
     }
 
 
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults and keeps the module docstring's line breaks."""
 
 
 def main(argv: list[str] | None = None) -> dict:
     d = TrainConfig()
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=_HelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     ap.add_argument("--size", type=int, default=d.size, help="input size of the judges (px)")
     ap.add_argument("--identities", type=int, default=d.identities, help="identities 0..N-1")
     ap.add_argument("--train-samples", type=int, default=d.train_samples, help="train images")
@@ -173,19 +173,40 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (one-cycle)")
     ap.add_argument("--seed", type=int, default=d.seed, help="seed of data, init and order")
     ap.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
-    ap.add_argument("--out", default=None,
-                    help=f"output folder (default: {WEIGHTS_DIR}, or a temp dir with --smoke-test)")
-    ap.add_argument("--smoke-test", action="store_true",
-                    help="tiny run (20 identities, 800 images, 2 epochs) in a temp dir")
+    ap.add_argument(
+        "--out", default=None, help=f"output folder (default: {WEIGHTS_DIR}, or a temp dir with --smoke-test)"
+    )
+    ap.add_argument(
+        "--smoke-test", action="store_true", help="tiny run (20 identities, 800 images, 2 epochs) in a temp dir"
+    )
     args = ap.parse_args(argv)
-    cfg = TrainConfig(size=args.size, identities=args.identities, train_samples=args.train_samples,
-                      test_samples=args.test_samples, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads)
+    cfg = TrainConfig(
+        size=args.size,
+        identities=args.identities,
+        train_samples=args.train_samples,
+        test_samples=args.test_samples,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+    )
     if args.smoke_test:
-        cfg = TrainConfig(size=args.size, identities=20, train_samples=800, test_samples=200,
-                          epochs=2, batch_size=64, seed=args.seed, threads=args.threads)
-    out = Path(args.out) if args.out else (
-        Path(tempfile.mkdtemp(prefix="judges_smoke_")) if args.smoke_test else WEIGHTS_DIR)
+        cfg = TrainConfig(
+            size=args.size,
+            identities=20,
+            train_samples=800,
+            test_samples=200,
+            epochs=2,
+            batch_size=64,
+            seed=args.seed,
+            threads=args.threads,
+        )
+    out = (
+        Path(args.out)
+        if args.out
+        else (Path(tempfile.mkdtemp(prefix="judges_smoke_")) if args.smoke_test else WEIGHTS_DIR)
+    )
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
@@ -197,8 +218,10 @@ def main(argv: list[str] | None = None) -> dict:
     duration = time.time() - t0
 
     print(f"held-out identity top-1: {metrics['identity_top1']:.4f} (bar {IDENTITY_BAR})")
-    print(f"embedding cosine same id {metrics['embedding_cos_same']:.3f}, "
-          f"different id {metrics['embedding_cos_different']:.3f}")
+    print(
+        f"embedding cosine same id {metrics['embedding_cos_same']:.3f}, "
+        f"different id {metrics['embedding_cos_different']:.3f}"
+    )
     print(f"{'factor':<12} {'MAE':>7} {'std':>7} {'MAE/std':>8}")
     for name, m in metrics["expression"].items():
         print(f"{name:<12} {m['mae']:7.4f} {m['std']:7.4f} {m['ratio']:8.3f}")
@@ -209,8 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     save_file(judges_state(ident, expr), str(weights))
     card = {
         "what": "sfsr synthetic-face judges: identity (cosine classifier) + expression regressor",
-        "command": "python -m sfsr.synth.train_judges "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m sfsr.synth.train_judges " + " ".join(sys.argv[1:] if argv is None else argv),
         "seed": cfg.seed,
         "git_commit": git_commit(("sfsr/synth",)),
         "torch": torch.__version__,
@@ -228,8 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
         "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
     }
     card_path.write_text(json.dumps(card, indent=2) + "\n")
-    print(f"wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB) and {card_path.name} "
-          f"in {duration:.0f} s")
+    print(f"wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB) and {card_path.name} in {duration:.0f} s")
     return card
 
 

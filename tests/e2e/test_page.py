@@ -26,10 +26,16 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # SFSR_REQUIRE_BROWSER=1 (and installs the browser), where a missing one is a failure.
 _NO_BROWSER = not (CHROMIUM and DRIVER)
 if _NO_BROWSER and os.environ.get("SFSR_REQUIRE_BROWSER") == "1":
-    raise RuntimeError("SFSR_REQUIRE_BROWSER=1 but chromium/chromedriver are missing: apt-get install chromium chromium-driver")
-pytestmark = [pytest.mark.ray, pytest.mark.slow,
-              pytest.mark.skipif(_NO_BROWSER, reason="needs Debian's chromium and chromium-driver "
-                                                     "(apt-get install chromium chromium-driver)")]
+    raise RuntimeError(
+        "SFSR_REQUIRE_BROWSER=1 but chromium/chromedriver are missing: apt-get install chromium chromium-driver"
+    )
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        _NO_BROWSER, reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+    ),
+]
 
 
 @pytest.fixture()
@@ -45,9 +51,17 @@ def browser():
     profile = tempfile.mkdtemp(prefix="sfsr-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                 "--window-size=1200,1100"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1200,1100",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -88,8 +102,13 @@ def test_upload_choose_a_word_and_generate(base_url: str, browser, tmp_path: Pat
     browser.find_element(By.ID, "identity-file").send_keys(str(selfie))
     browser.execute_script("document.getElementById('guidance-expression').value = 3.5;")
     browser.find_element(By.ID, "go").click()
-    _wait(browser, lambda d: d.find_element(By.ID, "result").is_displayed()
-          or "error" in d.find_element(By.ID, "status").get_attribute("class"))
+    _wait(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "result").is_displayed()
+            or "error" in d.find_element(By.ID, "status").get_attribute("class")
+        ),
+    )
     status = browser.find_element(By.ID, "status").text
     assert browser.find_element(By.ID, "result").is_displayed(), status
     assert browser.find_element(By.ID, "result").get_attribute("src").startswith("data:image/png;base64,")
@@ -105,10 +124,16 @@ def test_upload_choose_a_word_and_generate(base_url: str, browser, tmp_path: Pat
     Select(browser.find_element(By.ID, "word")).select_by_value("fury")
     first = browser.find_element(By.ID, "result").get_attribute("src")
     browser.find_element(By.ID, "go").click()
-    _wait(browser, lambda d: d.find_element(By.ID, "result").get_attribute("src") != first
-          or "error" in d.find_element(By.ID, "status").get_attribute("class"))
-    assert '"expression": "fury"' in browser.find_element(By.ID, "metadata").text, \
-        browser.find_element(By.ID, "status").text
+    _wait(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "result").get_attribute("src") != first
+            or "error" in d.find_element(By.ID, "status").get_attribute("class")
+        ),
+    )
+    assert '"expression": "fury"' in browser.find_element(By.ID, "metadata").text, browser.find_element(
+        By.ID, "status"
+    ).text
 
 
 def test_page_reports_errors_in_words(base_url: str, browser, tmp_path: Path) -> None:

@@ -19,25 +19,49 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def _job(env: dict, module: str, *args: str) -> None:
-    done = subprocess.run([RAY, "job", "submit", "--", "python", "-m", module, *args], env=env,
-                          capture_output=True, text=True, timeout=900, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [RAY, "job", "submit", "--", "python", "-m", module, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
 
 
 def test_scoring_copied_targets_matches_the_copy_target_baseline(platform_env, tmp_path: Path) -> None:
     data, out, outputs = tmp_path / "synth", tmp_path / "eval", tmp_path / "outputs"
-    _job(platform_env, "jobs.ingest", "--synthetic", "48", "--synthetic-split", "test", "--crop-size", "32",
-         "--identities", "8", "--output", str(data))  # fmt: skip
+    _job(
+        platform_env,
+        "jobs.ingest",
+        "--synthetic",
+        "48",
+        "--synthetic-split",
+        "test",
+        "--crop-size",
+        "32",
+        "--identities",
+        "8",
+        "--output",
+        str(data),
+    )
     faces = str(data / "faces")
     _job(platform_env, "jobs.evaluate", "--table", faces, "--output", str(out), "--pairs-only", "--pairs", "16")
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == 16 and all(p["identity"] != p["background"] for p in pairs)
 
-    crops = dict(zip(*(table.read_table(faces, columns=["face_id", "image"]).column(c).to_pylist() for c in ("face_id", "image"))))
+    crops = dict(
+        zip(
+            *(table.read_table(faces, columns=["face_id", "image"]).column(c).to_pylist() for c in ("face_id", "image"))
+        )
+    )
     outputs.mkdir()
     for p in pairs:  # "a method" that returns the target unchanged
         (outputs / f"{p['pair_id']}.png").write_bytes(crops[p["background"]])
-    _job(platform_env, "jobs.evaluate", "--table", faces, "--output", str(out), "--images", str(outputs), "--pairs", "16")
+    _job(
+        platform_env, "jobs.evaluate", "--table", faces, "--output", str(out), "--images", str(outputs), "--pairs", "16"
+    )
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["errors"]["count"] == 0

@@ -48,8 +48,14 @@ def upload(folder: Path, uri: str) -> str:
 
 
 def _job(env: dict, module: str, *args: str) -> str:
-    done = subprocess.run([RAY, "job", "submit", "--", "python", "-m", module, *args], env=env,
-                          capture_output=True, text=True, timeout=900, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [RAY, "job", "submit", "--", "python", "-m", module, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     return done.stdout
 
@@ -75,14 +81,45 @@ def test_a_new_model_at_the_same_uri_reaches_a_fresh_generator(s3_server, tmp_pa
 def held_out(platform_env, tmp_path_factory) -> str:
     """A held-out synthetic face table of 200 identities (the committed model's and judges')."""
     out = tmp_path_factory.mktemp("held-out") / "synth"
-    _job(platform_env, "jobs.ingest", "--synthetic", "64", "--synthetic-split", "test", "--crop-size", "32",
-         "--identities", "200", "--seed", "5", "--output", str(out))  # fmt: skip
+    _job(
+        platform_env,
+        "jobs.ingest",
+        "--synthetic",
+        "64",
+        "--synthetic-split",
+        "test",
+        "--crop-size",
+        "32",
+        "--identities",
+        "200",
+        "--seed",
+        "5",
+        "--output",
+        str(out),
+    )
     return str(out / "faces")
 
 
 def _evaluate(env: dict, faces: str, model: str, out: Path, pairs: int) -> dict:
-    _job(env, "jobs.evaluate", "--table", faces, "--checkpoint", model, "--output", str(out), "--task", "swap",
-         "--pairs", str(pairs), "--features", "none", "--no-pose", "--batch-size", "16")  # fmt: skip
+    _job(
+        env,
+        "jobs.evaluate",
+        "--table",
+        faces,
+        "--checkpoint",
+        model,
+        "--output",
+        str(out),
+        "--task",
+        "swap",
+        "--pairs",
+        str(pairs),
+        "--features",
+        "none",
+        "--no-pose",
+        "--batch-size",
+        "16",
+    )
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -100,8 +137,9 @@ def direct_identity_accuracy(faces: str, pairs: list[dict], gen: Generator, seed
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_evaluate_job_agrees_with_direct_generation_and_sees_a_new_model(platform_env, held_out, s3_server,
-                                                                          tmp_path: Path) -> None:
+def test_evaluate_job_agrees_with_direct_generation_and_sees_a_new_model(
+    platform_env, held_out, s3_server, tmp_path: Path
+) -> None:
     uri = upload(COMMITTED, s3_server.uri("evaluate-test", "model"))
     metrics = _evaluate(platform_env, held_out, uri, tmp_path / "committed", PAIRS)
     assert metrics["source"]["weights_sha256"] == files_digest(COMMITTED) and metrics["errors"]["count"] == 0
@@ -152,7 +190,9 @@ def test_a_serve_redeploy_with_a_new_revision_serves_the_new_weights(platform_en
             if d["name"] == "Generator":
                 d["user_config"]["model_revision"] = revision
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        done = subprocess.run([SERVE, "deploy", str(path)], env=env, capture_output=True, text=True, cwd=REPO, check=False)
+        done = subprocess.run(
+            [SERVE, "deploy", str(path)], env=env, capture_output=True, text=True, cwd=REPO, check=False
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         wait_running(env)
 
@@ -161,7 +201,9 @@ def test_a_serve_redeploy_with_a_new_revision_serves_the_new_weights(platform_en
         info cache (MODEL_INFO_TTL_S) has certainly expired."""
         deadline, seen = time.monotonic() + MODEL_INFO_TTL_S + 60, ""
         while time.monotonic() < deadline and seen != want:
-            r = requests.get(f"http://127.0.0.1:{port}/v1/info", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+            r = requests.get(
+                f"http://127.0.0.1:{port}/v1/info", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+            )
             r.raise_for_status()
             seen = r.json()["model"]["version"]
             time.sleep(2)

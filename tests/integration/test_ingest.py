@@ -47,7 +47,21 @@ def _make_inputs(folder: Path) -> None:
 
 
 def _ingest(env: dict[str, str], src: str, out: str) -> dict:
-    cmd = [RAY, "job", "submit", "--", "python", "-m", "jobs.ingest", "--input", src, "--output", out, "--crop-size", "128"]
+    cmd = [
+        RAY,
+        "job",
+        "submit",
+        "--",
+        "python",
+        "-m",
+        "jobs.ingest",
+        "--input",
+        src,
+        "--output",
+        out,
+        "--crop-size",
+        "128",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     return json.loads(storage.read_bytes(storage.join(out, "run.json")))
@@ -94,8 +108,22 @@ def test_ingest_folder_accounts_for_every_input_and_reruns_change_nothing(platfo
     assert _check_tables(out, str(src)) == ids
 
     # even forcing failed inputs through again neither duplicates nor loses a row
-    cmd = [RAY, "job", "submit", "--", "python", "-m", "jobs.ingest", "--input", str(src), "--output", out,
-           "--crop-size", "128", "--retry-errors"]  # fmt: skip
+    cmd = [
+        RAY,
+        "job",
+        "submit",
+        "--",
+        "python",
+        "-m",
+        "jobs.ingest",
+        "--input",
+        str(src),
+        "--output",
+        out,
+        "--crop-size",
+        "128",
+        "--retry-errors",
+    ]
     done = subprocess.run(cmd, env=platform_env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _check_tables(out, str(src)) == ids
@@ -119,8 +147,23 @@ def test_ingest_from_and_to_s3(platform_env, s3_server, tmp_path: Path) -> None:
 
 def test_synthetic_ingest_writes_labels_and_an_expression_bank(platform_env, tmp_path: Path) -> None:
     out = str(tmp_path / "synth")
-    cmd = [RAY, "job", "submit", "--", "python", "-m", "jobs.ingest", "--synthetic", "24", "--crop-size", "32",
-           "--identities", "6", "--output", out]  # fmt: skip
+    cmd = [
+        RAY,
+        "job",
+        "submit",
+        "--",
+        "python",
+        "-m",
+        "jobs.ingest",
+        "--synthetic",
+        "24",
+        "--crop-size",
+        "32",
+        "--identities",
+        "6",
+        "--output",
+        out,
+    ]
     done = subprocess.run(cmd, env=platform_env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     faces = table.read_table(storage.join(out, "faces"))
@@ -135,6 +178,10 @@ def test_synthetic_ingest_writes_labels_and_an_expression_bank(platform_env, tmp
     assert sum(bank.column("count").to_pylist()) == 24
     # the bank's means are means of the table's expression vectors
     first = words[0]
-    rows = [v for v, w in zip(faces.column("expression").to_pylist(), faces.column("expression_label").to_pylist()) if w == first]
+    rows = [
+        v
+        for v, w in zip(faces.column("expression").to_pylist(), faces.column("expression_label").to_pylist())
+        if w == first
+    ]
     mean = [sum(c) / len(rows) for c in zip(*rows)]
     assert max(abs(a - b) for a, b in zip(mean, bank.column("vector").to_pylist()[0])) < 1e-4

@@ -47,7 +47,9 @@ def _submit(env: dict[str, str], *entrypoint: str, timeout: float = 240) -> subp
 
 
 def test_job_submit_needs_the_token(platform_env: dict[str, str]) -> None:
-    no_token = {k: v for k, v in platform_env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")}
+    no_token = {
+        k: v for k, v in platform_env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
+    }
     refused = _submit(no_token, "python", "-c", "print('should not run')", timeout=120)
     assert refused.returncode != 0
     assert "should not run" not in refused.stdout
@@ -74,14 +76,19 @@ def test_doctor_job_passes_on_local_folder(platform_env: dict[str, str], tmp_pat
     assert not any((tmp_path / "probe").rglob("*")), "the probe object must be deleted afterwards"
 
 
-def test_sfsr_doctor_names_an_unreachable_s3_endpoint(platform_config: cluster.PlatformConfig, ray_address: str) -> None:
+def test_sfsr_doctor_names_an_unreachable_s3_endpoint(
+    platform_config: cluster.PlatformConfig, ray_address: str
+) -> None:
     dead = f"http://127.0.0.1:{cluster.free_port()}"
     env = os.environ | {"SFSR_HOME": str(platform_config.home.parent), "AWS_ENDPOINT_URL": dead}
     t0 = time.monotonic()
     done = subprocess.run(
         [SFSR, "--home", str(platform_config.home.parent), "doctor", "--storage", "s3://sfsr/probe"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.monotonic() - t0
     out = done.stdout + done.stderr
     assert done.returncode != 0

@@ -59,8 +59,14 @@ def check_png(data: bytes, shape: tuple[int, int] | None = None) -> dict[str, st
 
 
 def post(base_url: str, route: str, *, files=None, data=None, json_body=None, headers=None, timeout=180):
-    return requests.post(f"{base_url}/v1/{route}", files=files, data=data, json=json_body,
-                         headers={**auth(), **(headers or {})}, timeout=timeout)
+    return requests.post(
+        f"{base_url}/v1/{route}",
+        files=files,
+        data=data,
+        json=json_body,
+        headers={**auth(), **(headers or {})},
+        timeout=timeout,
+    )
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -71,7 +77,7 @@ def test_open_routes_and_docs(base_url: str) -> None:
     assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["auth_required"]
     assert "X-Request-Id" in health.headers
     page = requests.get(base_url + "/", timeout=30)
-    assert page.status_code == 200 and "<select id=\"word\">" in page.text
+    assert page.status_code == 200 and '<select id="word">' in page.text
     spec = requests.get(f"{base_url}/openapi.json", timeout=30).json()
     body = spec["paths"]["/v1/swap"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
@@ -103,22 +109,34 @@ def test_expressions_and_info(base_url: str) -> None:
 
 def test_reenact_multipart_with_a_word(base_url: str) -> None:
     src = photos.load("obama.jpg")
-    r = post(base_url, "reenact", files={"source": ("obama.jpg", photo("obama.jpg"))},
-             data={"expression": "delight", "seed": "7"})
+    r = post(
+        base_url,
+        "reenact",
+        files={"source": ("obama.jpg", photo("obama.jpg"))},
+        data={"expression": "delight", "seed": "7"},
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "image/png"
     text = check_png(r.content, src.shape[:2])
     assert text["sfsr:route"] == "reenact" and text["sfsr:seed"] == "7"
     assert r.headers["X-Request-Id"] == text["sfsr:request_id"]
     card = json.loads((COMMITTED_MODEL / "sfsr_card.json").read_text())
-    assert (text["sfsr:model"], text["sfsr:trained_on"], text["sfsr:licence"]) == \
-        (card["name"], card["trained_on"], card["licence"])
-    assert "synthetic 32 px faces" in r.headers["X-Sfsr-Warning"] and text["sfsr:warning"] == r.headers["X-Sfsr-Warning"]
+    assert (text["sfsr:model"], text["sfsr:trained_on"], text["sfsr:licence"]) == (
+        card["name"],
+        card["trained_on"],
+        card["licence"],
+    )
+    assert (
+        "synthetic 32 px faces" in r.headers["X-Sfsr-Warning"] and text["sfsr:warning"] == r.headers["X-Sfsr-Warning"]
+    )
 
 
 def test_swap_json_base64_and_json_response(base_url: str) -> None:
-    body = {"identity": base64.b64encode(photo("biden.jpg")).decode(),
-            "target": "data:image/jpeg;base64," + base64.b64encode(photo("obama2.jpg")).decode(), "steps": 2}
+    body = {
+        "identity": base64.b64encode(photo("biden.jpg")).decode(),
+        "target": "data:image/jpeg;base64," + base64.b64encode(photo("obama2.jpg")).decode(),
+        "steps": 2,
+    }
     r = post(base_url, "swap", json_body=body, headers={"Accept": "application/json"})
     assert r.status_code == 200, r.text
     out = r.json()
@@ -134,13 +152,23 @@ def test_swap_json_base64_and_json_response(base_url: str) -> None:
 def test_generate_with_vector_image_and_aligned_example(base_url: str) -> None:
     example = requests.get(f"{base_url}/v1/examples/3.png", headers=auth(), timeout=30)
     assert example.status_code == 200
-    r = post(base_url, "generate", files={"identity": ("e.png", example.content)},
-             data={"identity_aligned": "true", "expression_vector": json.dumps([0, 0.5, 0, 0, 0, 0.5, 0])})
+    r = post(
+        base_url,
+        "generate",
+        files={"identity": ("e.png", example.content)},
+        data={"identity_aligned": "true", "expression_vector": json.dumps([0, 0.5, 0, 0, 0, 0.5, 0])},
+    )
     assert r.status_code == 200, r.text
     check_png(r.content, (256, 256))
-    r = post(base_url, "generate", files={"identity": ("o.jpg", photo("obama3.jpg")),
-                                          "expression_image": ("a.png", photo("astronaut.png")),
-                                          "background": ("b.jpg", photo("biden.jpg"))})
+    r = post(
+        base_url,
+        "generate",
+        files={
+            "identity": ("o.jpg", photo("obama3.jpg")),
+            "expression_image": ("a.png", photo("astronaut.png")),
+            "background": ("b.jpg", photo("biden.jpg")),
+        },
+    )
     assert r.status_code == 200, r.text
     check_png(r.content, photos.load("biden.jpg").shape[:2])
 
@@ -168,18 +196,21 @@ def test_bad_inputs_get_4xx_and_the_app_keeps_serving(base_url: str) -> None:
         r = post(base_url, "reenact", files={"source": (name, data)}, data={"expression": "joy"})
         statuses[name] = r.status_code
         assert 400 <= r.status_code < 500 and r.json()["error"]["message"], (name, r.status_code, r.text)
-    text = post(base_url, "swap", files={"identity": ("a.txt", b"just text\n" * 50),
-                                         "target": ("b.jpg", photo("obama.jpg"))})
+    text = post(
+        base_url, "swap", files={"identity": ("a.txt", b"just text\n" * 50), "target": ("b.jpg", photo("obama.jpg"))}
+    )
     assert text.status_code == 415 and text.json()["error"]["field"] == "identity"
     missing = post(base_url, "swap", files={"target": ("b.jpg", photo("obama.jpg"))})
     assert missing.status_code == 422 and missing.json()["error"]["field"] == "identity"
     word = post(base_url, "reenact", files={"source": ("o.jpg", photo("obama.jpg"))}, data={"expression": "hapiness"})
     assert word.status_code == 422 and "happiness" in word.json()["error"]["suggestions"]
-    bad_json = requests.post(f"{base_url}/v1/generate", data=b"{oops", timeout=30,
-                             headers={**auth(), "Content-Type": "application/json"})
+    bad_json = requests.post(
+        f"{base_url}/v1/generate", data=b"{oops", timeout=30, headers={**auth(), "Content-Type": "application/json"}
+    )
     assert bad_json.status_code == 400
-    plain = requests.post(f"{base_url}/v1/generate", data=b"hello", timeout=30,
-                          headers={**auth(), "Content-Type": "text/plain"})
+    plain = requests.post(
+        f"{base_url}/v1/generate", data=b"hello", timeout=30, headers={**auth(), "Content-Type": "text/plain"}
+    )
     assert plain.status_code == 415
     assert requests.get(f"{base_url}/v1/healthz", timeout=30).status_code == 200
     ok = post(base_url, "reenact", files={"source": ("o.jpg", photo("obama.jpg"))}, data={"expression": "joy"})
@@ -200,9 +231,14 @@ def test_50_mb_upload_is_refused_fast(base_url: str) -> None:
 
 def test_overload_answers_503_with_retry_after(base_url: str) -> None:
     """Generator: 1 replica, 2 ongoing + 2 queued; 16 at once must overflow it."""
+
     def one(_: int) -> requests.Response:
-        return post(base_url, "reenact", files={"source": ("e.jpg", photo("obama.jpg"))},
-                    data={"expression": "joy", "steps": "20"})
+        return post(
+            base_url,
+            "reenact",
+            files={"source": ("e.jpg", photo("obama.jpg"))},
+            data={"expression": "joy", "steps": "20"},
+        )
 
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(one, range(16)))
@@ -218,18 +254,54 @@ def test_random_field_values_never_give_5xx(base_url: str) -> None:
     """A small seeded fuzz over field names and value types, both encodings: 4xx or 200 only."""
     rng = np.random.default_rng(0)
     good = base64.b64encode(photo("obama.jpg")).decode()
-    values = [None, "", "joy", "zzz", -1, 0, 3, 2.5, 1e308, True, [], [1, 2], {"a": 1}, "A" * 5000, good,
-              "data:image/png;base64,AAAA", "ÿ\u0000\u202e", float("nan")]
-    names = ["identity", "target", "source", "driver", "expression", "expression_vector", "expression_image",
-             "background", "steps", "seed", "guidance_identity", "identity_face_index", "source_aligned", "bogus"]
+    values = [
+        None,
+        "",
+        "joy",
+        "zzz",
+        -1,
+        0,
+        3,
+        2.5,
+        1e308,
+        True,
+        [],
+        [1, 2],
+        {"a": 1},
+        "A" * 5000,
+        good,
+        "data:image/png;base64,AAAA",
+        "ÿ\u0000\u202e",
+        float("nan"),
+    ]
+    names = [
+        "identity",
+        "target",
+        "source",
+        "driver",
+        "expression",
+        "expression_vector",
+        "expression_image",
+        "background",
+        "steps",
+        "seed",
+        "guidance_identity",
+        "identity_face_index",
+        "source_aligned",
+        "bogus",
+    ]
     seen = set()
     for i in range(48):
         route = ["swap", "reenact", "generate"][i % 3]
         body = {n: values[rng.integers(len(values))] for n in rng.choice(names, size=rng.integers(1, 5), replace=False)}
         if i % 2:
             payload = json.dumps(body, allow_nan=True)
-            r = requests.post(f"{base_url}/v1/{route}", data=payload, timeout=120,
-                              headers={**auth(), "Content-Type": "application/json"})
+            r = requests.post(
+                f"{base_url}/v1/{route}",
+                data=payload,
+                timeout=120,
+                headers={**auth(), "Content-Type": "application/json"},
+            )
         else:
             form = {k: (None, json.dumps(v) if not isinstance(v, str) else v) for k, v in body.items()}
             r = requests.post(f"{base_url}/v1/{route}", files=form, headers=auth(), timeout=120)

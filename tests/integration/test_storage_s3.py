@@ -30,8 +30,16 @@ def root(request, tmp_path) -> str:
 
 
 def err_rows(ids, message: str = "m") -> list[dict]:
-    return [{"input_id": f"k{i:04d}", "source_uri": f"/in/{i}.jpg", "stage": "decode", "reason": "empty",
-             "message": f"{message}{i}"} for i in ids]
+    return [
+        {
+            "input_id": f"k{i:04d}",
+            "source_uri": f"/in/{i}.jpg",
+            "stage": "decode",
+            "reason": "empty",
+            "message": f"{message}{i}",
+        }
+        for i in ids
+    ]
 
 
 def test_object_roundtrip(root):
@@ -43,7 +51,11 @@ def test_object_roundtrip(root):
     storage.write_bytes(storage.join(root + "0", "elsewhere.bin"), b"x")  # sibling with a common prefix
     try:
         assert storage.read_bytes(a) == payload
-        assert storage.exists(a) and storage.exists(storage.join(root, "sub")) and not storage.exists(storage.join(root, "zz"))
+        assert (
+            storage.exists(a)
+            and storage.exists(storage.join(root, "sub"))
+            and not storage.exists(storage.join(root, "zz"))
+        )
         assert storage.list_files(root) == sorted([a, b, c])
         assert storage.list_files(root, (".jpg",)) == [b]
         with pytest.raises(StorageNotFoundError):
@@ -186,8 +198,10 @@ def test_roundtrip_inside_ray_tasks_and_ray_data(s3_server, ray_address):
         from sfsr.io import storage as s
         from sfsr.io.schema import ERROR_SCHEMA as schema
 
-        rows = [{"input_id": f"k{j:04d}", "source_uri": f"/in/{j}", "stage": "decode", "reason": "empty",
-                 "message": "m"} for j in range(i * 10, i * 10 + 10)]
+        rows = [
+            {"input_id": f"k{j:04d}", "source_uri": f"/in/{j}", "stage": "decode", "reason": "empty", "message": "m"}
+            for j in range(i * 10, i * 10 + 10)
+        ]
         t = pa.Table.from_pylist(rows, schema=schema)
         s.write_atomic(s.join(st, f"task-{i}.parquet"), lambda f: pq.write_table(t, f))
         s.write_bytes(s.join(base, f"blob-{i}.bin"), bytes([i]) * 100)

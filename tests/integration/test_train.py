@@ -73,8 +73,9 @@ def _train_worker_pids(env: dict) -> list[int]:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if (proc / "cmdline").read_bytes().startswith(b"ray::RayTrainWorker") and \
-                        marker in (proc / "environ").read_bytes().split(b"\0"):
+                if (proc / "cmdline").read_bytes().startswith(b"ray::RayTrainWorker") and marker in (
+                    proc / "environ"
+                ).read_bytes().split(b"\0"):
                     pids.append(int(proc.name))
             except OSError:
                 pass
@@ -96,7 +97,10 @@ def smoke_run(platform_env, tmp_path_factory) -> tuple[str, str]:
     grids = list((Path(root) / "tiny-smoke").rglob("samples-*.png"))
     assert grids, "the smoke run saved no sample grid"
     card = json.loads((model / "run_card.json").read_text())  # how to reproduce the model
-    assert card["provenance"]["command"].startswith("python -m jobs.train ") and "--smoke-test" in card["provenance"]["command"]
+    assert (
+        card["provenance"]["command"].startswith("python -m jobs.train ")
+        and "--smoke-test" in card["provenance"]["command"]
+    )
     assert card["provenance"]["git_commit"] and card["job"]["seed"] == 0
     assert card["metrics"]["step"] == 6 and 0 < card["metrics"]["train_seconds"] < wall  # timed inside the job
     return root, str(Path(root) / "tiny-smoke" / "smoke-table" / "faces")
@@ -118,8 +122,22 @@ def test_smoke_model_loads_and_generates(smoke_run) -> None:
 def test_stopped_job_resumes_and_a_killed_worker_recovers(platform_env, smoke_run) -> None:
     root, table = smoke_run
     run_dir = str(Path(root) / "ft")
-    common = ("--preset", "tiny", "--name", "ft", "--table", table, "--storage", root,
-              "--checkpoint-every", "5", "--sample-every", "100000", "--batch-size", "8")  # fmt: skip
+    common = (
+        "--preset",
+        "tiny",
+        "--name",
+        "ft",
+        "--table",
+        table,
+        "--storage",
+        root,
+        "--checkpoint-every",
+        "5",
+        "--sample-every",
+        "100000",
+        "--batch-size",
+        "8",
+    )
     # batch 8 of the 32-row smoke table: 4 steps per epoch (each epoch is a new Ray Data pass)
 
     # stop the job after its first checkpoint, then submit it again: the step count continues
@@ -159,8 +177,20 @@ def test_stopped_job_resumes_and_a_killed_worker_recovers(platform_env, smoke_ru
 def test_checkpoints_on_s3_and_resume_from_there(platform_env, s3_server, smoke_run) -> None:
     _, table = smoke_run
     root = s3_server.uri("train-runs")
-    args = ("--preset", "tiny", "--name", "s3run", "--table", table, "--storage", root,
-            "--checkpoint-every", "3", "--batch-size", "8")  # fmt: skip
+    args = (
+        "--preset",
+        "tiny",
+        "--name",
+        "s3run",
+        "--table",
+        table,
+        "--storage",
+        root,
+        "--checkpoint-every",
+        "3",
+        "--batch-size",
+        "8",
+    )
     done = _submit(platform_env, *args, "--steps", "3")
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert _checkpoint_steps(storage.join(root, "s3run")) == [3]

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from deployments import compose, validation as v
+from deployments import compose
+from deployments import validation as v
 from deployments.settings import AnalysisSettings, GeneratorSettings, IngressSettings, from_dict, open_api_refusal
 from sfsr.io.images import ImageLimits
 from tests.fixtures.bad_images import bad_image_bytes
@@ -77,9 +78,15 @@ def test_multipart_duplicates_are_refused() -> None:
 def test_swap_parses_both_encodings_to_the_same_request() -> None:
     a, b = png(seed=1), png(seed=2)
     multipart = v.parse_swap({"identity": a, "target": b, "steps": "7", "target_face_index": "1"}, LIMITS)
-    as_json = v.parse_swap({"identity": base64.b64encode(a).decode(),
-                            "target": "data:image/png;base64," + base64.b64encode(b).decode(),
-                            "steps": 7, "target_face_index": 1}, LIMITS)
+    as_json = v.parse_swap(
+        {
+            "identity": base64.b64encode(a).decode(),
+            "target": "data:image/png;base64," + base64.b64encode(b).decode(),
+            "steps": 7,
+            "target_face_index": 1,
+        },
+        LIMITS,
+    )
     for r in (multipart, as_json):
         assert r.params.steps == 7 and r.params.seed is None
         assert r.params.guidance_identity == LIMITS.default_guidance_identity
@@ -100,13 +107,23 @@ def test_unknown_fields_are_refused() -> None:
     assert (err.status, err.code, err.field) == (422, "unknown_field", "gudiance_identity")
 
 
-@pytest.mark.parametrize("name,value,code", [
-    ("steps", "0", "out_of_range"), ("steps", 101, "out_of_range"), ("steps", "2.5", "invalid_field"),
-    ("steps", True, "invalid_field"), ("guidance_identity", "nan", "invalid_field"),
-    ("guidance_expression", "inf", "invalid_field"), ("guidance_identity", -1, "out_of_range"),
-    ("guidance_expression", 15.5, "out_of_range"), ("seed", -1, "out_of_range"), ("seed", 2**31, "out_of_range"),
-    ("identity_face_index", "first", "invalid_field"), ("identity_aligned", "maybe", "invalid_field"),
-])
+@pytest.mark.parametrize(
+    "name,value,code",
+    [
+        ("steps", "0", "out_of_range"),
+        ("steps", 101, "out_of_range"),
+        ("steps", "2.5", "invalid_field"),
+        ("steps", True, "invalid_field"),
+        ("guidance_identity", "nan", "invalid_field"),
+        ("guidance_expression", "inf", "invalid_field"),
+        ("guidance_identity", -1, "out_of_range"),
+        ("guidance_expression", 15.5, "out_of_range"),
+        ("seed", -1, "out_of_range"),
+        ("seed", 2**31, "out_of_range"),
+        ("identity_face_index", "first", "invalid_field"),
+        ("identity_aligned", "maybe", "invalid_field"),
+    ],
+)
 def test_bad_numbers(name: str, value, code: str) -> None:
     err = refused(v.parse_swap, {"identity": png(), "target": png(), name: value}, LIMITS)
     assert (err.status, err.code, err.field) == (422, code, name)
@@ -199,8 +216,9 @@ def test_choose_face() -> None:
 
 def test_error_body_names_the_request() -> None:
     body = v.ApiError(422, "no_face", "msg", "identity", faces=[]).body("rid1")
-    assert body == {"error": {"code": "no_face", "message": "msg", "field": "identity", "request_id": "rid1",
-                              "faces": []}}
+    assert body == {
+        "error": {"code": "no_face", "message": "msg", "field": "identity", "request_id": "rid1", "faces": []}
+    }
 
 
 # --- paste back -------------------------------------------------------------------------------
@@ -331,11 +349,13 @@ def test_generator_batches_group_compatible_jobs() -> None:
 
     crop = np.zeros((16, 16, 3), np.uint8)
     common = dict(steps=4, guidance_identity=2.0, guidance_expression=2.0)
-    jobs = [GenJob("reenact", crop, seed=1, word="joy", **common),
-            GenJob("swap", crop, seed=2, target=crop, **common),
-            GenJob("reenact", crop, seed=3, word="rage", **common),
-            GenJob("reenact", crop, seed=4, word="joy", **{**common, "steps": 8}),
-            GenJob("reenact", crop, seed=5, driver=crop, **common)]
+    jobs = [
+        GenJob("reenact", crop, seed=1, word="joy", **common),
+        GenJob("swap", crop, seed=2, target=crop, **common),
+        GenJob("reenact", crop, seed=3, word="rage", **common),
+        GenJob("reenact", crop, seed=4, word="joy", **{**common, "steps": 8}),
+        GenJob("reenact", crop, seed=5, driver=crop, **common),
+    ]
     assert group_jobs(jobs) == [[0, 2], [1], [3], [4]]
 
     class Recorder:  # records how each model call is made; returns one blank image per sample
@@ -356,8 +376,10 @@ def test_generator_batches_group_compatible_jobs() -> None:
     assert run_group(rec, [jobs[0], jobs[2]]).shape == (2, 16, 16, 3)
     name, kw = rec.calls[-1]
     assert name == "reenact" and kw["words"] == ["joy", "rage"] and kw["seeds"] == [1, 3] and kw["steps"] == 4
-    vec = [GenJob("generate", crop, seed=i, target=crop, mask=np.ones((16, 16), bool), vector=(0.0,) * 7, **common)
-           for i in range(3)]
+    vec = [
+        GenJob("generate", crop, seed=i, target=crop, mask=np.ones((16, 16), bool), vector=(0.0,) * 7, **common)
+        for i in range(3)
+    ]
     run_group(rec, vec)
     name, kw = rec.calls[-1]
     # Generator.generate wants a list with one (D,) vector per sample, masks stacked

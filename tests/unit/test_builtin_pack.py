@@ -81,8 +81,10 @@ def test_smiling_face_reads_happier_than_neutral(pack, faces):
     happy, lift = comps.index("happy"), comps.index("mouth_corner_lift")
     for smiling, neutral in SMILE_PAIRS:
         s, n = faces[smiling][2], faces[neutral][2]
-        print(f"expression {smiling} vs {neutral}: happy {s[happy]:.2f} vs {n[happy]:.2f}, "
-              f"corner lift {s[lift]:.3f} vs {n[lift]:.3f}")
+        print(
+            f"expression {smiling} vs {neutral}: happy {s[happy]:.2f} vs {n[happy]:.2f}, "
+            f"corner lift {s[lift]:.3f} vs {n[lift]:.3f}"
+        )
         assert s[happy] > 0.9 and n[happy] < 0.3
         assert s[lift] > n[lift] + 0.05
 
@@ -163,12 +165,14 @@ def test_bad_inputs_are_refused_with_the_shape(pack):
 
 # Outputs of fer's emotion_model_quantized.tflite (run with ai-edge-litert 2.3.0) on the blocky
 # random images below; the quantised weights explain differences up to ~0.02.
-LITERT_REFERENCE = np.array([
-    [0.0196, 0.0000, 0.3045, 0.2865, 0.3800, 0.0024, 0.0069],
-    [0.0817, 0.0000, 0.0188, 0.6154, 0.2635, 0.0015, 0.0191],
-    [0.0712, 0.0000, 0.0062, 0.3984, 0.5161, 0.0006, 0.0074],
-    [0.0109, 0.0000, 0.0488, 0.4720, 0.4596, 0.0007, 0.0081],
-])
+LITERT_REFERENCE = np.array(
+    [
+        [0.0196, 0.0000, 0.3045, 0.2865, 0.3800, 0.0024, 0.0069],
+        [0.0817, 0.0000, 0.0188, 0.6154, 0.2635, 0.0015, 0.0191],
+        [0.0712, 0.0000, 0.0062, 0.3984, 0.5161, 0.0006, 0.0074],
+        [0.0109, 0.0000, 0.0488, 0.4720, 0.4596, 0.0007, 0.0081],
+    ]
+)
 
 
 def test_fer_port_matches_reference_outputs(pack):
@@ -184,5 +188,7 @@ def test_fer_port_matches_reference_outputs(pack):
 
 def test_per_face_timing_is_reported(faces):
     ms = {n: faces[n][3] for n in SINGLES}
-    print("per-face analyse+encode ms (first call includes warm-up): " + ", ".join(f"{n} {v:.0f}" for n, v in ms.items()))
+    print(
+        "per-face analyse+encode ms (first call includes warm-up): " + ", ".join(f"{n} {v:.0f}" for n, v in ms.items())
+    )
     assert all(v > 0 for v in ms.values())

@@ -18,8 +18,11 @@ def _model(folder):
 
 def test_ray_train_layout_is_ordered_by_the_recorded_step_not_the_folder_name(tmp_path):
     # Ray Train names checkpoints by time; a resumed run's names do not sort by step
-    for name, step in [("checkpoint_2026-01-02_00-00-00.0", 1000), ("checkpoint_2026-01-01_00-00-00.0", 1500),
-                       ("checkpoint_2026-01-03_00-00-00.0", 500)]:
+    for name, step in [
+        ("checkpoint_2026-01-02_00-00-00.0", 1000),
+        ("checkpoint_2026-01-01_00-00-00.0", 1500),
+        ("checkpoint_2026-01-03_00-00-00.0", 500),
+    ]:
         _model(tmp_path / name / "model")
         (tmp_path / name / "metrics.json").write_text(json.dumps({"step": step, "loss": 0.1}))
     (tmp_path / "checkpoint_2026-01-04_00-00-00.0").mkdir()  # half-written: no metrics, no model

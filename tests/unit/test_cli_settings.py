@@ -31,10 +31,29 @@ def _parse(argv: list[str]) -> Demo:
 def test_flags_parse_into_the_dataclass_with_its_defaults(monkeypatch) -> None:
     monkeypatch.delenv("DEMO_STORE", raising=False)
     assert _parse(["--table", "t"]) == Demo(table="t")
-    got = _parse(["--table", "t", "--steps", "7", "--lr", "1e-3", "--mode", "slow", "--gpu", "--no-pose",
-                  "--names", "x,y", "--pack", "p", "--pack", "q"])
-    assert got == Demo(table="t", steps=7, lr=1e-3, mode="slow", gpu=True, pose=False, names=("x", "y"),
-                       packs=("p", "q"))
+    got = _parse(
+        [
+            "--table",
+            "t",
+            "--steps",
+            "7",
+            "--lr",
+            "1e-3",
+            "--mode",
+            "slow",
+            "--gpu",
+            "--no-pose",
+            "--names",
+            "x,y",
+            "--pack",
+            "p",
+            "--pack",
+            "q",
+        ]
+    )
+    assert got == Demo(
+        table="t", steps=7, lr=1e-3, mode="slow", gpu=True, pose=False, names=("x", "y"), packs=("p", "q")
+    )
     monkeypatch.setenv("DEMO_STORE", "s3://b/runs")
     assert _parse(["--table", "t"]).store == "s3://b/runs"
 
@@ -43,8 +62,14 @@ def test_help_shows_every_default(capsys) -> None:
     with pytest.raises(SystemExit):
         _parse(["--help"])
     out = " ".join(capsys.readouterr().out.split())
-    for text in ("optimiser steps (default: 2000)", "--mode {fast,slow}", "(default: a,b)", "--no-pose",
-                 "skip the pose metric (default: True)", "a pack; repeatable (default: [])"):
+    for text in (
+        "optimiser steps (default: 2000)",
+        "--mode {fast,slow}",
+        "(default: a,b)",
+        "--no-pose",
+        "skip the pose metric (default: True)",
+        "a pack; repeatable (default: [])",
+    ):
         assert text in out
 
 

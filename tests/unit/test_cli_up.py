@@ -10,6 +10,7 @@ from sfsr import cli, cluster
 @pytest.fixture
 def fake_up(monkeypatch):
     started = []
+
     def up(cfg):  # what the real one does before starting processes
         cfg.home.mkdir(parents=True, exist_ok=True)
         started.append(cfg)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfsr.synth.conditioning import expression_targets
 from sfsr.generate import Generator
-from sfsr.release.evaluate_synth import held_out_set, progress, source_of_each
 from sfsr.model.presets import write_random_model
+from sfsr.release.evaluate_synth import held_out_set, progress, source_of_each
+from sfsr.synth.conditioning import expression_targets
 from sfsr.synth.dataset import expression_region
 from sfsr.synth.factors import FAMILIES
 from sfsr.synth.judges import load_judges
@@ -46,7 +46,9 @@ def word_halfway_rate(gen: Generator, data: dict) -> float:
     words = [FAMILIES[(expression_region(data["factors"][i]) + 1 + i % 5) % 6] for i in range(N)]
     out = gen.reenact(data["images"], words=words, masks=data["masks"], seeds=list(range(N)), steps=STEPS)
     judges, targets = load_judges(32), expression_targets()
-    p = progress(judges.expression_np(out), judges.expression_np(data["images"]), np.stack([targets.target(w) for w in words]))
+    p = progress(
+        judges.expression_np(out), judges.expression_np(data["images"]), np.stack([targets.target(w) for w in words])
+    )
     return float(np.mean(p >= 0.5))
 
 

@@ -54,10 +54,12 @@ def test_eps_and_x0_conversions_invert_the_forward_process():
 
 def _oracle(x0: torch.Tensor, table: torch.Tensor, ptype: str):
     """A 'network' that knows x0: at any (x, t) it outputs the exact prediction for it."""
+
     def denoise(x, t):
         a = gather(table, t).to(x.dtype).reshape(-1, 1, 1, 1)
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         return target(x0, eps, gather(table, t), ptype)
+
     return denoise
 
 
@@ -155,9 +157,11 @@ def test_identity_and_expression_losses():
 
 def _cond_net(scale_id: float, scale_ex: float):
     """Output depends on which conditions are kept: 1 + a*keep_id + b*keep_ex (times x)."""
+
     def net(x, t, drop_id, drop_ex):
         k = (1 + scale_id * (~drop_id).float() + scale_ex * (~drop_ex).float()).reshape(-1, 1, 1, 1)
         return x * k
+
     return net
 
 
@@ -180,6 +184,7 @@ def _smooth_net():
     def net(x, t, drop_id, drop_ex):
         k = 0.5 + 0.2 * (~drop_id).float() - 0.1 * (~drop_ex).float()
         return conv(x) * 0.1 + x * k.reshape(-1, 1, 1, 1)
+
     return net
 
 
@@ -190,8 +195,16 @@ def test_sampling_paste_back_keeps_background_exactly():
     mask[..., 2:6, 2:6] = 1
     for sampler in ("ddim", "dpmsolver"):
         with torch.no_grad():
-            out = sample(net, Schedule(), (3, 8, 8), generators_for([1, 2, 3]), background=bg, mask=mask,
-                         steps=6, sampler=sampler)
+            out = sample(
+                net,
+                Schedule(),
+                (3, 8, 8),
+                generators_for([1, 2, 3]),
+                background=bg,
+                mask=mask,
+                steps=6,
+                sampler=sampler,
+            )
         assert torch.equal(out * (1 - mask), bg * (1 - mask))
         assert not torch.allclose(out * mask, bg * mask)  # the face region was generated
 
@@ -229,7 +242,9 @@ def test_arcface_loads_safetensors_and_torch_files(tmp_path):
     b = arcface.load_arcface(tmp_path / "w.pt")
     x = torch.rand(2, 3, 56, 56) * 2 - 1  # any size: resized to 112
     ea, eb = a.identity_embedding(x), b.identity_embedding(x)
-    ref = torch.nn.functional.normalize(net.eval()(torch.nn.functional.interpolate(x, size=112, mode="bilinear")), dim=1)
+    ref = torch.nn.functional.normalize(
+        net.eval()(torch.nn.functional.interpolate(x, size=112, mode="bilinear")), dim=1
+    )
     assert ea.shape == (2, 64) and torch.allclose(ea.norm(dim=1), torch.ones(2), atol=1e-5)
     assert torch.allclose(ea, eb) and torch.allclose(ea, ref, atol=1e-5)
     assert arcface.layers_from_state(state) == (1, 1, 1, 1)

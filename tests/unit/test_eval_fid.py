@@ -56,8 +56,8 @@ def test_offline_network_is_a_real_imagenet_classifier(extractor):
 def test_fd_matches_torchmetrics(extractor, images, features):
     tm = FrechetInceptionDistance(feature=extractor.net)
     for i in range(0, N, 16):
-        tm.update(_nchw(images[0][i:i + 16]), real=True)
-        tm.update(_nchw(images[1][i:i + 16]), real=False)
+        tm.update(_nchw(images[0][i : i + 16]), real=True)
+        tm.update(_nchw(images[1][i : i + 16]), real=False)
     theirs = float(tm.compute())
     ours = frechet_distance(feature_moments(features[0], "e"), feature_moments(features[1], "e"))
     assert ours > 1.0  # the sets differ, so the check is not 0 vs 0
@@ -83,9 +83,13 @@ def test_kid_matches_torchmetrics(extractor, images, features, double):
     tm.update(_nchw(images[1]), real=False)
     torch.manual_seed(5)  # torchmetrics draws subsets from the global generator
     mean, std = (float(v) for v in tm.compute())
-    ours = kernel_inception_distance(kid_sample(features[0], np.arange(N), feature="e"),
-                                     kid_sample(features[1], np.arange(N), feature="e"),
-                                     subsets=20, subset_size=25, seed=5)
+    ours = kernel_inception_distance(
+        kid_sample(features[0], np.arange(N), feature="e"),
+        kid_sample(features[1], np.arange(N), feature="e"),
+        subsets=20,
+        subset_size=25,
+        seed=5,
+    )
     assert ours.mean > 1e-3
     assert abs(ours.mean - mean) / abs(mean) < 1e-3 and abs(ours.std - std) / abs(std) < 1e-3
 
@@ -93,7 +97,7 @@ def test_kid_matches_torchmetrics(extractor, images, features, double):
 @pytest.mark.parametrize("batch", [1, 7, 64])
 def test_features_do_not_depend_on_batch_size(extractor, images, features, batch):
     imgs = images[1][:9]
-    got = np.concatenate([extractor(imgs[i:i + batch]) for i in range(0, len(imgs), batch)])
+    got = np.concatenate([extractor(imgs[i : i + batch]) for i in range(0, len(imgs), batch)])
     np.testing.assert_array_equal(got, features[1][:9])
 
 
@@ -101,8 +105,9 @@ def test_features_do_not_depend_on_batch_size(extractor, images, features, batch
 def reference(features):
     real, fake = features
     fd = frechet_distance(feature_moments(real, "e"), feature_moments(fake, "e"))
-    kid = kernel_inception_distance(kid_sample(real, np.arange(N), 30, "e"), kid_sample(fake, np.arange(N), 30, "e"),
-                                    subsets=10, subset_size=20)
+    kid = kernel_inception_distance(
+        kid_sample(real, np.arange(N), 30, "e"), kid_sample(fake, np.arange(N), 30, "e"), subsets=10, subset_size=20
+    )
     return fd, kid.mean
 
 
@@ -114,8 +119,10 @@ def test_scores_do_not_depend_on_batching_or_sharding(features, reference, shard
     def reduce(feats):
         shard_stats = []
         for idx in np.array_split(np.arange(N), shards):
-            parts = [(feature_moments(feats[i], "e"), kid_sample(feats[i], i, 30, "e"))
-                     for i in (idx[j:j + batch] for j in range(0, len(idx), batch))]
+            parts = [
+                (feature_moments(feats[i], "e"), kid_sample(feats[i], i, 30, "e"))
+                for i in (idx[j : j + batch] for j in range(0, len(idx), batch))
+            ]
             shard_stats.append((merge_moments(*[p[0] for p in parts]), merge_samples(*[p[1] for p in parts])))
         return merge_moments(*[s[0] for s in shard_stats]), merge_samples(*[s[1] for s in shard_stats])
 
@@ -164,7 +171,7 @@ def test_small_batches_keep_rows_until_they_outgrow_the_square():
     x = rng.normal(size=(50, 16))
     small = feature_moments(x[:8])
     assert small.outer is None and small.rows.shape == (8, 16)  # 8 <= 16 / 2: rows are smaller
-    merged = merge_moments(*[feature_moments(x[i:i + 5]) for i in range(0, 50, 5)])
+    merged = merge_moments(*[feature_moments(x[i : i + 5]) for i in range(0, 50, 5)])
     assert merged.rows.shape[0] <= 8 and merged.outer is not None  # folded once past D/2 rows
     np.testing.assert_allclose(merged.outer_sum(), x.T @ x, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(merged.cov(), np.cov(x, rowvar=False), rtol=1e-10, atol=1e-12)

@@ -67,8 +67,9 @@ def test_identity_statistics_on_real_photos(embeddings):
     same = identity_score(identity_statistics(embeddings[1], embeddings[0], labels, gallery, "dlib"))
     # pairs of two different people: astronaut-biden, biden-obama, obama-astronaut, ...
     src = [1, 2, 0, 1, 0]
-    other = identity_score(identity_statistics(embeddings[1], embeddings[0][src], [labels[i] for i in src],
-                                               gallery, "dlib"))
+    other = identity_score(
+        identity_statistics(embeddings[1], embeddings[0][src], [labels[i] for i in src], gallery, "dlib")
+    )
     assert same["retrieval_top1"] == 1.0 and other["retrieval_top1"] == 0.0
     assert same["cosine"]["min"] > other["cosine"]["max"] - 0.05
     assert same["cosine"]["mean"] > 0.93 and other["cosine"]["mean"] < 0.88
@@ -96,7 +97,7 @@ def test_identity_statistics_merge_exactly(batch, shards):
     parts = []
     for idx in np.array_split(np.arange(40), shards):
         for j in range(0, len(idx), batch):
-            i = idx[j:j + batch]
+            i = idx[j : j + batch]
             parts.append(identity_statistics(out[i], src[i], [labels[k] for k in i], gallery, "r"))
     got = identity_score(merge_identity(*parts))
     assert got["cosine"]["histogram"] == ref["cosine"]["histogram"]

@@ -84,7 +84,9 @@ def test_preprocessing_is_pytorch_fids():
     net = FIDInceptionV3()
     x = torch.randint(0, 256, (1, 3, 40, 60), dtype=torch.uint8)
     y = net.preprocess(x)
-    ref = torch.nn.functional.interpolate(x.float() / 255, size=(299, 299), mode="bilinear", align_corners=False) * 2 - 1
+    ref = (
+        torch.nn.functional.interpolate(x.float() / 255, size=(299, 299), mode="bilinear", align_corners=False) * 2 - 1
+    )
     assert torch.equal(y, ref) and float(y.min()) >= -1 and float(y.max()) <= 1
 
 

@@ -26,19 +26,32 @@ def setup(tmp_path_factory):
     samples = [draw_sample(k, 9, 200, "test") for k in range(24)]
     rendered = [render(s, S) for s in samples]
     ids = [f"face{k:02d}" for k in range(24)]
-    faces_tbl = pa.table({
-        "face_id": ids, "image": [encode_png(r[0]) for r in rendered], "face_mask": [encode_png(r[1]) for r in rendered],
-    })  # fmt: skip
+    faces_tbl = pa.table(
+        {
+            "face_id": ids,
+            "image": [encode_png(r[0]) for r in rendered],
+            "face_mask": [encode_png(r[1]) for r in rendered],
+        }
+    )
     faces = [Face(i, f"synth-{s.identity_id}") for i, s in zip(ids, samples)]
     pairs = draw_pairs(faces + [Face("ghost", "nobody")], 20, "swap", seed=2)
     labels = {f.face_id: f.identity for f in faces} | {"ghost": "nobody"}
     synth = {i: json.loads(synth_params_json(s)) for i, s in zip(ids, samples)}
-    meta = {p.pair_id: {"index": p.index, "bucket": p.index % 3, "identity": p.identity, "background": p.background,
-                        "driver": p.driver, "word": None, "seed": p.seed, "identity_label": labels[p.identity],
-                        "synth_identity": synth.get(p.identity, {}).get("identity_id", -1),
-                        "synth_expression": [synth.get(p.driver, synth[ids[0]])["expression"][f]
-                                             for f in EXPRESSION_FACTORS]}
-            for p in pairs}
+    meta = {
+        p.pair_id: {
+            "index": p.index,
+            "bucket": p.index % 3,
+            "identity": p.identity,
+            "background": p.background,
+            "driver": p.driver,
+            "word": None,
+            "seed": p.seed,
+            "identity_label": labels[p.identity],
+            "synth_identity": synth.get(p.identity, {}).get("identity_id", -1),
+            "synth_expression": [synth.get(p.driver, synth[ids[0]])["expression"][f] for f in EXPRESSION_FACTORS],
+        }
+        for p in pairs
+    }
     return faces_tbl, pairs, meta, tmp_path_factory.mktemp("outputs")
 
 
@@ -108,11 +121,27 @@ def test_outputs_read_scored_and_failures_listed(setup):
 
     # metrics.json from the same statistics: scores, warnings, every failure listed, the config
     plan = PairPlan(faces=[], pairs=pairs, warnings=("3 of 24 faces have no identity label",))
-    cfg = EvaluateConfig(table="t", output="o", images=str(out_dir), seed=2, kid_subsets=4, kid_subset_size=4,
-                         training_recognisers=("Synth-Judge-Identity-32px@2",))
-    networks = Networks("synth-judge-identity-32px", "synth-judge-factors-32px",
-                        {"name": "lite", "score_name": "FD_lite", "kid_name": "KID_lite",
-                         "comparable_to_published": False, "weights": None}, cfg.training_recognisers)
+    cfg = EvaluateConfig(
+        table="t",
+        output="o",
+        images=str(out_dir),
+        seed=2,
+        kid_subsets=4,
+        kid_subset_size=4,
+        training_recognisers=("Synth-Judge-Identity-32px@2",),
+    )
+    networks = Networks(
+        "synth-judge-identity-32px",
+        "synth-judge-factors-32px",
+        {
+            "name": "lite",
+            "score_name": "FD_lite",
+            "kid_name": "KID_lite",
+            "comparable_to_published": False,
+            "weights": None,
+        },
+        cfg.training_recognisers,
+    )
     metrics = assemble_metrics(cfg, plan, "t/faces", collected, networks, commit="abc", seconds=1.5)
     assert metrics["methods"] == scores and metrics["pairs"] == len(pairs) and metrics["table"] == "t/faces"
     assert metrics["errors"]["count"] == len(errs) and metrics["errors"]["model_outputs_missing_or_bad"] == 2

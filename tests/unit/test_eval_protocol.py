@@ -69,8 +69,8 @@ def test_words_self_reenactment_and_errors():
 
 def test_identity_labels_from_the_face_table():
     faces, warnings = faces_from_rows(
-        ["x", "y", "z"],
-        [{"identity_label": "obama"}, {"synth_params": '{"identity_id": 7}'}, None])
+        ["x", "y", "z"], [{"identity_label": "obama"}, {"synth_params": '{"identity_id": 7}'}, None]
+    )
     assert [f.identity for f in faces] == ["obama", "synth-7", "z"]
     assert len(warnings) == 1 and "1 of 3 faces have no identity label" in warnings[0]
 
@@ -105,21 +105,29 @@ def synthetic():
     sources = sorted({p.identity for p in pairs})
     from sfsr.faces.analyze import encode_crops
 
-    gallery = make_gallery(encode_crops(enc, np.stack([rendered[at[f]][0] for f in sources]))[0],
-                           [faces[at[f]].identity for f in sources])
+    gallery = make_gallery(
+        encode_crops(enc, np.stack([rendered[at[f]][0] for f in sources]))[0], [faces[at[f]].identity for f in sources]
+    )
     batch = PairBatch(
-        "swap", [p.pair_id for p in pairs], [faces[at[p.identity]].identity for p in pairs],
-        stack("identity", 0), stack("identity", 1), stack("background", 0), stack("background", 1),
+        "swap",
+        [p.pair_id for p in pairs],
+        [faces[at[p.identity]].identity for p in pairs],
+        stack("identity", 0),
+        stack("identity", 1),
+        stack("background", 0),
+        stack("background", 1),
         stack("driver", 0),
         synth_identity=np.array([samples[at[p.identity]].identity_id for p in pairs]),
         synth_expression=np.stack([samples[at[p.driver]].expression_array for p in pairs]),
     )
     # a stand-in "model": the paste baseline with every 4th output missing (an unreadable file)
-    batch.outputs["model"] = baseline_outputs("swap", batch.identity, batch.identity_mask, batch.background,
-                                              None)["paste_source"]
+    batch.outputs["model"] = baseline_outputs("swap", batch.identity, batch.identity_mask, batch.background, None)[
+        "paste_source"
+    ]
     batch.output_ok["model"] = np.arange(32) % 4 != 0
-    models = EvalModels(extractor=_Cached(load_extractor()), pack=enc, judges=judges, gallery=gallery,
-                        pose=False, kid_capacity=30)
+    models = EvalModels(
+        extractor=_Cached(load_extractor()), pack=enc, judges=judges, gallery=gallery, pose=False, kid_capacity=30
+    )
     return batch, models
 
 
@@ -143,11 +151,21 @@ class _Cached:
 
 def _slice(batch: PairBatch, idx: np.ndarray) -> PairBatch:
     pick = lambda a: None if a is None else a[idx]  # noqa: E731
-    return PairBatch(batch.task, [batch.pair_ids[i] for i in idx], [batch.identity_labels[i] for i in idx],
-                     batch.identity[idx], batch.identity_mask[idx], batch.background[idx],
-                     batch.background_mask[idx], pick(batch.driver), {k: v[idx] for k, v in batch.outputs.items()},
-                     {k: v[idx] for k, v in batch.output_ok.items()}, pick(batch.expression_reference),
-                     pick(batch.synth_identity), pick(batch.synth_expression))
+    return PairBatch(
+        batch.task,
+        [batch.pair_ids[i] for i in idx],
+        [batch.identity_labels[i] for i in idx],
+        batch.identity[idx],
+        batch.identity_mask[idx],
+        batch.background[idx],
+        batch.background_mask[idx],
+        pick(batch.driver),
+        {k: v[idx] for k, v in batch.outputs.items()},
+        {k: v[idx] for k, v in batch.output_ok.items()},
+        pick(batch.expression_reference),
+        pick(batch.synth_identity),
+        pick(batch.synth_expression),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +212,7 @@ def test_every_metric_is_independent_of_batching_and_sharding(synthetic, referen
     for shard in np.array_split(np.arange(32), shards):
         acc = None  # merge as batches arrive, as a shard's actor does: memory stays flat
         for j in range(0, len(shard), batch_size):
-            st = batch_statistics(_slice(batch, shard[j:j + batch_size]), models)
+            st = batch_statistics(_slice(batch, shard[j : j + batch_size]), models)
             acc = st if acc is None else merge_eval_stats(acc, st)
         parts.append(acc)
     got = eval_scores(merge_eval_stats(*parts), "fd", KIDConfig(subsets=10, subset_size=20))

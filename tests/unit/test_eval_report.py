@@ -18,14 +18,26 @@ from sfsr.io.images import decode_png, encode_png
 def _metrics(cos_model: float, fd_model: float) -> dict:
     hist = scalar_stats(np.linspace(0.1, 0.9, 11), Bins(-1.0, 1.0, 40)).summary()
     return {
-        "task": "swap", "pairs": 11, "seed": 0,
-        "feature_network": {"name": "efficientnet-lite0",
-                            "score_name": "FD (EfficientNet-Lite0 features), not comparable to published FID"},
+        "task": "swap",
+        "pairs": 11,
+        "seed": 0,
+        "feature_network": {
+            "name": "efficientnet-lite0",
+            "score_name": "FD (EfficientNet-Lite0 features), not comparable to published FID",
+        },
         "methods": {
-            "model": {"pairs": 11, "failed": 1, "fd": {"value": fd_model},
-                      "identity": {"cosine": {**hist, "mean": cos_model}, "retrieval_top1": 0.5}},
-            "copy_target": {"pairs": 11, "failed": 0, "fd": {"value": 0.0},
-                            "identity": {"cosine": {**hist, "mean": 0.1}, "retrieval_top1": 0.0}},
+            "model": {
+                "pairs": 11,
+                "failed": 1,
+                "fd": {"value": fd_model},
+                "identity": {"cosine": {**hist, "mean": cos_model}, "retrieval_top1": 0.5},
+            },
+            "copy_target": {
+                "pairs": 11,
+                "failed": 0,
+                "fd": {"value": 0.0},
+                "identity": {"cosine": {**hist, "mean": 0.1}, "retrieval_top1": 0.0},
+            },
         },
         "warnings": ["the identity recogniser dlib is the one the model was trained against"],
         "errors": {"count": 1, "items": [{"uri": "out/p7.png", "reason": "missing"}]},
@@ -36,7 +48,9 @@ def test_flat_scores_and_changes():
     now, before = _metrics(0.6, 10.0), _metrics(0.5, 12.5)
     assert flat_scores(now)["model"]["identity cosine to source"] == 0.6
     d = changes(now, before)
-    assert d["model"]["FD / FID"] == pytest.approx(-2.5) and d["model"]["identity cosine to source"] == pytest.approx(0.1)
+    assert d["model"]["FD / FID"] == pytest.approx(-2.5) and d["model"]["identity cosine to source"] == pytest.approx(
+        0.1
+    )
     assert d["copy_target"]["FD / FID"] == 0.0
 
 
@@ -45,8 +59,11 @@ def test_report_is_self_contained(tmp_path):
     prev.write_text(json.dumps(_metrics(0.5, 12.5)))
     img = np.zeros((24, 24, 3), np.uint8)
     img[4:20, 4:20] = (255, 0, 0)
-    ex = [Example("swap-0-0000000", {"source": encode_png(img), "target": encode_png(img[::-1]),
-                                     "model": encode_png(img)})]
+    ex = [
+        Example(
+            "swap-0-0000000", {"source": encode_png(img), "target": encode_png(img[::-1]), "model": encode_png(img)}
+        )
+    ]
     m_uri, h_uri = write_report(str(tmp_path / "run"), _metrics(0.6, 10.0), ex, previous_uri=str(prev))
     metrics = json.loads(open(m_uri).read())
     assert metrics["previous"] == str(prev) and metrics["methods"]["model"]["fd"]["value"] == 10.0
@@ -54,8 +71,11 @@ def test_report_is_self_contained(tmp_path):
     # no external resources: every src is a data URI, no stylesheet or script links
     srcs = re.findall(r'src="([^"]+)"', page)
     assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert "<link" not in page and "<script" not in page and "http://" not in page.replace(
-        'xmlns="http://www.w3.org/2000/svg"', "")
+    assert (
+        "<link" not in page
+        and "<script" not in page
+        and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    )
     back = decode_png(base64.b64decode(srcs[0].split(",", 1)[1]))
     assert back.shape == (24, 24, 3) and tuple(back[10, 10]) == (255, 0, 0)
     # table numbers with their change against the previous run, coloured by direction

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sfsr.release.evaluate_synth import held_out_set, ideal_swaps, progress, psnr_outside, source_of_each
 from sfsr.model.training import face_region
+from sfsr.release.evaluate_synth import held_out_set, ideal_swaps, progress, psnr_outside, source_of_each
 from sfsr.synth.dataset import render_batch
 from sfsr.synth.judges import load_judges
 

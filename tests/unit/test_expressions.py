@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sfsr.synth.conditioning import expression_targets
 from sfsr.expressions import (
     FAMILIES,
     FER_CLASSES,
@@ -25,6 +24,7 @@ from sfsr.expressions import (
     words_by_family,
 )
 from sfsr.expressions.cli import register
+from sfsr.synth.conditioning import expression_targets
 
 # Shaver et al. (1987), Figure 1: words per family and the subclusters of each family.
 SHAVER_COUNTS = {"love": 16, "joy": 33, "surprise": 3, "anger": 29, "sadness": 37, "fear": 17}
@@ -91,8 +91,14 @@ def test_lookup_ignores_case_and_spaces():
 
 @pytest.mark.parametrize(
     "typed, nearest",
-    [("angry", "anger"), ("happy", "happiness"), ("hysterya", "hysteria"),
-     ("afraid", "fear"), ("terrified", "terror"), ("Excited", "excitement")],
+    [
+        ("angry", "anger"),
+        ("happy", "happiness"),
+        ("hysterya", "hysteria"),
+        ("afraid", "fear"),
+        ("terrified", "terror"),
+        ("Excited", "excitement"),
+    ],
 )
 def test_unknown_word_suggests_nearest(typed, nearest):
     with pytest.raises(UnknownExpressionError) as info:
@@ -171,17 +177,18 @@ def test_family_fallback_uses_bank_neutral_row():
 def test_bank_from_arrow_table_matches_dict_and_merges_duplicates():
     a = np.arange(6, dtype=np.float32)
     b = np.arange(6, dtype=np.float32)[::-1].copy()
-    table = pa.table({
-        "word": ["sorrow", "sorrow", "panic"],
-        "vector": pa.array([a.tolist(), b.tolist(), a.tolist()], pa.list_(pa.float32())),
-        "count": [1, 3, 2],
-    })
+    table = pa.table(
+        {
+            "word": ["sorrow", "sorrow", "panic"],
+            "vector": pa.array([a.tolist(), b.tolist(), a.tolist()], pa.list_(pa.float32())),
+            "count": [1, 3, 2],
+        }
+    )
     bank = ExpressionBank(table, 6)
     np.testing.assert_allclose(bank.means["sorrow"], (a + 3 * b) / 4)
     assert bank.counts == {"sorrow": 4, "panic": 2}
     t_table = ExpressionTargets(TOY, bank=table, prototype_fn=toy_prototype)
-    t_dict = ExpressionTargets(TOY, bank={"sorrow": ((a + 3 * b) / 4, 4), "panic": (a, 2)},
-                               prototype_fn=toy_prototype)
+    t_dict = ExpressionTargets(TOY, bank={"sorrow": ((a + 3 * b) / 4, 4), "panic": (a, 2)}, prototype_fn=toy_prototype)
     for word in ("sorrow", "grief", "panic", "worry", "joy"):
         np.testing.assert_allclose(t_table.target(word), t_dict.target(word), rtol=1e-6)
 
@@ -214,8 +221,16 @@ def test_target_accepts_vectors_and_checks_shape():
 
 def test_builtin_prototypes_pick_the_right_fer_class():
     t = ExpressionTargets.for_builtin()
-    expected = {"joy": "happy", "love": "happy", "surprise": "surprise", "anger": "angry",
-                "sadness": "sad", "fear": "fear", "disgust": "disgust", "revulsion": "disgust"}
+    expected = {
+        "joy": "happy",
+        "love": "happy",
+        "surprise": "surprise",
+        "anger": "angry",
+        "sadness": "sad",
+        "fear": "fear",
+        "disgust": "disgust",
+        "revulsion": "disgust",
+    }
     for word, cls in expected.items():
         vec = t.target(word)
         assert vec.shape == (7,)
@@ -299,11 +314,10 @@ def test_travel_length_endpoints_and_even_steps():
 
 def test_synth_space_uses_synth_prototypes():
     from sfsr.synth import factors
+
     t = expression_targets()
     assert t.space.dim == len(factors.EXPRESSION_FACTORS)
-    np.testing.assert_array_equal(
-        t.target("rage"), factors.family_prototype("anger", lookup("rage").intensity)
-    )
+    np.testing.assert_array_equal(t.target("rage"), factors.family_prototype("anger", lookup("rage").intensity))
     np.testing.assert_array_equal(t.neutral(), factors.NEUTRAL_EXPRESSION)
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from sfsr.expressions import UnknownExpressionError
-from sfsr.synth.conditioning import expression_targets
 from sfsr.generate import CARD_NAME, ConditionEncoders, Generator
 from sfsr.model import make_model
 from sfsr.model.training import face_region
+from sfsr.synth.conditioning import expression_targets
 
 S = 16  # the tiny preset's resolution
 
@@ -25,15 +25,22 @@ def _encoders() -> ConditionEncoders:
     def small(images):
         import cv2
 
-        return np.stack([cv2.resize(i, (8, 8), interpolation=cv2.INTER_AREA) for i in images]).reshape(len(images), -1) / 255.0
+        return (
+            np.stack([cv2.resize(i, (8, 8), interpolation=cv2.INTER_AREA) for i in images]).reshape(len(images), -1)
+            / 255.0
+        )
 
     def identity(images):
         v = small(images) @ proj_id
         return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
-    return ConditionEncoders("test-identity", "test-expression", identity,
-                             lambda images: (small(images) @ proj_ex).astype(np.float32),
-                             expression_targets())
+    return ConditionEncoders(
+        "test-identity",
+        "test-expression",
+        identity,
+        lambda images: (small(images) @ proj_ex).astype(np.float32),
+        expression_targets(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +62,7 @@ def _faces(n, size=S, seed=0):
 
 def _masks(n, size=S):
     m = np.zeros((n, size, size), np.uint8)
-    m[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 255
+    m[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
     return m
 
 
@@ -69,7 +76,9 @@ def test_swap_shapes_and_exact_background(gen):
     src, tgt, masks = _faces(3, seed=1), _faces(3, seed=2), _masks(3)
     out = gen.swap(src, tgt, masks=masks, seeds=[1, 2, 3])
     assert out.shape == (3, S, S, 3) and out.dtype == np.uint8
-    region = face_region(torch.from_numpy(masks[:, None] / 255.0).float(), gen.model.config.mask_dilate)[:, 0].numpy() > 0
+    region = (
+        face_region(torch.from_numpy(masks[:, None] / 255.0).float(), gen.model.config.mask_dilate)[:, 0].numpy() > 0
+    )
     assert np.array_equal(out[~region], tgt[~region])  # outside the generated region: untouched
     assert not np.array_equal(out[region], tgt[region])
 
@@ -99,8 +108,15 @@ def test_zero_guidance_is_unconditional(gen):
     a = gen.generate(_faces(2, seed=8), expression=["joy", "rage"], background_images=tgt, **kw)
     b = gen.generate(_faces(2, seed=9), expression=["sadness", "amazement"], background_images=tgt, **kw)
     assert np.array_equal(a, b)
-    c = gen.generate(_faces(2, seed=9), expression=["sadness", "amazement"], background_images=tgt, masks=masks,
-                     seeds=[3, 4], guidance_identity=3.0, guidance_expression=3.0)
+    c = gen.generate(
+        _faces(2, seed=9),
+        expression=["sadness", "amazement"],
+        background_images=tgt,
+        masks=masks,
+        seeds=[3, 4],
+        guidance_identity=3.0,
+        guidance_expression=3.0,
+    )
     assert not np.array_equal(a, c)
 
 
@@ -157,5 +173,7 @@ def test_pretrained_cpu_demo_folder():
     assert sum(f.stat().st_size for f in folder.iterdir()) < 20e6  # a few MB, committed with git
     images, masks, _, _ = render_batch(2, seed=5, n_identities=200, size=32, split="test")
     out = gen.swap(images[::-1], images, masks=masks, seeds=[1, 2], steps=4)
-    region = face_region(torch.from_numpy(masks[:, None] >= 128).float(), gen.model.config.mask_dilate)[:, 0].numpy() > 0
+    region = (
+        face_region(torch.from_numpy(masks[:, None] >= 128).float(), gen.model.config.mask_dilate)[:, 0].numpy() > 0
+    )
     assert np.array_equal(out[~region], images[~region])

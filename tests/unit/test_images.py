@@ -29,9 +29,19 @@ def test_fixture_covers_the_required_cases(tmp_path):
     expected = write_bad_images(tmp_path)
     assert set(expected) == set(CASES)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(CASES)
-    required = {"empty.jpg": "empty", "truncated.jpg": "truncated", "text.jpg": "not_an_image",
-                "huge_header.png": "too_many_pixels", "one_pixel.png": "too_small", "animated.gif": "animated",
-                "cmyk.jpg": None, "grey16.png": None, "rgba.png": None, "exif_rotated.jpg": None, "photo.webp": None}
+    required = {
+        "empty.jpg": "empty",
+        "truncated.jpg": "truncated",
+        "text.jpg": "not_an_image",
+        "huge_header.png": "too_many_pixels",
+        "one_pixel.png": "too_small",
+        "animated.gif": "animated",
+        "cmyk.jpg": None,
+        "grey16.png": None,
+        "rgba.png": None,
+        "exif_rotated.jpg": None,
+        "photo.webp": None,
+    }
     assert {name: expected[name].reason for name in required} == required
     assert all(e.reason is None or e.reason in REASONS for e in expected.values())
 

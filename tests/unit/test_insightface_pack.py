@@ -80,7 +80,9 @@ def test_standins_are_routed_by_insightface_like_the_real_files(pack_dir):
     }
     for fname, (cls, task, mean, std) in expected.items():
         model = model_zoo.get_model(str(pack_dir / fname), providers=CPU)
-        assert (type(model).__name__, model.taskname, model.input_mean, model.input_std) == (cls, task, mean, std), fname
+        assert (type(model).__name__, model.taskname, model.input_mean, model.input_std) == (cls, task, mean, std), (
+            fname
+        )
     sess = ort.InferenceSession(str(pack_dir / "det_10g.onnx"), providers=CPU)
     assert [i.name for i in sess.get_inputs()] == ["input.1"]
     assert sess.get_inputs()[0].shape == [1, 3, "?", "?"]
@@ -156,7 +158,9 @@ def test_files_that_differ_from_the_published_release_warn(pack_dir):
     names = [n for n, _, _ in ifp.published_mismatches(manifest)]
     assert sorted(names) == sorted(published)  # every stand-in differs from the real file
     real_det = dataclasses.replace(manifest.file("detector"), sha256=published["det_10g.onnx"])
-    patched = dataclasses.replace(manifest, files=tuple(real_det if f.role == "detector" else f for f in manifest.files))
+    patched = dataclasses.replace(
+        manifest, files=tuple(real_det if f.role == "detector" else f for f in manifest.files)
+    )
     assert "det_10g.onnx" not in [n for n, _, _ in ifp.published_mismatches(patched)]
 
 
@@ -231,7 +235,9 @@ def test_detector_input_is_validated(face_pack):
 
 
 def test_without_manifest_normalisation_insightface_graph_rule_applies(pack_dir, tmp_path):
-    assert graph_normalisation(pack_dir / "w600k_r50.onnx", "identity") == pack.Normalisation((127.5,) * 3, (127.5,) * 3)
+    assert graph_normalisation(pack_dir / "w600k_r50.onnx", "identity") == pack.Normalisation(
+        (127.5,) * 3, (127.5,) * 3
+    )
     assert graph_normalisation(pack_dir / "1k3d68.onnx", "landmarks_3d68") == pack.Normalisation((0.0,) * 3, (1.0,) * 3)
     model = onnx.load(str(pack_dir / "w600k_r50.onnx"))
     model.graph.node[1].name, model.graph.node[3].name = "_minusscalar0", "_mulscalar0"  # an MXNet export
@@ -379,8 +385,13 @@ def test_user_expression_regressor_comes_first(tmp_path):
     folder = tmp_path / "pack"
     standins.build_pack(folder, "buffalo_l", with_expression=True)
     manifest = pack.init_manifest(folder, "buffalo_l")
-    extra = pack.PackFile(standins.EXPRESSION_FILE, pack.sha256_file(folder / standins.EXPRESSION_FILE),
-                          "expression", "test stand-in", (folder / standins.EXPRESSION_FILE).stat().st_size)
+    extra = pack.PackFile(
+        standins.EXPRESSION_FILE,
+        pack.sha256_file(folder / standins.EXPRESSION_FILE),
+        "expression",
+        "test stand-in",
+        (folder / standins.EXPRESSION_FILE).stat().st_size,
+    )
     manifest = dataclasses.replace(manifest, files=manifest.files + (extra,))
     (folder / pack.MANIFEST_NAME).write_text(manifest.to_json())
     with pytest.raises(pack.PackError, match="no normalisation for role 'expression'"):
@@ -399,8 +410,15 @@ def test_user_expression_regressor_comes_first(tmp_path):
     small = resize_square_batch(crops, standins.EXPRESSION_SIZE).astype(np.float64)
     lum = ((small - 127.5) / 127.5).mean(-1)  # (3, 64, 64)
     h = standins.EXPRESSION_SIZE // 2
-    quads = np.stack([lum[:, :h, :h].mean((1, 2)), lum[:, :h, h:].mean((1, 2)),
-                      lum[:, h:, :h].mean((1, 2)), lum[:, h:, h:].mean((1, 2))], 1)
+    quads = np.stack(
+        [
+            lum[:, :h, :h].mean((1, 2)),
+            lum[:, :h, h:].mean((1, 2)),
+            lum[:, h:, :h].mean((1, 2)),
+            lum[:, h:, h:].mean((1, 2)),
+        ],
+        1,
+    )
     np.testing.assert_allclose(out[:, :4], quads, atol=1e-5)
     assert "+" in enc.name and enc.version.count("+") == 1
 
@@ -411,7 +429,9 @@ def test_user_expression_regressor_comes_first(tmp_path):
 def test_provider_selection_prefers_cuda_when_available():
     assert select_providers(None, [CUDA, "CPUExecutionProvider"]) == [CUDA, "CPUExecutionProvider"]
     assert select_providers(None, ["TensorrtExecutionProvider", CUDA, "CPUExecutionProvider"]) == [
-        CUDA, "CPUExecutionProvider"]
+        CUDA,
+        "CPUExecutionProvider",
+    ]
     assert select_providers(None, ["AzureExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     assert select_providers(["CPUExecutionProvider"], [CUDA, "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     with pytest.warns(RuntimeWarning, match="TensorrtExecutionProvider"):

@@ -16,17 +16,28 @@ from jobs import doctor, evaluate, ingest, train
 from sfsr.cli_settings import settings_parser
 
 BEFORE = json.loads((Path(__file__).parents[1] / "fixtures" / "job_flags_before.json").read_text())
-JOBS = {"train": (train, train.JobConfig), "ingest": (ingest, ingest.IngestConfig),
-        "evaluate": (evaluate, evaluate.EvaluateConfig), "doctor": (doctor, doctor.DoctorConfig)}
+JOBS = {
+    "train": (train, train.JobConfig),
+    "ingest": (ingest, ingest.IngestConfig),
+    "evaluate": (evaluate, evaluate.EvaluateConfig),
+    "doctor": (doctor, doctor.DoctorConfig),
+}
 # the least each command line accepts, and what parse_args resolves it to beyond the dataclass defaults
 MINIMAL = {
     "train": (["--table", "t/faces"], {"table": "t/faces", "name": "cpu-demo"}),
     "ingest": (["--input", "photos", "--output", "out"], {"input": "photos", "output": "out"}),
-    "evaluate": (["--table", "t", "--output", "out", "--images", "made"], {"table": "t", "output": "out", "images": "made"}),
+    "evaluate": (
+        ["--table", "t", "--output", "out", "--images", "made"],
+        {"table": "t", "output": "out", "images": "made"},
+    ),
     "doctor": (["--storage", "probe"], {"storage": "probe"}),
 }
-ACTIONS = {argparse._StoreAction: "store", argparse._StoreTrueAction: "store_true",
-           argparse._StoreFalseAction: "store_false", argparse._AppendAction: "append"}
+ACTIONS = {
+    argparse._StoreAction: "store",
+    argparse._StoreTrueAction: "store_true",
+    argparse._StoreFalseAction: "store_false",
+    argparse._AppendAction: "append",
+}
 
 
 def _parser(job: str) -> argparse.ArgumentParser:
@@ -53,12 +64,17 @@ def test_each_job_has_exactly_the_flags_it_had(job: str) -> None:
     got = []
     for a in _actions(p):
         assert len(a.option_strings) == 1 and a.help, f"jobs.{job} {a.option_strings}: one spelling, with help text"
-        kind = "comma-separated" if getattr(a.type, "__name__", "") == "_comma_separated" else getattr(a.type, "__name__", None)
+        kind = (
+            "comma-separated"
+            if getattr(a.type, "__name__", "") == "_comma_separated"
+            else getattr(a.type, "__name__", None)
+        )
         got.append([a.option_strings[0], a.default, ACTIONS[type(a)], kind, list(a.choices) if a.choices else None])
     assert got == BEFORE[job]["flags"]
     assert [a.option_strings[0] for a in _actions(p) if a.required] == BEFORE[job]["required"]
-    assert [[[a.option_strings[0] for a in g._group_actions], g.required]
-            for g in p._mutually_exclusive_groups] == BEFORE[job]["groups"]
+    assert [
+        [[a.option_strings[0] for a in g._group_actions], g.required] for g in p._mutually_exclusive_groups
+    ] == BEFORE[job]["groups"]
 
 
 @pytest.mark.parametrize("job", sorted(JOBS))
@@ -71,20 +87,35 @@ def test_defaults_are_the_dataclass_defaults(job: str) -> None:
     assert {f.name for f in dataclasses.fields(cls)} == dests - {"smoke_test"}  # a flag per setting, no other
 
 
-@pytest.mark.parametrize("job,argv,message", [
-    ("train", ["--table", "t", "--steps", "many"], "argument --steps: invalid int value: 'many'"),
-    ("train", ["--table", "t", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
-    ("train", [], "--table is required, unless --smoke-test"),
-    ("ingest", ["--synthetic", "8", "--output", "o", "--synthetic-split", "val"], "argument --synthetic-split: invalid choice"),
-    ("ingest", ["--input", "i", "--synthetic", "8", "--output", "o"], "argument --synthetic: not allowed with argument --input"),
-    ("ingest", ["--output", "o"], "one of the arguments --input --synthetic is required"),
-    ("ingest", ["--input", "i", "--output", "o", "--crop-size", "16"], "--crop-size 16 is too small"),
-    ("evaluate", ["--table", "t", "--output", "o", "--pairs-only", "--task", "paint"], "argument --task: invalid choice: 'paint'"),
-    ("evaluate", ["--table", "t", "--output", "o"], "give --checkpoint"),
-    ("evaluate", ["--output", "o", "--pairs-only"], "the following arguments are required: --table"),
-    ("doctor", [], "--storage is required (or set SFSR_STORAGE)"),
-    ("doctor", ["--storage", "s", "--timeout", "soon"], "argument --timeout: invalid float value: 'soon'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "job,argv,message",
+    [
+        ("train", ["--table", "t", "--steps", "many"], "argument --steps: invalid int value: 'many'"),
+        ("train", ["--table", "t", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+        ("train", [], "--table is required, unless --smoke-test"),
+        (
+            "ingest",
+            ["--synthetic", "8", "--output", "o", "--synthetic-split", "val"],
+            "argument --synthetic-split: invalid choice",
+        ),
+        (
+            "ingest",
+            ["--input", "i", "--synthetic", "8", "--output", "o"],
+            "argument --synthetic: not allowed with argument --input",
+        ),
+        ("ingest", ["--output", "o"], "one of the arguments --input --synthetic is required"),
+        ("ingest", ["--input", "i", "--output", "o", "--crop-size", "16"], "--crop-size 16 is too small"),
+        (
+            "evaluate",
+            ["--table", "t", "--output", "o", "--pairs-only", "--task", "paint"],
+            "argument --task: invalid choice: 'paint'",
+        ),
+        ("evaluate", ["--table", "t", "--output", "o"], "give --checkpoint"),
+        ("evaluate", ["--output", "o", "--pairs-only"], "the following arguments are required: --table"),
+        ("doctor", [], "--storage is required (or set SFSR_STORAGE)"),
+        ("doctor", ["--storage", "s", "--timeout", "soon"], "argument --timeout: invalid float value: 'soon'"),
+    ],
+)
 def test_a_bad_value_is_refused_naming_the_flag(job: str, argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         JOBS[job][0].parse_args(argv)
@@ -94,19 +125,45 @@ def test_a_bad_value_is_refused_naming_the_flag(job: str, argv: list[str], messa
 def test_smoke_test_shrinks_each_run_as_before() -> None:
     job, smoke = train.parse_args(["--smoke-test", "--steps", "100"])
     assert smoke and (job.table, job.name, job.steps, job.checkpoint_every, job.sample_every, job.batch_size) == (
-        "", "cpu-demo-smoke", 6, 3, 6, 8)
+        "",
+        "cpu-demo-smoke",
+        6,
+        3,
+        6,
+        8,
+    )
     cfg = ingest.parse_args(["--synthetic", "100", "--output", "o", "--smoke-test"])
     assert (cfg.synthetic, cfg.crop_size) == (16, 64)
-    assert ingest.parse_args(["--input", "i", "--output", "o", "--smoke-test"]).crop_size == 256  # photos keep their size
+    assert (
+        ingest.parse_args(["--input", "i", "--output", "o", "--smoke-test"]).crop_size == 256
+    )  # photos keep their size
     cfg = evaluate.parse_args(["--table", "t", "--output", "o", "--pairs-only", "--smoke-test"])
     assert (cfg.pairs, cfg.kid_subsets, cfg.kid_subset_size, cfg.batch_size) == (16, 10, 8, 8)
     assert doctor.parse_args(["--storage", "s", "--smoke-test"]) == doctor.DoctorConfig(storage="s")
 
 
 def test_values_reach_the_settings_converted(monkeypatch) -> None:
-    cfg = evaluate.parse_args(["--table", "t", "--output", "o", "--checkpoint", "m", "--no-pose",
-                               "--training-recognisers", "arcface,,judges", "--kid-capacity", "50"])
-    assert (cfg.pose, cfg.training_recognisers, cfg.kid_capacity, cfg.checkpoint) == (False, ("arcface", "judges"), 50, "m")
+    cfg = evaluate.parse_args(
+        [
+            "--table",
+            "t",
+            "--output",
+            "o",
+            "--checkpoint",
+            "m",
+            "--no-pose",
+            "--training-recognisers",
+            "arcface,,judges",
+            "--kid-capacity",
+            "50",
+        ]
+    )
+    assert (cfg.pose, cfg.training_recognisers, cfg.kid_capacity, cfg.checkpoint) == (
+        False,
+        ("arcface", "judges"),
+        50,
+        "m",
+    )
     cfg = doctor.parse_args(["--storage", "s", "--pack", "a", "--pack", "b", "--no-builtin", "--timeout", "2.5"])
     assert (cfg.pack, cfg.model, cfg.no_builtin, cfg.timeout) == (("a", "b"), (), True, 2.5)
     monkeypatch.setenv("SFSR_STORAGE", "s3://bucket/runs")

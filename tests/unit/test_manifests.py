@@ -46,8 +46,7 @@ def rel(path: Path) -> str:
 
 
 def ray_pin() -> str:
-    pins = [d.split("==", 1)[1] for d in PYPROJECT["project"]["dependencies"]
-            if re.match(r"ray(\[[^]]*\])?==", d)]
+    pins = [d.split("==", 1)[1] for d in PYPROJECT["project"]["dependencies"] if re.match(r"ray(\[[^]]*\])?==", d)]
     assert pins, "pyproject.toml: no exact ray pin (ray[...]==X) in dependencies"
     return pins[0].strip()
 
@@ -104,8 +103,7 @@ def module_file(module: str, runnable: bool = False) -> Path | None:
 
 
 def k8s_objects() -> list[tuple[Path, dict[str, Any]]]:
-    return [(p, d) for p in YAML_FILES if p.parent == KUBERAY
-            for d in docs(p) or () if isinstance(d, dict)]
+    return [(p, d) for p in YAML_FILES if p.parent == KUBERAY for d in docs(p) or () if isinstance(d, dict)]
 
 
 def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -124,12 +122,11 @@ def source_names(path: Path, seen: set[Path] | None = None) -> set[str]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             names.add(node.value)
         elif isinstance(node, ast.Name | ast.Attribute | ast.arg | ast.keyword):
-            names.add(getattr(node, "id", None) or getattr(node, "attr", None)
-                      or getattr(node, "arg", None) or "")
+            names.add(getattr(node, "id", None) or getattr(node, "attr", None) or getattr(node, "arg", None) or "")
         elif isinstance(node, ast.Import | ast.ImportFrom):
             base = getattr(node, "module", None)
             for alias in node.names:
-                for mod in ([base, f"{base}.{alias.name}"] if base else [alias.name]):
+                for mod in [base, f"{base}.{alias.name}"] if base else [alias.name]:
                     target = module_file(mod)
                     if mod.split(".")[0] in FIRST_PARTY and target:
                         names |= source_names(target, seen)
@@ -161,19 +158,29 @@ def load_renderer() -> Any:
 
 # Parametrisation: one case per manifest, entrypoint, import path, job, COPY source, cluster.
 
+
 def entrypoint_cases() -> list[Any]:
-    return [pytest.param(path, target, id=f"{rel(path)}::{target}")
-            for path in MANIFESTS for text in commands(path)
-            for target in [*PY_M.findall(text), *PY_FILE.findall(text)]]
+    return [
+        pytest.param(path, target, id=f"{rel(path)}::{target}")
+        for path in MANIFESTS
+        for text in commands(path)
+        for target in [*PY_M.findall(text), *PY_FILE.findall(text)]
+    ]
 
 
 def import_path_cases() -> list[Any]:
-    configs = [(p, yaml.safe_load(o["spec"]["serveConfigV2"])) for p, o in k8s_objects()
-               if isinstance((o.get("spec") or {}).get("serveConfigV2"), str)]
+    configs = [
+        (p, yaml.safe_load(o["spec"]["serveConfigV2"]))
+        for p, o in k8s_objects()
+        if isinstance((o.get("spec") or {}).get("serveConfigV2"), str)
+    ]
     if SERVE_CONFIG.is_file():
         configs.append((SERVE_CONFIG, yaml.safe_load(SERVE_CONFIG.read_text())))
-    return [pytest.param(p, app.get("import_path", ""), id=f"{rel(p)}::{app.get('name')}")
-            for p, config in configs for app in (config or {}).get("applications") or []]
+    return [
+        pytest.param(p, app.get("import_path", ""), id=f"{rel(p)}::{app.get('name')}")
+        for p, config in configs
+        for app in (config or {}).get("applications") or []
+    ]
 
 
 def job_names() -> list[str]:
@@ -195,8 +202,11 @@ def cluster_spec_cases() -> list[Any]:
     cases = []
     for path, obj in k8s_objects():
         spec = obj.get("spec") or {}
-        inner = {"RayCluster": spec, "RayService": spec.get("rayClusterConfig"),
-                 "RayJob": spec.get("rayClusterSpec")}.get(obj.get("kind"))
+        inner = {
+            "RayCluster": spec,
+            "RayService": spec.get("rayClusterConfig"),
+            "RayJob": spec.get("rayClusterSpec"),
+        }.get(obj.get("kind"))
         if inner:
             name = f"{rel(path)}::{obj['kind']}/{obj['metadata']['name']}"
             cases.append(pytest.param(obj["kind"], inner, id=name))
@@ -222,8 +232,9 @@ def test_yaml_parses(path: Path) -> None:
         where = f"{rel(path)} document {i}"
         assert isinstance(doc, dict), f"{where}: expected a mapping, got {type(doc).__name__}"
         if path.parent == KUBERAY:
-            assert doc.get("apiVersion") and doc.get("kind") and doc.get("metadata", {}).get(
-                "name"), f"{where}: a Kubernetes object needs apiVersion, kind, metadata.name"
+            assert doc.get("apiVersion") and doc.get("kind") and doc.get("metadata", {}).get("name"), (
+                f"{where}: a Kubernetes object needs apiVersion, kind, metadata.name"
+            )
             if doc["kind"] in RAY_KINDS:
                 assert doc["apiVersion"] == "ray.io/v1", f"{where}: {doc['kind']} is ray.io/v1"
 
@@ -231,8 +242,25 @@ def test_yaml_parses(path: Path) -> None:
 def test_dockerfile_parses_and_runs_as_non_root_without_healthcheck() -> None:
     assert DOCKERFILE.is_file(), f"{rel(DOCKERFILE)} is missing"
     steps = dockerfile_instructions()
-    known = {"FROM", "ARG", "ENV", "RUN", "COPY", "ADD", "USER", "WORKDIR", "CMD", "ENTRYPOINT",
-             "LABEL", "EXPOSE", "SHELL", "VOLUME", "HEALTHCHECK", "STOPSIGNAL", "ONBUILD"}
+    known = {
+        "FROM",
+        "ARG",
+        "ENV",
+        "RUN",
+        "COPY",
+        "ADD",
+        "USER",
+        "WORKDIR",
+        "CMD",
+        "ENTRYPOINT",
+        "LABEL",
+        "EXPOSE",
+        "SHELL",
+        "VOLUME",
+        "HEALTHCHECK",
+        "STOPSIGNAL",
+        "ONBUILD",
+    }
     unknown = [(n, i) for n, i, _ in steps if i not in known]
     assert not unknown, f"{rel(DOCKERFILE)}: unknown instructions (line, name): {unknown}"
     first = next(i for _, i, _ in steps if i != "ARG")
@@ -240,7 +268,8 @@ def test_dockerfile_parses_and_runs_as_non_root_without_healthcheck() -> None:
     assert "HEALTHCHECK" not in {i for _, i, _ in steps}, "no HEALTHCHECK: Ray manages health"
     users = [a for _, i, a in steps if i == "USER"]
     assert users and users[-1].split(":")[0] not in {"root", "0"}, (
-        f"{rel(DOCKERFILE)}: the image must end on a non-root USER, got {users}")
+        f"{rel(DOCKERFILE)}: the image must end on a non-root USER, got {users}"
+    )
 
 
 @pytest.mark.parametrize("path,target", entrypoint_cases())
@@ -253,11 +282,13 @@ def test_entrypoint_targets_exist(path: Path, target: str) -> None:
         stem = target.replace(".", "/")
         assert module_file(target, runnable=True), (
             f"{rel(path)} runs `python -m {target}`, but neither {stem}.py nor "
-            f"{stem}/__main__.py exists; write the module or fix the manifest")
+            f"{stem}/__main__.py exists; write the module or fix the manifest"
+        )
     else:
         assert top in THIRD_PARTY_MODULES, (
             f"{rel(path)} runs `python -m {target}`: {top} is neither a package of this project "
-            f"({sorted(FIRST_PARTY)}) nor a known tool ({sorted(THIRD_PARTY_MODULES)})")
+            f"({sorted(FIRST_PARTY)}) nor a known tool ({sorted(THIRD_PARTY_MODULES)})"
+        )
 
 
 @pytest.mark.parametrize("path,import_path", import_path_cases())
@@ -273,19 +304,27 @@ def test_serve_import_path_resolves(path: Path, import_path: str) -> None:
 @pytest.mark.parametrize("name", job_names())
 def test_every_job_has_a_rayjob_and_its_flags_exist(name: str) -> None:
     manifest, module = KUBERAY / f"rayjob-{name}.yaml", REPO / "jobs" / f"{name}.py"
-    assert manifest.is_file(), (f"jobs/{name}.py has no RayJob: write {rel(manifest)}, or, if it "
-                                f"is a helper rather than an entrypoint, rename it jobs/_{name}.py")
+    assert manifest.is_file(), (
+        f"jobs/{name}.py has no RayJob: write {rel(manifest)}, or, if it "
+        f"is a helper rather than an entrypoint, rename it jobs/_{name}.py"
+    )
     rayjobs = [d for d in docs(manifest) or () if isinstance(d, dict) and d["kind"] == "RayJob"]
     assert len(rayjobs) == 1, f"{rel(manifest)}: expected one RayJob, found {len(rayjobs)}"
     entrypoint = rayjobs[0]["spec"]["entrypoint"]
     assert f"jobs.{name}" in PY_M.findall(entrypoint), (
-        f"{rel(manifest)}: entrypoint {entrypoint!r} does not run python -m jobs.{name}")
+        f"{rel(manifest)}: entrypoint {entrypoint!r} does not run python -m jobs.{name}"
+    )
     assert module.is_file(), f"{rel(manifest)} runs jobs.{name}; jobs/{name}.py does not exist"
     known = source_names(module)
-    unknown = [f for f in re.findall(r"(?<!\S)(--[\w-]+)", entrypoint)
-               if f not in known and f[2:].replace("-", "_") not in known]
-    assert not unknown, (f"{rel(manifest)}: flags {unknown} appear nowhere in jobs/{name}.py or "
-                         "what it imports; align the manifest with the job's command line")
+    unknown = [
+        f
+        for f in re.findall(r"(?<!\S)(--[\w-]+)", entrypoint)
+        if f not in known and f[2:].replace("-", "_") not in known
+    ]
+    assert not unknown, (
+        f"{rel(manifest)}: flags {unknown} appear nowhere in jobs/{name}.py or "
+        "what it imports; align the manifest with the job's command line"
+    )
 
 
 @pytest.mark.parametrize("source", copy_cases())
@@ -297,8 +336,7 @@ def test_dockerfile_copy_source_exists(source: str) -> None:
 @pytest.mark.parametrize("path", MANIFESTS, ids=rel)
 def test_all_interface_bindings_are_explained(path: Path) -> None:
     lines = path.read_text().splitlines()
-    in_pods = path != DOCKERFILE and any(
-        isinstance(d, dict) and d.get("kind") in RAY_KINDS for d in docs(path) or ())
+    in_pods = path != DOCKERFILE and any(isinstance(d, dict) and d.get("kind") in RAY_KINDS for d in docs(path) or ())
     for number, line in enumerate(lines, start=1):
         code, _, inline = line.partition("#")
         if not ALL_INTERFACES.search(code):
@@ -310,7 +348,8 @@ def test_all_interface_bindings_are_explained(path: Path) -> None:
         why = " ".join([*above, inline])
         assert len(why.split()) >= 6, (
             f"{rel(path)}:{number} binds all interfaces ({line.strip()!r}) and no comment on or "
-            "directly above the line says why; bind 127.0.0.1 or explain")
+            "directly above the line says why; bind 127.0.0.1 or explain"
+        )
         if in_pods:
             assert "pod" in why.lower(), f"{rel(path)}:{number}: say why the pod IP is the boundary"
 
@@ -327,9 +366,8 @@ def test_image_tags_are_pinned(path: Path) -> None:
     version = PYPROJECT["project"]["version"]
     for image in images(path):
         name = image.split("@")[0]
-        tag = name[name.rfind(":") + 1:] if name.rfind(":") > name.rfind("/") else ""
-        assert "@sha256:" in image or tag not in {"", "latest"}, (
-            f"{rel(path)}: image {image!r} has no pinned tag")
+        tag = name[name.rfind(":") + 1 :] if name.rfind(":") > name.rfind("/") else ""
+        assert "@sha256:" in image or tag not in {"", "latest"}, f"{rel(path)}: image {image!r} has no pinned tag"
         if name.rsplit(":", 1)[0].endswith("/sfsr"):
             assert tag == version, f"{rel(path)}: {image!r} should be tagged {version}"
 
@@ -337,15 +375,18 @@ def test_image_tags_are_pinned(path: Path) -> None:
 @pytest.mark.parametrize("kind,spec", cluster_spec_cases())
 def test_ray_cluster_spec(kind: str, spec: dict[str, Any]) -> None:
     assert spec.get("rayVersion") == ray_pin(), (
-        f"rayVersion {spec.get('rayVersion')} differs from the pyproject.toml pin {ray_pin()}")
+        f"rayVersion {spec.get('rayVersion')} differs from the pyproject.toml pin {ray_pin()}"
+    )
     auth = spec.get("authOptions") or {}
     assert auth.get("mode") == "token" and auth.get("secretName"), (
-        f"token auth must stay on, with the token in a named Secret; got authOptions {auth}")
+        f"token auth must stay on, with the token in a named Secret; got authOptions {auth}"
+    )
     assert spec.get("enableInTreeAutoscaling") is True, "autoscaling off: min/max would be ignored"
     for g in spec.get("workerGroupSpecs", []):
         lo, n, hi = g.get("minReplicas", 0), g.get("replicas", 0), g.get("maxReplicas", 0)
         assert 0 <= lo <= n <= hi and hi > 0, (
-            f"worker group {g['groupName']}: need min <= replicas <= max > 0; got {lo} {n} {hi}")
+            f"worker group {g['groupName']}: need min <= replicas <= max > 0; got {lo} {n} {hi}"
+        )
     for container in containers(spec):
         env = {e["name"]: e for e in container.get("env", [])}
         missing = sorted(S3_ENV - env.keys())
@@ -354,8 +395,12 @@ def test_ray_cluster_spec(kind: str, spec: dict[str, Any]) -> None:
         assert not inline, f"container {container['name']}: {inline} must come from a Secret"
     if kind == "RayCluster":
         groups = spec["workerGroupSpecs"]
-        gpu = [g for g in groups if str(g["template"]["spec"]["containers"][0]["resources"]
-                                        .get("limits", {}).get("nvidia.com/gpu", 0)) != "0"]
+        gpu = [
+            g
+            for g in groups
+            if str(g["template"]["spec"]["containers"][0]["resources"].get("limits", {}).get("nvidia.com/gpu", 0))
+            != "0"
+        ]
         assert gpu and len(gpu) < len(groups), "expected a GPU worker group and a CPU-only one"
 
 
@@ -366,12 +411,14 @@ def test_rayjobs_select_an_existing_raycluster() -> None:
     for path, job in rayjobs:
         selected = (job["spec"].get("clusterSelector") or {}).get("ray.io/cluster")
         assert selected in clusters or job["spec"].get("rayClusterSpec"), (
-            f"{rel(path)}: clusterSelector names {selected!r}; RayClusters: {sorted(clusters)}")
+            f"{rel(path)}: clusterSelector names {selected!r}; RayClusters: {sorted(clusters)}"
+        )
 
 
 def test_rayservice_embeds_serve_config() -> None:
     assert SERVE_CONFIG.is_file(), (
-        f"{rel(SERVE_CONFIG)} is missing: the RayService embeds it. Write it, then {FIX_SERVE}")
+        f"{rel(SERVE_CONFIG)} is missing: the RayService embeds it. Write it, then {FIX_SERVE}"
+    )
     renderer, manifest = load_renderer(), KUBERAY / "rayservice.yaml"
     service = next(d for d in docs(manifest) or () if d["kind"] == "RayService")
     embedded = yaml.safe_load(service["spec"]["serveConfigV2"])
@@ -401,8 +448,10 @@ def test_rayservice_pods_get_the_api_token_and_serve_routing_settings() -> None:
 
 def test_renderer_overrides_only_the_http_host() -> None:
     renderer = load_renderer()
-    config = {"http_options": {"host": "127.0.0.1", "port": 8123},
-              "applications": [{"name": "a", "import_path": "m:app"}]}
+    config = {
+        "http_options": {"host": "127.0.0.1", "port": 8123},
+        "applications": [{"name": "a", "import_path": "m:app"}],
+    }
     block = renderer.render_block(yaml.safe_dump(config), "test.yaml")
     assert yaml.safe_load(block) == {**config, "http_options": {"host": "0.0.0.0", "port": 8123}}
     assert config["http_options"]["host"] == "127.0.0.1", "the input config must not be mutated"
@@ -415,10 +464,16 @@ def test_cluster_yaml_is_valid_for_ray_up_with_token_auth() -> None:
 
     raw = docs(PLATFORM / "cluster.yaml")[0]
     validate_config(prepare_config(raw))  # raises naming the offending field
-    shell = " ".join([*raw.get("docker", {}).get("run_options", []), *raw.get(
-        "initialization_commands", []), *raw.get("head_start_ray_commands", [])])
+    shell = " ".join(
+        [
+            *raw.get("docker", {}).get("run_options", []),
+            *raw.get("initialization_commands", []),
+            *raw.get("head_start_ray_commands", []),
+        ]
+    )
     assert "RAY_AUTH_MODE=token" in shell, "cluster.yaml: token auth is not switched on"
     assert any(r.endswith(".ray/auth_token") for r in raw["file_mounts"]), (
-        "cluster.yaml: the token file is not mounted on the nodes")
+        "cluster.yaml: the token file is not mounted on the nodes"
+    )
     types = raw["available_node_types"]
     assert raw["head_node_type"] in types and len(types) >= 3, "need head, CPU and GPU node types"

@@ -121,12 +121,24 @@ def test_errors_name_the_input():
 def _tiny_sd_folder(root):
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=24, attention_head_dim=2, norm_num_groups=8,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=24,
+        attention_head_dim=2,
+        norm_num_groups=8,
     )
-    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+    )
     unet.save_pretrained(root / "unet")
     vae.save_pretrained(root / "vae")
     return unet.eval()
@@ -157,10 +169,12 @@ def test_face_region_dilates():
 def _batch(model, b=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     s = model.config.image_size
-    return {"image": torch.rand(b, 3, s, s, generator=g) * 2 - 1,
-            "mask": (torch.rand(b, 1, s, s, generator=g) > 0.5).float(),
-            "identity": torch.randn(b, model.config.identity_dim, generator=g),
-            "expression": torch.randn(b, model.config.expression_dim, generator=g)}
+    return {
+        "image": torch.rand(b, 3, s, s, generator=g) * 2 - 1,
+        "mask": (torch.rand(b, 1, s, s, generator=g) > 0.5).float(),
+        "identity": torch.randn(b, model.config.identity_dim, generator=g),
+        "expression": torch.randn(b, model.config.expression_dim, generator=g),
+    }
 
 
 def test_train_step_learns_and_is_deterministic():
@@ -217,8 +231,9 @@ def test_train_step_with_recovery_losses():
     # the recovery losses are really computed (a random model's recovered faces are not the targets)
     # and enter the total with their weights
     assert logs["loss_identity"] > 1e-3 and logs["loss_expression"] > 1e-6
-    assert logs["loss"] == pytest.approx(logs["loss_denoise"] + 0.5 * logs["loss_identity"] + 0.5 * logs["loss_expression"],
-                                         rel=1e-5)
+    assert logs["loss"] == pytest.approx(
+        logs["loss_denoise"] + 0.5 * logs["loss_identity"] + 0.5 * logs["loss_expression"], rel=1e-5
+    )
 
 
 def test_swap_sources_take_another_persons_identity_half_a_batch_away():
@@ -233,7 +248,9 @@ def test_swap_trained_identity_loss_aims_at_the_donor(monkeypatch):
 
     seen = []
     real = T.identity_loss
-    monkeypatch.setattr(T, "identity_loss", lambda j, images, target: seen.append(target.clone()) or real(j, images, target))
+    monkeypatch.setattr(
+        T, "identity_loss", lambda j, images, target: seen.append(target.clone()) or real(j, images, target)
+    )
     model = make_model("tiny")
     batch = _batch(model)
     batch["identity"] = torch.nn.functional.normalize(torch.randn_like(batch["identity"]), dim=1)
@@ -268,12 +285,17 @@ def test_batch_from_table_rows():
     imgs = rng.integers(0, 256, (3, 24, 24, 3), dtype=np.uint8)
     masks = np.zeros((3, 24, 24), np.uint8)
     masks[:, 6:18, 6:18] = 255
-    table = pa.table({
-        "image": [encode_png(i) for i in imgs], "face_mask": [encode_png(m) for m in masks],
-        "identity": [rng.normal(size=128).astype(np.float32).tolist() for _ in range(3)],
-        "expression": [rng.normal(size=7).astype(np.float32).tolist() for _ in range(3)],
-        "labels": [{"identity_label": lab, "expression_word": None, "synth_params": None} for lab in ("a", "a", "b")],
-    })
+    table = pa.table(
+        {
+            "image": [encode_png(i) for i in imgs],
+            "face_mask": [encode_png(m) for m in masks],
+            "identity": [rng.normal(size=128).astype(np.float32).tolist() for _ in range(3)],
+            "expression": [rng.normal(size=7).astype(np.float32).tolist() for _ in range(3)],
+            "labels": [
+                {"identity_label": lab, "expression_word": None, "synth_params": None} for lab in ("a", "a", "b")
+            ],
+        }
+    )
     b = batch_from_table_rows(table, 16)
     assert b["image"].shape == (3, 3, 16, 16) and b["mask"].shape == (3, 1, 16, 16)
     assert b["image"].min() >= -1 and b["image"].max() <= 1

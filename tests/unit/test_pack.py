@@ -178,8 +178,9 @@ class _FakeS3:
     def stat_files(self, prefix: str) -> list:
         from sfsr.io.storage import FileStat
 
-        return sorted((FileStat(u, len(d), _sha(d)) for u, d in self.objects.items() if u.startswith(prefix)),
-                      key=lambda s: s.uri)
+        return sorted(
+            (FileStat(u, len(d), _sha(d)) for u, d in self.objects.items() if u.startswith(prefix)), key=lambda s: s.uri
+        )
 
 
 def _s3(monkeypatch, objects):

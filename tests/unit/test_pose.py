@@ -33,7 +33,9 @@ def _as68(pts6: np.ndarray) -> np.ndarray:
     return lm
 
 
-@pytest.mark.parametrize("yaw, pitch, roll", [(0, 0, 0), (25, 0, 0), (-30, 0, 0), (0, 15, 0), (0, -20, 0), (0, 0, 20), (20, -10, 15)])
+@pytest.mark.parametrize(
+    "yaw, pitch, roll", [(0, 0, 0), (25, 0, 0), (-30, 0, 0), (0, 15, 0), (0, -20, 0), (0, 0, 20), (20, -10, 15)]
+)
 def test_recovers_known_angles_from_68_points(yaw, pitch, roll):
     pose = pose_from_landmarks(_as68(_project(MODEL_6, _rot(yaw, pitch, roll))), H, W)
     assert (pose.yaw, pose.pitch, pose.roll) == pytest.approx((yaw, pitch, roll), abs=1.0)

@@ -20,8 +20,11 @@ def test_committed_model_says_what_it_was_trained_on_and_warns() -> None:
     assert (info["model"], info["trained_on"], info["licence"]) == (card["name"], card["trained_on"], card["licence"])
     assert info["warning"] == synthetic_warning(info["conditioning"]["identity"]) and "jobs.train" in info["warning"]
     summary = model_summary(info, "sha256:x")
-    assert (summary["trained_on"], summary["licence"], summary["warning"]) == \
-        (card["trained_on"], card["licence"], info["warning"])
+    assert (summary["trained_on"], summary["licence"], summary["warning"]) == (
+        card["trained_on"],
+        card["licence"],
+        info["warning"],
+    )
 
 
 def test_only_synthetic_conditioned_models_warn() -> None:

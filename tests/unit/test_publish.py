@@ -8,8 +8,8 @@ import pytest
 from safetensors import safe_open
 
 from sfsr.generate import CARD_NAME, Generator
-from sfsr.release.evaluate_synth import record_in_card, verdict
 from sfsr.model.presets import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER, make_model
+from sfsr.release.evaluate_synth import record_in_card, verdict
 from sfsr.release.publish import publish
 
 
@@ -17,19 +17,30 @@ def _export(run, job: dict, seconds: float, command: str, commit: str, steps=(10
     """What jobs/train.py leaves: RUN/model (EMA weights + run_card.json) and RUN/checkpoint_*."""
     tiny = make_model("tiny", identity_encoder=SYNTH_IDENTITY_ENCODER, expression_encoder=SYNTH_EXPRESSION_ENCODER)
     tiny.save_pretrained(run / "model")
-    card = {"job": job, "train": {"lr": 0.002}, "metrics": {"step": steps[-1], "train_seconds": seconds, "loss": 0.1},
-            "provenance": {"command": command, "git_commit": commit}}
+    card = {
+        "job": job,
+        "train": {"lr": 0.002},
+        "metrics": {"step": steps[-1], "train_seconds": seconds, "loss": 0.1},
+        "provenance": {"command": command, "git_commit": commit},
+    }
     (run / "model" / "run_card.json").write_text(json.dumps(card))
     for step in steps[::-1]:
         (run / f"checkpoint_{step}").mkdir()
-        (run / f"checkpoint_{step}" / "metrics.json").write_text(json.dumps({"step": step, "loss": 1 / step, "epoch": 0}))
+        (run / f"checkpoint_{step}" / "metrics.json").write_text(
+            json.dumps({"step": step, "loss": 1 / step, "epoch": 0})
+        )
     return run
 
 
 @pytest.fixture
 def exported(tmp_path):
-    return _export(tmp_path / "runs" / "demo", {"seed": 7, "steps": 20}, 90.0,
-                   "python -m jobs.train --preset tiny --steps 20", "abc123")
+    return _export(
+        tmp_path / "runs" / "demo",
+        {"seed": 7, "steps": 20},
+        90.0,
+        "python -m jobs.train --preset tiny --steps 20",
+        "abc123",
+    )
 
 
 def test_published_folder_loads_in_half_the_size_with_its_provenance(exported, tmp_path):
@@ -49,11 +60,24 @@ def test_published_folder_loads_in_half_the_size_with_its_provenance(exported, t
 
 
 def test_a_fine_tuned_model_lists_every_stage_and_their_total_time(exported, tmp_path):
-    stage2 = _export(tmp_path / "runs" / "ft", {"seed": 1, "init_from": str(exported / "model")}, 30.0,
-                     "python -m jobs.train --init-from X --steps 5", "def456", steps=(5,))
+    stage2 = _export(
+        tmp_path / "runs" / "ft",
+        {"seed": 1, "init_from": str(exported / "model")},
+        30.0,
+        "python -m jobs.train --init-from X --steps 5",
+        "def456",
+        steps=(5,),
+    )
     card = publish(stage2 / "model", tmp_path / "out", name="x", trained_on="x", licence="x")
-    assert card["command"] == "python -m jobs.train --preset tiny --steps 20 && python -m jobs.train --init-from X --steps 5"
-    assert card["git_commit"] == "stage 1: abc123; stage 2: def456" and card["train_minutes"] == 2.0 and card["steps"] == 25
+    assert (
+        card["command"]
+        == "python -m jobs.train --preset tiny --steps 20 && python -m jobs.train --init-from X --steps 5"
+    )
+    assert (
+        card["git_commit"] == "stage 1: abc123; stage 2: def456"
+        and card["train_minutes"] == 2.0
+        and card["steps"] == 25
+    )
     assert [len(st["loss_history"]) for st in card["stages"]] == [2, 1] and card["seed"] == 1
 
 
@@ -64,8 +88,12 @@ def test_publish_refuses_a_folder_without_a_run_card(tmp_path):
 
 
 def test_evaluation_rows_land_in_the_card_with_a_verdict(tmp_path):
-    m = {"swap_identity_rate": 0.5, "reenact_word_halfway_rate": 0.9, "reenact_driver_halfway_rate": 0.4,
-         "background_psnr_db": 26.0}
+    m = {
+        "swap_identity_rate": 0.5,
+        "reenact_word_halfway_rate": 0.9,
+        "reenact_driver_halfway_rate": 0.4,
+        "background_psnr_db": 26.0,
+    }
     v = verdict(m)
     assert v["swap_identity_rate"] == "not met (0.5 vs 0.8)" and v["background_psnr_db"] == "met"
     assert v["reenact_driver_halfway_rate"].startswith("not met")

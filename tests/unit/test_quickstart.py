@@ -57,8 +57,9 @@ def test_serve_config_is_the_shipped_one_with_model_port_and_token(tmp_path: Pat
     (Path(plan.model) / "diffusion_pytorch_model.safetensors").write_bytes(b"retrained")
     again = quickstart.deployments_by_name(yaml.safe_load(quickstart.serve_config(plan).read_text()))
     assert again["Generator"]["user_config"]["model_revision"] != deps["Generator"]["user_config"]["model_revision"]
-    assert [d["name"] for d in written["applications"][0]["deployments"]] == \
-        [d["name"] for d in shipped["applications"][0]["deployments"]]
+    assert [d["name"] for d in written["applications"][0]["deployments"]] == [
+        d["name"] for d in shipped["applications"][0]["deployments"]
+    ]
 
 
 def test_a_failed_stage_stops_the_run_and_says_which(tmp_path: Path, capsys) -> None:
@@ -99,16 +100,24 @@ def _earlier_model(plan: quickstart.Plan, **changed) -> Path:
     model = Path(plan.model)
     model.mkdir(parents=True)
     (model.parent / "checkpoint_000001").mkdir()
-    (model / "run_card.json").write_text(json.dumps({
-        "job": {"table": now["table"], "steps": now["steps"]},
-        "provenance": {"init_from_sha256": now["init_from_sha256"], "git_commit": now["git_commit"]}}))
+    (model / "run_card.json").write_text(
+        json.dumps(
+            {
+                "job": {"table": now["table"], "steps": now["steps"]},
+                "provenance": {"init_from_sha256": now["init_from_sha256"], "git_commit": now["git_commit"]},
+            }
+        )
+    )
     return model
 
 
-@pytest.mark.parametrize("changed", [{}, {"init_from_sha256": "0" * 64}, {"git_commit": "abc"}, {"steps": 3},
-                                     {"table": "s3://elsewhere/faces"}])
-def test_a_fine_tuned_model_is_reused_only_when_made_from_what_this_run_would_use(tmp_path: Path, monkeypatch,
-                                                                                   changed) -> None:
+@pytest.mark.parametrize(
+    "changed",
+    [{}, {"init_from_sha256": "0" * 64}, {"git_commit": "abc"}, {"steps": 3}, {"table": "s3://elsewhere/faces"}],
+)
+def test_a_fine_tuned_model_is_reused_only_when_made_from_what_this_run_would_use(
+    tmp_path: Path, monkeypatch, changed
+) -> None:
     plan = _local_plan(tmp_path)
     model = _earlier_model(plan, **changed)
     submitted = []
@@ -124,8 +133,7 @@ def test_a_fine_tuned_model_is_reused_only_when_made_from_what_this_run_would_us
     assert args[args.index("--steps") + 1] == "7" and args[args.index("--init-from") + 1] == str(quickstart.PRETRAINED)
 
 
-def test_the_serve_app_is_stopped_before_training_and_evaluating_but_not_for_reuse(
-        tmp_path: Path, monkeypatch) -> None:
+def test_the_serve_app_is_stopped_before_training_and_evaluating_but_not_for_reuse(tmp_path: Path, monkeypatch) -> None:
     # an earlier run's replicas hold CPUs: on 2 cores jobs.train and jobs.evaluate waited for them forever
     plan = _local_plan(tmp_path)
     _earlier_model(plan)
@@ -166,24 +174,49 @@ def test_a_report_is_reused_only_for_the_same_weights_and_code(tmp_path: Path, m
     (model / "diffusion_pytorch_model.safetensors").write_bytes(b"retrained")  # a new model, same place
     assert quickstart.stage_evaluate(plan) == 0 and submitted == ["jobs.evaluate"]
     assert not metrics.exists()  # the stale report is gone before the new one is made
-    assert quickstart.report_stale_because({"source": {"weights_sha256": "x"}, "git_commit": "y"}, "x", "z") == \
-        "it was made by other code (y)"
+    assert (
+        quickstart.report_stale_because({"source": {"weights_sha256": "x"}, "git_commit": "y"}, "x", "z")
+        == "it was made by other code (y)"
+    )
 
 
 def test_summary_names_every_url_and_a_curl_example(tmp_path: Path) -> None:
     args = _args(tmp_path, "--port", "8125")
     plan = quickstart.make_plan(args, cli._platform_config(args))
     plan.eval_dir.mkdir(parents=True)
-    (plan.eval_dir / "metrics.json").write_text(json.dumps({"pairs": 64, "task": "swap", "split": "test", "methods": {
-        "model": {"identity": {"cosine": {"mean": 0.5}, "retrieval_top1": 0.25}, "synth": {"identity_accuracy": 0.875},
-                  "fd": {"value": 12.0}},
-        "copy_target": {"identity": {"cosine": {"mean": 0.125}}, "synth": {"identity_accuracy": 0.0}},
-        "paste_source": {"synth": {"identity_accuracy": 0.984}}}}))
+    (plan.eval_dir / "metrics.json").write_text(
+        json.dumps(
+            {
+                "pairs": 64,
+                "task": "swap",
+                "split": "test",
+                "methods": {
+                    "model": {
+                        "identity": {"cosine": {"mean": 0.5}, "retrieval_top1": 0.25},
+                        "synth": {"identity_accuracy": 0.875},
+                        "fd": {"value": 12.0},
+                    },
+                    "copy_target": {"identity": {"cosine": {"mean": 0.125}}, "synth": {"identity_accuracy": 0.0}},
+                    "paste_source": {"synth": {"identity_accuracy": 0.984}},
+                },
+            }
+        )
+    )
     text = quickstart.summary(plan)
-    for piece in ("http://127.0.0.1:8125/", "http://127.0.0.1:8125/docs", plan.cfg.dashboard_url, "curl -H",
-                  "Authorization: Bearer", "/v1/reenact", "make down", "64 swap pairs of split 'test'"):
+    for piece in (
+        "http://127.0.0.1:8125/",
+        "http://127.0.0.1:8125/docs",
+        plan.cfg.dashboard_url,
+        "curl -H",
+        "Authorization: Bearer",
+        "/v1/reenact",
+        "make down",
+        "64 swap pairs of split 'test'",
+    ):
         assert piece in text, piece
-    table = {line.split("  ")[1].strip(): line.split()[-3:] for line in text.splitlines() if line.startswith("  identity")}
+    table = {
+        line.split("  ")[1].strip(): line.split()[-3:] for line in text.splitlines() if line.startswith("  identity")
+    }
     assert text.index("copy_target") < text.index("paste_source")
     assert table["identity accuracy (judge)"] == ["0.875", "0", "0.984"]
     assert table["identity cosine"] == ["0.5", "0.125", "-"]

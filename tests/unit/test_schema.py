@@ -20,18 +20,28 @@ def face_rows(n: int, identity_dim: int = 8, expression_dim: int = 5, crop: int 
     rows = []
     for i in range(n):
         uri = f"/data/img{i // 2}.jpg"
-        rows.append({
-            "face_id": S.face_id(uri, i % 2), "source_uri": uri, "face_index": i % 2, "split": "train",
-            "image": encode_png(rng.integers(0, 256, (crop, crop, 3), dtype=np.uint8)),
-            "bbox": np.array([1, 2, 30, 40], np.float32), "landmarks": rng.random(10, dtype=np.float32),
-            "align_matrix": np.array([1, 0, 0, 0, 1, 0], np.float32),
-            "identity": rng.standard_normal(identity_dim).astype(np.float32), "identity_model": "idm",
-            "expression": rng.standard_normal(expression_dim).astype(np.float32), "expression_model": "exm",
-            "expression_label": None if i % 3 else "joy",
-            "yaw": 1.5, "pitch": -2.0, "roll": 0.25,
-            "face_mask": encode_png(np.full((crop, crop), 255, np.uint8)),
-            "labels": {"identity_label": f"p{i}", "expression_word": None, "synth_params": json.dumps({"seed": i})},
-        })
+        rows.append(
+            {
+                "face_id": S.face_id(uri, i % 2),
+                "source_uri": uri,
+                "face_index": i % 2,
+                "split": "train",
+                "image": encode_png(rng.integers(0, 256, (crop, crop, 3), dtype=np.uint8)),
+                "bbox": np.array([1, 2, 30, 40], np.float32),
+                "landmarks": rng.random(10, dtype=np.float32),
+                "align_matrix": np.array([1, 0, 0, 0, 1, 0], np.float32),
+                "identity": rng.standard_normal(identity_dim).astype(np.float32),
+                "identity_model": "idm",
+                "expression": rng.standard_normal(expression_dim).astype(np.float32),
+                "expression_model": "exm",
+                "expression_label": None if i % 3 else "joy",
+                "yaw": 1.5,
+                "pitch": -2.0,
+                "roll": 0.25,
+                "face_mask": encode_png(np.full((crop, crop), 255, np.uint8)),
+                "labels": {"identity_label": f"p{i}", "expression_word": None, "synth_params": json.dumps({"seed": i})},
+            }
+        )
     return rows
 
 
@@ -49,12 +59,33 @@ def test_face_id_is_a_stable_hash():
 
 def test_face_schema_columns_types_and_metadata():
     s = make_schema(512, 7)
-    assert s.names == ["face_id", "source_uri", "face_index", "split", "image", "bbox", "landmarks",
-                       "align_matrix", "identity", "identity_model", "expression", "expression_model",
-                       "expression_label", "yaw", "pitch", "roll", "face_mask", "labels"]
+    assert s.names == [
+        "face_id",
+        "source_uri",
+        "face_index",
+        "split",
+        "image",
+        "bbox",
+        "landmarks",
+        "align_matrix",
+        "identity",
+        "identity_model",
+        "expression",
+        "expression_model",
+        "expression_label",
+        "yaw",
+        "pitch",
+        "roll",
+        "face_mask",
+        "labels",
+    ]
     assert s.field("identity").type == pa.list_(pa.float32(), 512)
     assert s.field("expression").type == pa.list_(pa.float32(), 7)
-    assert (s.field("bbox").type.list_size, s.field("landmarks").type.list_size, s.field("align_matrix").type.list_size) == (4, 10, 6)
+    assert (
+        s.field("bbox").type.list_size,
+        s.field("landmarks").type.list_size,
+        s.field("align_matrix").type.list_size,
+    ) == (4, 10, 6)
     assert s.field("face_index").type == pa.int32() and s.field("yaw").type == pa.float32()
     assert s.field("labels").type.names == ["identity_label", "expression_word", "synth_params"]
     assert s.field("expression_label").nullable and not s.field("identity").nullable
@@ -83,10 +114,21 @@ def test_rows_from_numpy_build_a_valid_table():
 def _parts(row: dict) -> dict:
     """face_row's keyword arguments for a fixture row."""
     return dict(
-        source_uri=row["source_uri"], face_index=row["face_index"], split=row["split"], image_png=row["image"],
-        face_mask_png=row["face_mask"], bbox=row["bbox"], landmarks=row["landmarks"], align_matrix=row["align_matrix"],
-        identity=row["identity"], expression=row["expression"], yaw=row["yaw"], pitch=row["pitch"], roll=row["roll"],
-        expression_label=row["expression_label"], identity_label=row["labels"]["identity_label"],
+        source_uri=row["source_uri"],
+        face_index=row["face_index"],
+        split=row["split"],
+        image_png=row["image"],
+        face_mask_png=row["face_mask"],
+        bbox=row["bbox"],
+        landmarks=row["landmarks"],
+        align_matrix=row["align_matrix"],
+        identity=row["identity"],
+        expression=row["expression"],
+        yaw=row["yaw"],
+        pitch=row["pitch"],
+        roll=row["roll"],
+        expression_label=row["expression_label"],
+        identity_label=row["labels"]["identity_label"],
         synth_params=row["labels"]["synth_params"],
     )
 
@@ -102,7 +144,9 @@ def test_face_row_builds_the_same_row_as_by_hand():
     assert pa.Table.from_pylist(built, schema=s).equals(pa.Table.from_pylist(hand, schema=s))
     assert built[1]["face_id"] == S.face_id("/data/img0.jpg", 1) and built[1]["identity_model"] == "idm"
     # vectors come out as float32 values whatever the input layout: (5, 2) landmarks -> 10
-    again = S.face_row(s, **{**_parts(hand[0]), "landmarks": np.asarray(hand[0]["landmarks"], np.float64).reshape(5, 2)})
+    again = S.face_row(
+        s, **{**_parts(hand[0]), "landmarks": np.asarray(hand[0]["landmarks"], np.float64).reshape(5, 2)}
+    )
     assert again["landmarks"] == built[0]["landmarks"]
 
 
@@ -157,8 +201,10 @@ def test_read_table_info_and_dimension_errors(tmp_path):
     assert (info.identity_model, info.expression_model) == ("idm", "exm")
     with pytest.raises(S.TableSchemaError) as e:
         S.read_table_info(str(path), identity_dim=128)
-    assert str(e.value) == ("face-table.parquet: column identity has 512 values per row, this model "
-                            "expects 128; re-run ingest with the same face pack")
+    assert str(e.value) == (
+        "face-table.parquet: column identity has 512 values per row, this model "
+        "expects 128; re-run ingest with the same face pack"
+    )
     with pytest.raises(S.TableSchemaError, match="identity_model is 'idm', this model expects 'arcface'"):
         S.read_table_info(str(path), identity_model="arcface")
     with pytest.raises(S.TableSchemaError, match="crops are 16 px"):
@@ -191,8 +237,10 @@ def test_wrong_version_and_foreign_files_are_refused(tmp_path):
 
 
 def test_error_table_info(tmp_path):
-    t = pa.Table.from_pylist([{"input_id": "a", "source_uri": "/a.jpg", "stage": "decode", "reason": "empty",
-                               "message": "m"}], schema=S.ERROR_SCHEMA)
+    t = pa.Table.from_pylist(
+        [{"input_id": "a", "source_uri": "/a.jpg", "stage": "decode", "reason": "empty", "message": "m"}],
+        schema=S.ERROR_SCHEMA,
+    )
     pq.write_table(t, tmp_path / "errors.parquet")
     info = S.read_table_info(str(tmp_path / "errors.parquet"))
     assert info.kind == "errors" and info.num_rows == 1 and info.identity_dim is None

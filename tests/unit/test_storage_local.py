@@ -111,7 +111,12 @@ def test_s3_settings_from_env_and_secret_hidden(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     s = storage.s3_settings()
-    assert (s.endpoint, s.region, s.access_key, s.secret_key) == ("http://127.0.0.1:9", "eu-west-3", "AKID", "s3cr3t-value")
+    assert (s.endpoint, s.region, s.access_key, s.secret_key) == (
+        "http://127.0.0.1:9",
+        "eu-west-3",
+        "AKID",
+        "s3cr3t-value",
+    )
     assert "s3cr3t" not in repr(s) and "AKID" in repr(s)
     monkeypatch.setenv("AWS_REGION", "us-west-2")  # AWS_REGION wins over AWS_DEFAULT_REGION
     assert storage.s3_settings().region == "us-west-2"

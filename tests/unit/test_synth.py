@@ -81,7 +81,7 @@ def test_same_scene_at_every_size():
 
 
 def test_mask_covers_face_and_not_corners():
-    for sample, img, mask in sample_dataset(300, seed=1, n_identities=200, size=32, split="all"):
+    for sample, _img, mask in sample_dataset(300, seed=1, n_identities=200, size=32, split="all"):
         assert mask[[0, 0, -1, -1], [0, -1, 0, -1]].max() == 0, sample
         # the head centre (between the eyes and the mouth) is always inside the mask
         assert mask[14:20, 13:19].min() == 255, sample
@@ -109,8 +109,7 @@ def test_identity_params_deterministic_and_in_range():
 
 
 def test_first_280_identities_differ_in_two_major_attributes():
-    keys = [(p.skin_tone, p.hair_colour, p.hair_style, p.eye_colour)
-            for p in map(identity_params, range(280))]
+    keys = [(p.skin_tone, p.hair_colour, p.hair_style, p.eye_colour) for p in map(identity_params, range(280))]
     for a, b in itertools.combinations(keys, 2):
         assert sum(x != y for x, y in zip(a, b)) >= 2
 

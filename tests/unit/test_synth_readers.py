@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from sfsr.synth.conditioning import expression_targets
-from sfsr.release.evaluate_synth import held_out_set, ideal_swaps, render_readings, source_of_each
 from sfsr.model.training import face_region
+from sfsr.release.evaluate_synth import held_out_set, ideal_swaps, render_readings, source_of_each
 from sfsr.synth import readers as R
+from sfsr.synth.conditioning import expression_targets
 from sfsr.synth.dataset import expression_region
 from sfsr.synth.factors import FAMILIES
 
@@ -57,8 +57,15 @@ def test_nearest_picks_the_closest_candidate_inside_the_region_only():
 def test_faithful_outputs_are_read_as_what_was_asked_and_copies_as_the_target(data):
     src, region = source_of_each(data["ids"]), _region(data)
     words = _words(data)
-    ideal = render_readings(data, src, words, ideal_swaps(data, src, DILATE), _word_outputs(data, words, region),
-                            _driver_outputs(data, src, region), DILATE)
+    ideal = render_readings(
+        data,
+        src,
+        words,
+        ideal_swaps(data, src, DILATE),
+        _word_outputs(data, words, region),
+        _driver_outputs(data, src, region),
+        DILATE,
+    )
     assert ideal["swap_identity_rate_render"] == 1.0 and ideal["reenact_word_family_rate_render"] == 1.0
     assert ideal["reenact_driver_rate_render"] == 1.0
     img = data["images"]
@@ -70,7 +77,7 @@ def test_faithful_outputs_are_read_as_what_was_asked_and_copies_as_the_target(da
 
 def test_readings_survive_sampling_noise_but_not_another_identity(data):
     rng = np.random.default_rng(0)
-    src, region = source_of_each(data["ids"]), _region(data)
+    src = source_of_each(data["ids"])
     ideal = ideal_swaps(data, src, DILATE)
     noisy = np.clip(ideal + rng.normal(0, 12, ideal.shape), 0, 255).astype(np.uint8)
     words = _words(data)
@@ -120,8 +127,11 @@ def _drawn(samples, plans, mask, identity=True, expression=False):
 
     out = []
     for s, p, m in zip(samples, plans, mask):
-        asked = replace(s, identity_id=p["render_identities"][0] if identity else s.identity_id,
-                        expression=tuple(p["render_expressions"][0]) if expression else s.expression)
+        asked = replace(
+            s,
+            identity_id=p["render_identities"][0] if identity else s.identity_id,
+            expression=tuple(p["render_expressions"][0]) if expression else s.expression,
+        )
         out.append(np.where(m[..., None] > 0, render(asked, 32)[0], render(s, 32)[0]))
     return np.stack(out)
 

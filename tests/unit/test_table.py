@@ -15,8 +15,16 @@ from sfsr.io.schema import ERROR_SCHEMA, TableSchemaError
 
 
 def err_rows(ids, message: str = "m") -> list[dict]:
-    return [{"input_id": f"k{i:04d}", "source_uri": f"/in/{i}.jpg", "stage": "decode", "reason": "empty",
-             "message": f"{message}{i}"} for i in ids]
+    return [
+        {
+            "input_id": f"k{i:04d}",
+            "source_uri": f"/in/{i}.jpg",
+            "stage": "decode",
+            "reason": "empty",
+            "message": f"{message}{i}",
+        }
+        for i in ids
+    ]
 
 
 def stage(staging: str, *shards: list[dict], schema: pa.Schema = ERROR_SCHEMA) -> None:
@@ -41,7 +49,10 @@ def test_commit_then_recommit_same_rows_is_idempotent(tmp_path):
     first = table.read_table(tbl)
     assert as_sorted_rows(first) == rows
     names = sorted(os.listdir(tbl))
-    assert all(n.startswith("part-") and n.endswith("-of-00016.parquet") for n in names) and len(names) == r1.parts_rewritten
+    assert (
+        all(n.startswith("part-") and n.endswith("-of-00016.parquet") for n in names)
+        and len(names) == r1.parts_rewritten
+    )
 
     st2 = table.staging_uri(tbl, "run2")
     stage(st2, rows[50:], rows[:50])  # same rows, different sharding
@@ -187,15 +198,29 @@ def test_bad_inputs_are_refused(tmp_path):
 
 def _faces(n: int, identity_dim: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
-    return [{
-        "face_id": S.face_id(f"/p/{i}.jpg", 0), "source_uri": f"/p/{i}.jpg", "face_index": 0, "split": "train",
-        "image": bytes(rng.integers(0, 256, 50, dtype=np.uint8)), "bbox": rng.random(4, dtype=np.float32),
-        "landmarks": rng.random(10, dtype=np.float32), "align_matrix": rng.random(6, dtype=np.float32),
-        "identity": rng.standard_normal(identity_dim).astype(np.float32), "identity_model": "idm",
-        "expression": rng.standard_normal(3).astype(np.float32), "expression_model": "exm",
-        "expression_label": None, "yaw": 1.0, "pitch": 2.0, "roll": 3.0, "face_mask": b"\x89PNG",
-        "labels": {"identity_label": str(i), "expression_word": None, "synth_params": None},
-    } for i in range(n)]
+    return [
+        {
+            "face_id": S.face_id(f"/p/{i}.jpg", 0),
+            "source_uri": f"/p/{i}.jpg",
+            "face_index": 0,
+            "split": "train",
+            "image": bytes(rng.integers(0, 256, 50, dtype=np.uint8)),
+            "bbox": rng.random(4, dtype=np.float32),
+            "landmarks": rng.random(10, dtype=np.float32),
+            "align_matrix": rng.random(6, dtype=np.float32),
+            "identity": rng.standard_normal(identity_dim).astype(np.float32),
+            "identity_model": "idm",
+            "expression": rng.standard_normal(3).astype(np.float32),
+            "expression_model": "exm",
+            "expression_label": None,
+            "yaw": 1.0,
+            "pitch": 2.0,
+            "roll": 3.0,
+            "face_mask": b"\x89PNG",
+            "labels": {"identity_label": str(i), "expression_word": None, "synth_params": None},
+        }
+        for i in range(n)
+    ]
 
 
 def test_face_table_roundtrip_and_schema_mismatch(tmp_path):

@@ -10,13 +10,37 @@ from tests.fixtures.tables import face_table
 
 
 def test_loss_and_schedule_flags_reach_the_train_config() -> None:
-    job, smoke = parse_args(["--table", "t/faces", "--steps", "300", "--lr", "3e-4", "--warmup-steps", "20",
-                             "--ema-decay", "0.995", "--identity-loss-weight", "0.3", "--expression-loss-weight",
-                             "0.1", "--aux-start-step", "50", "--batch-size", "16"])  # fmt: skip
+    job, smoke = parse_args(
+        [
+            "--table",
+            "t/faces",
+            "--steps",
+            "300",
+            "--lr",
+            "3e-4",
+            "--warmup-steps",
+            "20",
+            "--ema-decay",
+            "0.995",
+            "--identity-loss-weight",
+            "0.3",
+            "--expression-loss-weight",
+            "0.1",
+            "--aux-start-step",
+            "50",
+            "--batch-size",
+            "16",
+        ]
+    )
     assert not smoke and job.name == "cpu-demo"
     cfg = train_config(job, SYNTH_IDENTITY_ENCODER)
     assert (cfg.total_steps, cfg.lr, cfg.warmup_steps, cfg.ema_decay) == (300, 3e-4, 20, 0.995)
-    assert (cfg.identity_loss_weight, cfg.expression_loss_weight, cfg.aux_start_step, cfg.batch_size) == (0.3, 0.1, 50, 16)
+    assert (cfg.identity_loss_weight, cfg.expression_loss_weight, cfg.aux_start_step, cfg.batch_size) == (
+        0.3,
+        0.1,
+        50,
+        16,
+    )
 
 
 def test_unset_flags_keep_the_train_config_defaults() -> None:
@@ -54,8 +78,10 @@ def test_condition_means_come_from_the_training_split_only(tmp_path) -> None:
     from jobs.train import table_conditioning
 
     # person a: two training faces pointing along x, one held-out face along y; person b only held out
-    faces = face_table(tmp_path / "faces", [("a", "train", [1.0, 0.0]), ("a", "train", [1.0, 0.0]),
-                                            ("a", "test", [0.0, 1.0]), ("b", "test", [0.0, 1.0])])
+    faces = face_table(
+        tmp_path / "faces",
+        [("a", "train", [1.0, 0.0]), ("a", "train", [1.0, 0.0]), ("a", "test", [0.0, 1.0]), ("b", "test", [0.0, 1.0])],
+    )
     job, _ = parse_args(["--table", faces])
     _, means = table_conditioning(job)
     assert means == {"a": [1.0, 0.0]}  # the whole-table mean would be (0.89, 0.45) and would know b

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from sfsr import watermark as wm
-from sfsr.synth import render, sample_dataset
+from sfsr.synth import sample_dataset
 
 
 def _photos() -> list[np.ndarray]:
@@ -36,7 +36,7 @@ def corpus(n: int, seed: int = 0) -> list[np.ndarray]:
         p = photos[len(crops) % len(photos)]
         h, w = int(rng.integers(256, min(p.shape[0], 360) + 1)), int(rng.integers(256, min(p.shape[1], 400) + 1))
         y, x = int(rng.integers(0, p.shape[0] - h + 1)), int(rng.integers(0, p.shape[1] - w + 1))
-        crops.append(np.ascontiguousarray(p[y:y + h, x:x + w]))
+        crops.append(np.ascontiguousarray(p[y : y + h, x : x + w]))
     return faces + crops
 
 
@@ -77,8 +77,10 @@ def test_marked_images_are_detected_and_unmarked_are_not() -> None:
 @pytest.mark.slow
 def test_detection_rates_on_100_images() -> None:
     r = rates(corpus(100, seed=2))
-    print("\nwatermark on 100 images (50 synthetic faces, 50 photo crops): "
-          + ", ".join(f"{k}={v:.3f}" for k, v in r.items()))
+    print(
+        "\nwatermark on 100 images (50 synthetic faces, 50 photo crops): "
+        + ", ".join(f"{k}={v:.3f}" for k, v in r.items())
+    )
     assert r["png_detected"] == 1.0, r
     assert r["jpeg75_detected"] >= 0.95, r
     assert r["unmarked_flagged"] == 0.0, r
