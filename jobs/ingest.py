@@ -28,6 +28,7 @@ import ray
 
 from jobs import _ingest_stages as st
 from sfsr.cli_settings import parse_settings, setting, settings_parser
+from sfsr.conditions import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER
 from sfsr.io import storage, table
 from sfsr.io.schema import ERROR_SCHEMA, face_table_schema
 
@@ -98,8 +99,8 @@ def build_schema(cfg: IngestConfig) -> pa.Schema:
         return face_table_schema(
             *dims,
             crop_size=cfg.crop_size,
-            identity_model="synth-judge-identity-32px",
-            expression_model="synth-judge-factors-32px",
+            identity_model=SYNTH_IDENTITY_ENCODER,
+            expression_model=SYNTH_EXPRESSION_ENCODER,
         )
     from sfsr.faces.pack import open_pack
 
