@@ -28,7 +28,7 @@ import ray
 
 from jobs import _ingest_stages as st
 from sfsr.cli_settings import parse_settings, setting, settings_parser
-from sfsr.conditions import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER
+from sfsr.conditions import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER, encoder_ref
 from sfsr.io import storage, table
 from sfsr.io.schema import ERROR_SCHEMA, face_table_schema
 
@@ -109,8 +109,8 @@ def build_schema(cfg: IngestConfig) -> pa.Schema:
         p.identity.output.dim,
         p.expression.output.dim,
         crop_size=cfg.crop_size,
-        identity_model=f"{p.identity.name}@{p.identity.version}",
-        expression_model=f"{p.expression.name}@{p.expression.version}",
+        identity_model=encoder_ref(p.name, p.identity),  # PACK/ENCODER@VERSION: what loads it again
+        expression_model=encoder_ref(p.name, p.expression),
     )
 
 

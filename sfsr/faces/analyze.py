@@ -14,6 +14,7 @@ crop; without them it is a fixed ellipse on the template (`TEMPLATE_ELLIPSE_112`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -104,6 +105,10 @@ def encode_crops(pack: FacePack, crops: np.ndarray | list[np.ndarray]) -> tuple[
     if len(arr) == 0:
         empty = np.zeros((0, pack.identity.output.dim), np.float32)
         return empty, np.zeros((0, pack.expression.output.dim), np.float32)
-    ident = pack.identity(resize_square_batch(arr, pack.identity.input_size))
-    expr = pack.expression(resize_square_batch(arr, pack.expression.input_size))
-    return ident.astype(np.float32, copy=False), expr.astype(np.float32, copy=False)
+    return encode_with(pack.identity, arr), encode_with(pack.expression, arr)
+
+
+def encode_with(encoder: Any, crops: np.ndarray) -> np.ndarray:
+    """One encoder on (B, S, S, 3) uint8 aligned crops of any square size: resized to its
+    input size (aligned to one template, so resizing keeps them aligned) -> (B, D) float32."""
+    return encoder(resize_square_batch(crops, encoder.input_size)).astype(np.float32, copy=False)
