@@ -55,10 +55,20 @@ class JobConfig:
         "EMA decay of the exported weights (default: TrainConfig's); lower it for short fine-tunes", None
     )
     identity_loss_weight: float = setting(
-        "identity loss on the recovered x0, read by the synth judges (ArcFace for real faces is not wired here yet)",
+        "identity loss on the recovered x0, read by the synth judges on synthetic tables and by ArcFace "
+        "(--identity-recogniser) on photos",
         0.0,
     )
-    expression_loss_weight: float = setting("expression loss on the recovered x0, read by the synth judges", 0.0)
+    identity_recogniser: str | None = setting(
+        "ArcFace weights that read recovered photos for the identity loss: a torch IResNet state dict "
+        "(.safetensors, or .pt/.pth read weights-only; `sfsr packs arcface` converts insightface's ONNX), local or s3://",
+        None,
+    )
+    expression_loss_weight: float = setting(
+        "expression loss on the recovered x0, read by the synth judges on synthetic tables and by the builtin "
+        "pack's FER2013 network on photos",
+        0.0,
+    )
     aux_start_step: int = setting(
         "first step of the identity / expression losses (the recovered faces are noise before the model learns)", 0
     )
@@ -91,12 +101,29 @@ def _build(job: JobConfig, train: dict, model_args: dict):
         model = T.make_model(job.preset, seed=job.seed, **model_args)
     ema = T.EMA(model, tcfg.ema_decay)
     opt, sched = T.make_optimizer(model, tcfg)
-    judges = None
-    if tcfg.identity_loss_weight > 0 or tcfg.expression_loss_weight > 0:
+    return tcfg, model, ema, opt, sched, loss_recognisers(job, tcfg, model_args["identity_encoder"])
+
+
+def loss_recognisers(job: JobConfig, tcfg: TrainConfig, identity_encoder: str):
+    """What reads recovered faces for the identity / expression losses (None without them): the
+    synth judges on a synthetic table, else ArcFace (--identity-recogniser) and the builtin FER
+    network (sfsr.model.recognisers)."""
+    if tcfg.identity_loss_weight <= 0 and tcfg.expression_loss_weight <= 0:
+        return None
+    if identity_encoder == SYNTH_IDENTITY_ENCODER:
         from sfsr.synth.judges import load_judges
 
-        judges = load_judges(32)
-    return tcfg, model, ema, opt, sched, judges
+        return load_judges(32)
+    from sfsr.model.recognisers import photo_recognisers
+
+    weights = None
+    if tcfg.identity_loss_weight > 0:
+        weights = job.identity_recogniser
+        if storage.is_s3(weights):  # a local copy, named like the original (the suffix picks the reader)
+            local = Path(tempfile.mkdtemp(prefix="sfsr-arcface-")) / weights.rsplit("/", 1)[-1]
+            local.write_bytes(storage.read_bytes(weights))
+            weights = str(local)
+    return photo_recognisers(weights, expression=tcfg.expression_loss_weight > 0)
 
 
 def train_loop(config: dict) -> None:
@@ -230,13 +257,23 @@ def export_model(checkpoint_dir: Path, dest: str, card: dict) -> None:
 
 def train_config(job: JobConfig, identity_model: str | None) -> TrainConfig:
     """The TrainConfig of a job on a table whose identity vectors come from `identity_model`.
-    The recovery losses read faces with the synth judges, so they need a synth-judge table."""
-    if (job.identity_loss_weight > 0 or job.expression_loss_weight > 0) and identity_model != SYNTH_IDENTITY_ENCODER:
+    The recovery losses read synthetic faces with the synth judges, photos with ArcFace (named by
+    --identity-recogniser) and the builtin FER network; a setting that cannot work is refused now,
+    before any worker starts."""
+    synthetic = identity_model == SYNTH_IDENTITY_ENCODER
+    if synthetic and job.identity_recogniser:
         raise ValueError(
-            f"--identity-loss-weight / --expression-loss-weight read the recovered faces with the synth judges, "
-            f"which only understand tables encoded by them ({SYNTH_IDENTITY_ENCODER}); the table {job.table} "
-            f"was encoded by {identity_model!r}"
+            f"--identity-recogniser {job.identity_recogniser}: the table {job.table} holds synthetic faces, which "
+            "the synth judges read for the identity loss; leave the flag out"
         )
+    if not synthetic and job.identity_loss_weight > 0 and not job.identity_recogniser:
+        raise ValueError(
+            f"--identity-loss-weight {job.identity_loss_weight} on the photo table {job.table} (encoded by "
+            f"{identity_model!r}) needs ArcFace weights to read the recovered faces: give --identity-recogniser "
+            "FILE (a torch IResNet state dict; `sfsr packs arcface` converts insightface's w600k_r50.onnx)"
+        )
+    if job.identity_recogniser and not storage.exists(job.identity_recogniser):
+        raise ValueError(f"--identity-recogniser {job.identity_recogniser}: no such file")
     if job.aux_swap > 0 and job.identity_loss_weight <= 0:
         raise ValueError(
             f"--aux-swap {job.aux_swap} trains swaps through the identity loss; give --identity-loss-weight > 0 too"

@@ -37,9 +37,6 @@ from sfsr.faces.pose import LandmarkPose
 # the mean over the test photos' detections. Shape predictors start from their mean shape placed
 # in the box, so running them on a crop needs a box like the detector's.
 FACE_BOX_112 = (11.0, 33.0, 103.0, 111.0)
-# The square box fer crops for its classifier (the detector box made square, as fer does);
-# the bottom edge lies 6 px below the crop and is filled by replicating the last rows.
-FER_BOX_112 = (11.0, 26.0, 103.0, 118.0)
 GEOMETRY = ("mouth_open", "mouth_width", "mouth_corner_lift", "brow_raise", "eye_open", "brow_gap")
 
 
@@ -161,8 +158,7 @@ class FerGeometryExpression:
     )
 
     def _fer_input(self, crop: np.ndarray) -> np.ndarray:
-        s = self.input_size / 112.0
-        x1, y1, x2, y2 = (int(round(v * s)) for v in FER_BOX_112)
+        x1, y1, x2, y2 = builtin_fer.fer_box(self.input_size)
         gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
         pad = max(0, y2 - gray.shape[0])
         gray = cv2.copyMakeBorder(gray, 0, pad, 0, 0, cv2.BORDER_REPLICATE)

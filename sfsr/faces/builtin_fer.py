@@ -24,6 +24,10 @@ from torch import nn
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer's class order
 INPUT_SIZE = 64
+# The square box fer crops for its classifier, in 112 px aligned-crop coordinates (the detector
+# box made square, as fer does); the bottom edge lies 6 px below the crop and is filled by
+# replicating the last rows.
+FER_BOX_112 = (11.0, 26.0, 103.0, 118.0)
 BN_EPS = 1e-3  # Keras BatchNormalization default, as in the file's config
 
 
@@ -154,3 +158,45 @@ def preprocess(gray: np.ndarray) -> torch.Tensor:
     """(B, 64, 64) uint8 grayscale -> (B, 1, 64, 64) float32 in [-1, 1], as fer feeds the model."""
     x = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))
     return ((x / 255.0 - 0.5) * 2.0)[:, None]
+
+
+def fer_box(size: int) -> tuple[int, int, int, int]:
+    """FER_BOX_112 scaled to an aligned crop of `size` px: x1, y1, x2, y2 (y2 may pass the edge)."""
+    s = size / 112.0
+    x1, y1, x2, y2 = (int(round(v * s)) for v in FER_BOX_112)
+    return x1, y1, x2, y2
+
+
+class FerReader(nn.Module):
+    """The FER2013 classifier read differentiably on aligned RGB crops: (B, 3, S, S) in [-1, 1]
+    -> (B, 7) class probabilities, the first 7 components of the builtin expression vector.
+
+    The same steps as the builtin pack's numpy path (sfsr.faces.builtin.FerGeometryExpression),
+    in torch: ITU-R 601 grey (cv2's weights), fer's box with the bottom rows replicated, resized
+    to 64 px (area when shrinking), scaled to [-1, 1]. Frozen; gradients flow to the images, so
+    the expression loss on recovered faces (sfsr.diffusion.losses.expression_loss) reaches the
+    UNet through it."""
+
+    def __init__(self, net: MiniXception) -> None:
+        super().__init__()
+        self.net = net.requires_grad_(False).eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+            raise ValueError(f"images: got shape {tuple(images.shape)}, expected (B, 3, S, S) RGB in [-1, 1]")
+        size = images.shape[-1]
+        rgb = (images.float() + 1) / 2  # [0, 1]
+        weights = torch.tensor([0.299, 0.587, 0.114], device=rgb.device).view(1, 3, 1, 1)
+        grey = (rgb * weights).sum(dim=1, keepdim=True)  # (B, 1, S, S)
+        x1, y1, x2, y2 = fer_box(size)
+        if y2 > size:
+            grey = F.pad(grey, (0, 0, 0, y2 - size), mode="replicate")
+        face = grey[:, :, y1:y2, x1:x2]
+        mode = "area" if face.shape[-1] > INPUT_SIZE else "bilinear"
+        face = F.interpolate(
+            face, size=(INPUT_SIZE, INPUT_SIZE), mode=mode, **({} if mode == "area" else {"align_corners": False})
+        )
+        return self.net((face - 0.5) * 2.0)  # (B, 7)
+
+    def train(self, mode: bool = True) -> FerReader:  # always eval: BN statistics are fixed
+        return super().train(False)

@@ -249,10 +249,26 @@ def _aux_losses(net, model, judges, batch, x0, background, mregion, alphas_cumpr
         denoise, x_t, t, alphas_cumprod, model.schedule.prediction_type, RECOVERIES[cfg.recovery], background=bg, mask=m
     )
     images = resize_for(model.decode(x0_hat), judges.size)  # (n, 3, s, s)
-    return {
-        "loss_identity": identity_loss(judges, images, target_emb).mean(),
-        "loss_expression": expression_loss(judges, images, expr).mean(),
-    }
+    if not getattr(judges, "targets_from_images", False):  # the synth judges: the table's vectors are targets
+        return {
+            "loss_identity": identity_loss(judges, images, target_emb).mean(),
+            "loss_expression": expression_loss(judges, images, expr).mean(),
+        }
+    # photo recognisers (sfsr.model.recognisers): targets are their readings of the true faces,
+    # the donor's for the identity of a swap; a loss with weight 0 is not computed
+    zero = x0.new_zeros(())
+    with torch.no_grad():
+        truth = resize_for(batch["image"].float(), judges.size)  # (B, 3, s, s) in [-1, 1]
+    out = {"loss_identity": zero, "loss_expression": zero}
+    if cfg.identity_loss_weight > 0:
+        with torch.no_grad():
+            wanted = judges.identity_embedding(truth[source])  # (n, E)
+        out["loss_identity"] = identity_loss(judges, images, wanted).mean()
+    if cfg.expression_loss_weight > 0:
+        with torch.no_grad():
+            wanted = judges.expression(truth[:n])  # (n, F)
+        out["loss_expression"] = expression_loss(judges, images, wanted).mean()
+    return out
 
 
 def swap_sources(identity: torch.Tensor, n: int, k: int) -> torch.Tensor:

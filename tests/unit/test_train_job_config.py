@@ -49,10 +49,28 @@ def test_unset_flags_keep_the_train_config_defaults() -> None:
     assert cfg.lr == 2e-3 and cfg.warmup_steps == 200 and cfg.ema_decay == 0.999 and cfg.identity_loss_weight == 0
 
 
-def test_judge_losses_are_refused_on_a_table_the_judges_did_not_encode() -> None:
+def test_photo_losses_need_arcface_for_identity_and_nothing_for_expression(tmp_path) -> None:
+    photo = "builtin/dlib-resnet-v1@1"
     job, _ = parse_args(["--table", "photos/faces", "--identity-loss-weight", "0.3"])
-    with pytest.raises(ValueError, match="synth judges.*photos/faces.*insightface-arcface"):
-        train_config(job, "insightface-arcface")
+    with pytest.raises(ValueError, match="photos/faces.*--identity-recogniser"):
+        train_config(job, photo)
+    job, _ = parse_args(
+        ["--table", "photos/faces", "--identity-loss-weight", "0.3", "--identity-recogniser", "nope.pt"]
+    )
+    with pytest.raises(ValueError, match="nope.pt: no such file"):
+        train_config(job, photo)
+    weights = tmp_path / "r50.safetensors"
+    weights.write_bytes(b"x")
+    job, _ = parse_args(["--table", "t", "--identity-loss-weight", "0.3", "--identity-recogniser", str(weights)])
+    assert train_config(job, photo).identity_loss_weight == 0.3
+    job, _ = parse_args(["--table", "photos/faces", "--expression-loss-weight", "0.1"])
+    assert train_config(job, photo).expression_loss_weight == 0.1  # the builtin FER network, offline
+
+
+def test_arcface_on_a_synthetic_table_is_refused(tmp_path) -> None:
+    job, _ = parse_args(["--table", "synth/faces", "--identity-loss-weight", "0.3", "--identity-recogniser", "r.pt"])
+    with pytest.raises(ValueError, match="synthetic faces.*synth judges"):
+        train_config(job, SYNTH_IDENTITY_ENCODER)
 
 
 def test_a_missing_table_is_an_error_unless_smoke_test(capsys) -> None:
