@@ -3,7 +3,8 @@
 ArcFace weights cannot be downloaded here, so nothing is shipped: a user with a licence for, say,
 an iresnet50 trained on MS1MV3 points `load_arcface` at its state dict (.safetensors, or a .pt /
 .pth read with torch.load(weights_only=True), never unpickling arbitrary objects). The depth is
-read from the weights (number of blocks per stage), so r18 / r34 / r50 / r100 all load. Used as
+read from the weights (number of blocks per stage), so r18 / r34 / r50 / r100 all load; insightface's
+ONNX recognisers (w600k_r50, glintr100) convert with sfsr.diffusion.arcface_onnx (`sfsr packs arcface`). Used as
 the differentiable identity recogniser for the identity loss on real faces
 (sfsr.diffusion.losses.identity_loss): input (B, 3, S, S) RGB in [-1, 1], resized to 112 px.
 """
