@@ -1,4 +1,5 @@
-"""`sfsr packs list | verify PATH | init PATH --layout NAME`: inspect and trust model packs."""
+"""`sfsr packs list | verify PATH | init PATH --layout NAME | arcface SRC DEST`: inspect and trust model
+packs; convert a pack's ArcFace ONNX recogniser to torch weights for the identity loss."""
 
 from __future__ import annotations
 
@@ -53,6 +54,21 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_arcface(args: argparse.Namespace) -> int:
+    from sfsr.diffusion.arcface_onnx import convert_arcface_onnx  # imports onnx: only when asked
+
+    try:
+        done = convert_arcface_onnx(args.src, args.dest)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"ArcFace IResNet, layers {done.layers} (blocks per stage), embedding {done.embedding}\n"
+        f"wrote {done.path} (use it as: python -m jobs.train ... --identity-recogniser {done.path})"
+    )
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("packs", help="list, verify and initialise face model packs", formatter_class=Fmt)
     sub = p.add_subparsers(dest="packs_cmd", required=True)
@@ -78,3 +94,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ini.add_argument("--name", default=None, help="pack name (default: the folder's name)")
     ini.add_argument("--force", action="store_true", help="replace an existing sfsr-pack.json (re-trust the files)")
     ini.set_defaults(func=cmd_init)
+
+    arc = sub.add_parser(
+        "arcface",
+        help="convert an insightface ArcFace ONNX recogniser (w600k_r50, glintr100) to IResNet .safetensors",
+        description="Read the IResNet in an ArcFace ONNX graph (BatchNorms kept or folded) and write its torch "
+        "state dict, which the identity loss loads. Other graphs are refused and nothing is written.",
+        formatter_class=Fmt,
+    )
+    arc.add_argument("src", help="the ONNX file, e.g. ~/models/buffalo_l/w600k_r50.onnx")
+    arc.add_argument("dest", help="where to write the weights; a name ending in .safetensors")
+    arc.set_defaults(func=cmd_arcface)
