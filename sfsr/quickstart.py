@@ -174,8 +174,15 @@ def model_stale_because(run_card: dict | None, now: dict) -> str | None:
         "table": "the table",
         "steps": "the number of steps",
     }
-    changed = [f"{what[k]} ({made[k]!s:.20} then, {now[k]!s:.20} now)" for k in what if made[k] != now[k]]
+    changed = [f"{what[k]} ({_short(made[k])} then, {_short(now[k])} now)" for k in what if made[k] != now[k]]
     return "made from other inputs: " + "; ".join(changed) if changed else None
+
+
+def _short(value: object) -> str:
+    """A digest or commit cut to 12 characters, keeping git_commit's " (modified: ...)" tail: two
+    values that differ only there must not print alike."""
+    head, sep, tail = str(value).partition(" ")
+    return head[:12] + (sep + tail[:100] if sep else "")
 
 
 def report_stale_because(metrics: dict | None, weights_sha256: str, git_commit: str) -> str | None:
@@ -186,7 +193,7 @@ def report_stale_because(metrics: dict | None, weights_sha256: str, git_commit: 
     if (metrics.get("source") or {}).get("weights_sha256") != weights_sha256:
         changed.append("it scored other weights")
     if metrics.get("git_commit") != git_commit:
-        changed.append(f"it was made by other code ({metrics.get('git_commit')!s:.20})")
+        changed.append(f"it was made by other code ({_short(metrics.get('git_commit'))}, now {_short(git_commit)})")
     return "; ".join(changed) or None
 
 

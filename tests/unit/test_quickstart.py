@@ -176,8 +176,14 @@ def test_a_report_is_reused_only_for_the_same_weights_and_code(tmp_path: Path, m
     assert not metrics.exists()  # the stale report is gone before the new one is made
     assert (
         quickstart.report_stale_because({"source": {"weights_sha256": "x"}, "git_commit": "y"}, "x", "z")
-        == "it was made by other code (y)"
+        == "it was made by other code (y, now z)"
     )
+    # a dirty checkout differs from its clean HEAD only in the tail, and must not print alike
+    head = "f57f8ee8156572013d86aa"
+    why = quickstart.report_stale_because(
+        {"source": {"weights_sha256": "x"}, "git_commit": head}, "x", head + " (modified: sfsr/a.py)"
+    )
+    assert why == "it was made by other code (f57f8ee81565, now f57f8ee81565 (modified: sfsr/a.py))"
 
 
 def test_summary_names_every_url_and_a_curl_example(tmp_path: Path) -> None:
