@@ -1,8 +1,9 @@
 """The face-analysis deployment: detect and align faces with a face pack (sfsr.faces).
 
-Faces are aligned at max(crop size, min_align_size) and then area-downscaled to the model's crop
-size (deployments.compose.downscale_face), because warping a large photo straight to 32 px
-aliases. Detection runs in a worker thread so the replica keeps answering Serve's probes, one
+Faces are framed the one way ingest frames them (sfsr.faces.analyze.analyze_image: aligned at
+max(crop size, min_align_size), masked there, then area-reduced to the model's crop size), so a
+served photo's crop and mask are the pixels a model trained on such a table saw. Detection runs
+in a worker thread so the replica keeps answering Serve's probes, one
 image at a time: dlib's detector crashes the process (SIGSEGV) when two threads call it at once,
 so concurrency comes from replicas (autoscaling), not threads.
 """
@@ -17,7 +18,6 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.compose import downscale_face
 from deployments.settings import AnalysisSettings, from_dict
 from sfsr.faces import FaceRecord, analyze_image, open_pack
 
@@ -42,10 +42,8 @@ class FaceAnalysis:
         self.settings = settings
 
     def _analyze(self, image: np.ndarray, crop_size: int) -> list[FaceRecord]:
-        size = max(crop_size, self.settings.min_align_size)
         with self._lock:
-            faces = analyze_image(self.pack, image, size)
-        return [downscale_face(f, crop_size) for f in faces]
+            return analyze_image(self.pack, image, crop_size, align_size=self.settings.min_align_size)
 
     async def analyze(self, image: np.ndarray, crop_size: int) -> list[FaceRecord]:
         """Every face in an (H, W, 3) uint8 RGB image, aligned to crop_size, most confident first."""

@@ -44,23 +44,6 @@ def aligned_face(image: np.ndarray, crop_size: int) -> FaceRecord:
     )
 
 
-def downscale_face(face: FaceRecord, crop_size: int) -> FaceRecord:
-    """A face aligned at a larger size -> the same face at `crop_size` (area averaging)."""
-    size = face.crop.shape[0]
-    if size == crop_size:
-        return face
-    s = crop_size / size
-    # crop pixel centres: x' = (x + 0.5) * s - 0.5, composed after the source -> crop matrix
-    scale = np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]], np.float64)
-    m = np.vstack([face.align_matrix.astype(np.float64), [0.0, 0.0, 1.0]])
-    matrix = (scale @ m)[:2].astype(np.float32)
-    crop = resize_square(face.crop, crop_size, enlarge=cv2.INTER_AREA)
-    mask = resize_square(face.mask.astype(np.float32), crop_size, enlarge=cv2.INTER_AREA) >= 0.5
-    return FaceRecord(
-        face.face_index, face.bbox, face.score, face.landmarks5, face.landmarks, matrix, crop, mask, face.pose
-    )
-
-
 def paste_back(
     photo: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndarray, feather: float = 0.04
 ) -> np.ndarray:

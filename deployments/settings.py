@@ -140,7 +140,8 @@ class AnalysisSettings:
 
     pack: str = "builtin"  # builtin, a folder or an s3:// prefix (sfsr.faces.open_pack)
     # Faces are aligned at this size or more and then downscaled to the model's crop size with
-    # area averaging: warping a photo straight to 32 px aliases badly.
+    # area averaging (sfsr.faces.analyze.ALIGN_SIZE, what ingest uses: keep them equal, or served
+    # crops differ from the training table's)
     min_align_size: int = 128
     threads: int = 1  # OpenCV / onnxruntime threads per replica
 

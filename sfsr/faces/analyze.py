@@ -22,11 +22,16 @@ import numpy as np
 from sfsr.faces.align import template, transform_points
 from sfsr.faces.base import Pose
 from sfsr.faces.pack import FacePack
-from sfsr.io.images import resize_square_batch
+from sfsr.io.images import resize_square, resize_square_batch
 
 # centre x, centre y, semi-axis x, semi-axis y in 112-px template units: forehead to chin,
 # cheek to cheek for a frontal face aligned to the ArcFace template.
 TEMPLATE_ELLIPSE_112 = (56.0, 60.0, 42.0, 54.0)
+# The one framing (ingest, training tables, serving, evaluation): a face is warped onto the pack's
+# template at max(crop size, ALIGN_SIZE) px, masked there, then area-reduced to the crop size:
+# warping a photo straight to 32 or 64 px aliases, and doing it one way everywhere makes a
+# served photo's crop and mask the very pixels a model trained on that table saw.
+ALIGN_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -63,32 +68,52 @@ def face_mask(landmarks_crop: np.ndarray | None, size: int) -> np.ndarray:
     return mask.astype(bool)
 
 
-def analyze_image(pack: FacePack, image: np.ndarray, crop_size: int | None = None) -> list[FaceRecord]:
-    """Detect every face in an (H, W, 3) uint8 RGB image and align, mask and pose each one."""
+def analyze_image(
+    pack: FacePack, image: np.ndarray, crop_size: int | None = None, *, align_size: int = ALIGN_SIZE
+) -> list[FaceRecord]:
+    """Detect every face in an (H, W, 3) uint8 RGB image and align, mask and pose each one, at
+    `crop_size` px framed the one way (see ALIGN_SIZE)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(
             f"analyze_image: expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}; "
             "decode with sfsr.io.images.decode_image"
         )
-    size = crop_size or pack.crop_size
+    out_size = crop_size or pack.crop_size
+    size = max(out_size, align_size)
     out = []
     for i, det in enumerate(pack.detector.detect(image)):
         crop, matrix = pack.align(image, det, size)
         dense = transform_points(det.landmarks, matrix) if det.landmarks is not None else None
-        out.append(
-            FaceRecord(
-                face_index=i,
-                bbox=np.asarray(det.bbox, np.float32),
-                score=float(det.score),
-                landmarks5=np.asarray(det.landmarks5, np.float32),
-                landmarks=None if det.landmarks is None else np.asarray(det.landmarks, np.float32),
-                align_matrix=matrix,
-                crop=crop,
-                mask=face_mask(dense, size),
-                pose=pack.pose.estimate(image, det),
-            )
+        face = FaceRecord(
+            face_index=i,
+            bbox=np.asarray(det.bbox, np.float32),
+            score=float(det.score),
+            landmarks5=np.asarray(det.landmarks5, np.float32),
+            landmarks=None if det.landmarks is None else np.asarray(det.landmarks, np.float32),
+            align_matrix=matrix,
+            crop=crop,
+            mask=face_mask(dense, size),
+            pose=pack.pose.estimate(image, det),
         )
+        out.append(downscale_face(face, out_size))
     return out
+
+
+def downscale_face(face: FaceRecord, crop_size: int) -> FaceRecord:
+    """A face aligned at a larger size -> the same face at `crop_size` (area averaging)."""
+    size = face.crop.shape[0]
+    if size == crop_size:
+        return face
+    s = crop_size / size
+    # crop pixel centres: x' = (x + 0.5) * s - 0.5, composed after the source -> crop matrix
+    scale = np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]], np.float64)
+    m = np.vstack([face.align_matrix.astype(np.float64), [0.0, 0.0, 1.0]])
+    matrix = (scale @ m)[:2].astype(np.float32)
+    crop = resize_square(face.crop, crop_size, enlarge=cv2.INTER_AREA)
+    mask = resize_square(face.mask.astype(np.float32), crop_size, enlarge=cv2.INTER_AREA) >= 0.5
+    return FaceRecord(
+        face.face_index, face.bbox, face.score, face.landmarks5, face.landmarks, matrix, crop, mask, face.pose
+    )
 
 
 def encode_crops(pack: FacePack, crops: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from PIL import Image
 from deployments import compose
 from deployments import validation as v
 from deployments.settings import AnalysisSettings, GeneratorSettings, IngressSettings, from_dict, open_api_refusal
+from sfsr.faces.analyze import downscale_face
 from sfsr.io.images import ImageLimits
 from tests.fixtures.bad_images import bad_image_bytes
 
@@ -269,7 +270,7 @@ def test_aligned_faces_and_downscaling_keep_the_geometry_consistent() -> None:
     with pytest.raises(ValueError, match="square"):
         compose.aligned_face(_photo(), 32)
     big = compose.aligned_face(np.ascontiguousarray(image), 128)
-    small = compose.downscale_face(big, 32)
+    small = downscale_face(big, 32)
     assert np.allclose(small.align_matrix, face.align_matrix, atol=1e-4)
     assert np.abs(small.crop.astype(int) - face.crop.astype(int)).mean() < 3.0
 
