@@ -30,7 +30,7 @@ import torch
 from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage
 from sfsr.model import checkpoint
-from sfsr.model.presets import SYNTH_IDENTITY_ENCODER
+from sfsr.model.presets import SYNTH_IDENTITY_ENCODER, check_vae
 from sfsr.model.training import TrainConfig
 from sfsr.provenance import git_commit
 
@@ -45,8 +45,13 @@ class JobConfig:
     )
     storage: str = setting("where runs and checkpoints go (local or s3://)", "runs", env="SFSR_STORAGE")
     name: str | None = setting("run name; submitting the same name again resumes it (default: preset name)", None)
-    preset: str = setting("model size preset: tiny, cpu-demo, base, sd-init", "cpu-demo")
+    preset: str = setting("model size preset: tiny, cpu-demo, photo64, base, latent256, sd-init", "cpu-demo")
     init_from: str | None = setting("start from this model folder (e.g. the committed cpu-demo model)", None)
+    vae: str | None = setting(
+        "pretrained AutoencoderKL of a latent preset (latent256 needs one, base's is random without): a diffusers "
+        "AutoencoderKL folder or a Stable Diffusion folder with vae/, local or s3://",
+        None,
+    )
     steps: int = setting("total optimiser steps (counting resumed ones)", 2000)
     batch_size: int = setting("per-worker batch size", 32)
     lr: float | None = setting("learning rate (default: the preset's)", None)
@@ -98,7 +103,7 @@ def _build(job: JobConfig, train: dict, model_args: dict):
 
         model = DiffSFSR.from_pretrained(str(local_folder(job.init_from)))  # a folder or s3:// prefix
     else:
-        model = T.make_model(job.preset, seed=job.seed, **model_args)
+        model = T.make_model(job.preset, seed=job.seed, vae_path=job.vae, **model_args)
     ema = T.EMA(model, tcfg.ema_decay)
     opt, sched = T.make_optimizer(model, tcfg)
     return tcfg, model, ema, opt, sched, loss_recognisers(job, tcfg, model_args["identity_encoder"])
@@ -297,6 +302,10 @@ def run(job: JobConfig, provenance: dict | None = None) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    if job.init_from and job.vae:  # refused now, not in every worker
+        raise ValueError(f"--vae {job.vae}: the --init-from model {job.init_from} holds its own VAE; leave --vae out")
+    if not job.init_from:
+        check_vae(job.preset, job.vae)
     info, means = table_conditioning(job)
     tcfg = train_config(job, info.identity_model)
     from jobs._train_samples import preview_rows

@@ -5,8 +5,15 @@ cpu-demo  32 px pixels, synthetic faces conditioned on the synth judges (128-d i
           embedding, 7 expression factors); sized to learn control on 2 CPU cores in about
           an hour (issue 4's measured warning: no attention at 32 px, small widths, the
           conditions also through the timestep embedding).
+photo64   64 px pixels, photos conditioned on the builtin face pack (128-d dlib identity, 13
+          expression values: 7 FER2013 probabilities + 6 landmark geometry ratios); patch 4, so
+          the UNet runs at 16 x 16 like cpu-demo's, and narrower: it trains on 2 CPU cores.
 base      256 px through an AutoencoderKL (32 x 32 x 4 latents), for GPUs; a fresh VAE is
           random, so pass vae_path= (a diffusers AutoencoderKL folder) to train on real faces.
+latent256 base's denoiser for photos (512-d ArcFace identity, the builtin pack's 13 expression
+          values, both overridable): its VAE must come from vae_path= (jobs.train --vae), a
+          diffusers AutoencoderKL folder or a Stable Diffusion folder with vae/, local or s3://;
+          a random VAE's latents mean nothing, so it is refused without one.
 sd-init   from a local Stable Diffusion folder (unet/ and vae/ subfolders, as
           save_pretrained writes them): its UNet and VAE weights, conv_in widened from C to
           2C + 1 input channels with zero-initialised new weights, and a zero-initialised
@@ -17,17 +24,40 @@ sd-init   from a local Stable Diffusion folder (unet/ and vae/ subfolders, as
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from sfsr.conditions import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER  # the default, re-exported
+from sfsr.conditions import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER, EncoderRef  # SYNTH_*: re-exported
 from sfsr.diffusion.schedule import Schedule
+from sfsr.io import storage
+from sfsr.io.cache import local_folder
 from sfsr.model.diffsfsr import DiffSFSR
 
-PRESETS = ("tiny", "cpu-demo", "base", "sd-init")
+PRESETS = ("tiny", "cpu-demo", "photo64", "base", "latent256", "sd-init")
+NEEDS_VAE = ("latent256",)  # latent presets refused without vae_path (base keeps its random-VAE default)
+
+# The builtin face pack's encoders (sfsr/faces/builtin.py, DlibIdentity and FerGeometryExpression),
+# which encode photo tables: named, not imported, so building a model never loads dlib.
+BUILTIN_IDENTITY_ENCODER = str(EncoderRef("builtin", "dlib-resnet-v1", "1"))  # 128-d
+BUILTIN_EXPRESSION_ENCODER = str(EncoderRef("builtin", "fer2013-minixception+geometry68", "1"))  # 7 + 6
+
+# Stable Diffusion's AutoencoderKL: 8x down, 4 latent channels (the shape base and latent256 expect)
+_SD_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "sample_size": 256,
+    "scaling_factor": 0.18215,
+}
 
 
 def _unet(
@@ -91,31 +121,39 @@ def preset_config(preset: str, **overrides: Any) -> dict[str, Any]:
             identity_encoder=SYNTH_IDENTITY_ENCODER,
             expression_encoder=SYNTH_EXPRESSION_ENCODER,
         )
-    elif preset == "base":
-        vae = {
-            "in_channels": 3,
-            "out_channels": 3,
-            "latent_channels": 4,
-            "down_block_types": ["DownEncoderBlock2D"] * 4,
-            "up_block_types": ["UpDecoderBlock2D"] * 4,
-            "block_out_channels": [128, 256, 512, 512],
-            "layers_per_block": 2,
-            "norm_num_groups": 32,
-            "sample_size": 256,
-            "scaling_factor": 0.18215,
-        }
+    elif preset == "photo64":
+        # patch 4: the UNet runs at 16 x 16 like cpu-demo's, at 3/4 of its widths (2.7 M parameters to
+        # cpu-demo's 4.5 M). train_step at batch 16, both presets in one process, best of 4 on the 2
+        # shared dev cores (issue 13): photo64 0.149 s (108 samples/s) against cpu-demo's 0.226 s
+        # (71 samples/s) on 2 threads; 0.217 s (74/s) against 0.329 s (49/s) on 1 thread; ratio 1.52.
+        cfg = dict(
+            image_size=64,
+            identity_dim=128,
+            expression_dim=13,
+            identity_tokens=4,
+            expression_tokens=4,
+            cond_hidden=128,
+            patch_size=4,
+            unet_config=_unet(64, (48, 96), (False, True), 96, 4, 1, 16, 128, 3, 4),
+            schedule=vars(Schedule()),
+            identity_encoder=BUILTIN_IDENTITY_ENCODER,
+            expression_encoder=BUILTIN_EXPRESSION_ENCODER,
+        )
+    elif preset in ("base", "latent256"):
+        photo = preset == "latent256"
         cfg = dict(
             image_size=256,
             identity_dim=512,
-            expression_dim=16,
+            expression_dim=13 if photo else 16,
             identity_tokens=8,
             expression_tokens=4,
             cond_hidden=256,
-            vae_config=vae,
+            vae_config=dict(_SD_VAE),
             unet_config=_unet(32, (128, 256, 512), (False, True, True), 512, 8, 2, 32, 256, 4),
             schedule=vars(Schedule(beta_schedule="scaled_linear")),
-            identity_encoder="insightface-arcface",
-            expression_encoder="builtin",
+            # latent256: jobs.train names the table's encoders (e.g. an insightface pack's ArcFace)
+            identity_encoder="" if photo else "insightface-arcface",
+            expression_encoder="" if photo else "builtin",
         )
     else:
         raise ValueError(f"preset={preset!r} is not one of {PRESETS} (sd-init: use sd_init())")
@@ -131,13 +169,31 @@ def preset_config(preset: str, **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
+def check_vae(preset: str, vae_path: str | None) -> None:
+    """Refuse a preset / VAE pairing that cannot work, before anything is built or loaded."""
+    if preset == "sd-init":
+        if vae_path:
+            raise ValueError("vae_path (jobs.train --vae): preset 'sd-init' takes its VAE from sd_path's vae/")
+        return
+    if preset in NEEDS_VAE and not vae_path:
+        raise ValueError(
+            f"preset {preset!r} works in the latents of a pretrained AutoencoderKL, and none was given: set "
+            "vae_path= (jobs.train --vae) to a diffusers AutoencoderKL folder or a Stable Diffusion folder with "
+            "vae/, local or s3://"
+        )
+    if vae_path and "vae_config" not in preset_config(preset):
+        raise ValueError(f"vae_path (jobs.train --vae) given, but preset {preset!r} works in pixel space (no VAE)")
+
+
 def make_model(
     preset: str, *, seed: int = 0, vae_path: str | None = None, sd_path: str | None = None, **overrides: Any
 ) -> DiffSFSR:
     """A freshly initialised DiffSFSR for `preset` (weights from torch.manual_seed(seed)).
 
-    vae_path: AutoencoderKL folder whose weights replace the base preset's random VAE.
+    vae_path: the pretrained AutoencoderKL of a latent preset (see load_vae): required by
+    latent256, and replaces base's random VAE.
     sd_path: the Stable Diffusion folder, required for preset "sd-init"."""
+    check_vae(preset, vae_path)
     if preset == "sd-init":
         if not sd_path:
             raise ValueError("preset 'sd-init' needs sd_path=<local Stable Diffusion folder with unet/ and vae/>")
@@ -145,16 +201,57 @@ def make_model(
     if sd_path:
         raise ValueError(f"sd_path is only used by preset 'sd-init', not {preset!r}")
     cfg = preset_config(preset, **overrides)
+    vae = None
+    if vae_path:
+        vae, source = load_vae(vae_path)
+        _check_vae_shape(vae, cfg, source)
+        # the model's config records the VAE's own (its weights are saved with the model) and where it came from
+        cfg["vae_config"] = {**dict(vae.config), "_name_or_path": source}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DiffSFSR(**cfg)
-    if vae_path:
-        if model.vae is None:
-            raise ValueError(f"vae_path given but preset {preset!r} works in pixel space (no VAE)")
-        vae = AutoencoderKL.from_pretrained(vae_path)
-        model.register_to_config(vae_config=dict(vae.config))
-        model.vae = vae.requires_grad_(False)
+    if vae is not None:
+        model.vae.load_state_dict(vae.state_dict())
     return model
+
+
+def load_vae(vae_path: str) -> tuple[AutoencoderKL, str]:
+    """(the AutoencoderKL, the folder it was read from) for `vae_path`, local or s3://: its vae/
+    subfolder when it has one (a Stable Diffusion folder, as save_pretrained writes it), else the
+    folder itself (a diffusers AutoencoderKL folder). Only that folder is fetched from s3://."""
+    sub = storage.join(vae_path, "vae")
+    source = sub if storage.exists(storage.join(sub, "config.json")) else vae_path
+    folder = local_folder(source)
+    what = (
+        f"vae_path {vae_path} (jobs.train --vae): expected a diffusers AutoencoderKL folder (config.json + "
+        "diffusion_pytorch_model.safetensors, as save_pretrained writes them) or a Stable Diffusion folder with vae/"
+    )
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{what}; {source}/config.json cannot be read ({err})") from err
+    kind = config.get("_class_name") if isinstance(config, dict) else None
+    if kind != "AutoencoderKL":
+        raise ValueError(f"{what}; {source}/config.json describes {kind or 'no diffusers model'}, not an AutoencoderKL")
+    try:
+        vae = AutoencoderKL.from_pretrained(folder)
+    except (OSError, ValueError, RuntimeError, TypeError) as err:  # missing or mismatched weights, bad config
+        raise ValueError(f"{what}; loading {source} failed: {err}") from err
+    return vae.requires_grad_(False), source
+
+
+def _check_vae_shape(vae: AutoencoderKL, cfg: dict[str, Any], source: str) -> None:
+    """The loaded VAE must make the latents the preset's UNet is built for."""
+    want = cfg["vae_config"]
+    have_c, want_c = int(vae.config.latent_channels), int(want["latent_channels"])
+    have_f, want_f = 2 ** (len(vae.config.block_out_channels) - 1), 2 ** (len(want["block_out_channels"]) - 1)
+    if (have_c, have_f) != (want_c, want_f):
+        s = cfg["image_size"]
+        raise ValueError(
+            f"VAE {source}: {have_c} latent channels, {have_f}x down ({s} px -> {s // have_f} x {s // have_f}); preset "
+            f"{cfg['preset']!r} needs {want_c} channels, {want_f}x down ({s // want_f} x {s // want_f} latents), like "
+            "Stable Diffusion 1.x / 2.x's VAE"
+        )
 
 
 def _sd_parts(sd_path: str) -> tuple[UNet2DConditionModel, AutoencoderKL]:
@@ -242,8 +339,6 @@ def write_random_model(folder: str | Path, preset: str = "tiny", seed: int = 0) 
 
 def _sd_schedule(root: Path) -> dict[str, Any]:
     """The folder's scheduler settings when it has them (scheduler/scheduler_config.json)."""
-    import json
-
     path = root / "scheduler" / "scheduler_config.json"
     sched = vars(Schedule(beta_schedule="scaled_linear", prediction_type="epsilon"))
     if path.is_file():
