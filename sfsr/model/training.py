@@ -104,7 +104,8 @@ class EMA:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - d)
+            if p.requires_grad:  # frozen weights (a latent preset's VAE) never move: nothing to average
+                e.lerp_(p.detach(), 1.0 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
 
