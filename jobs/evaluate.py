@@ -213,6 +213,16 @@ def run(cfg: EvaluateConfig) -> dict:
     t0 = time.monotonic()
     uri = faces_uri(cfg.table)
     info = read_table_info(uri)
+    if cfg.checkpoint:  # refused before any pair is planned or actor started
+        from sfsr.conditions import table_mismatch
+        from sfsr.io.cache import local_folder
+
+        why = table_mismatch(json.loads((local_folder(cfg.checkpoint) / "config.json").read_text()), info)
+        if why:
+            raise SystemExit(
+                f"--table {cfg.table} does not fit the --checkpoint model {cfg.checkpoint}: {why}; evaluate it on a "
+                "table ingested with its face pack and crop size"
+            )
     small = table.read_table(uri, columns=["face_id", "split", "labels"])
     plan = plan_pairs(
         cfg, *(small.column(c).to_pylist() for c in ("face_id", "split", "labels")), info.identity_model, where=uri

@@ -307,6 +307,17 @@ def run(job: JobConfig, provenance: dict | None = None) -> dict:
     if not job.init_from:
         check_vae(job.preset, job.vae)
     info, means = table_conditioning(job)
+    if job.init_from:  # a fine-tune continues on the conditions and framing its model learned
+        from sfsr.conditions import table_mismatch
+        from sfsr.io.cache import local_folder
+
+        config = json.loads((local_folder(job.init_from) / "config.json").read_text())
+        why = table_mismatch(config, info)
+        if why:
+            raise ValueError(
+                f"--table {job.table} does not fit the --init-from model {job.init_from}: {why}; ingest the photos "
+                "again with the model's face pack and crop size, or train a new model on this table"
+            )
     tcfg = train_config(job, info.identity_model)
     from jobs._train_samples import preview_rows
     from sfsr.io.table import read_table

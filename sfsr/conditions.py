@@ -21,6 +21,7 @@ ingested before packs were recorded) are looked up in the builtin pack.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,3 +119,31 @@ def pack_encoders(identity: EncoderRef, expression: EncoderRef) -> ConditionEnco
     return ConditionEncoders(
         str(identity), str(expression), partial(encode_with, id_enc), partial(encode_with, ex_enc), targets
     )
+
+
+def _same_encoder(a: str, b: str) -> bool:
+    """Equal names, or the same pack encoder written with and without its (builtin) pack."""
+    if a == b:
+        return True
+    try:
+        return EncoderRef.parse(a) == EncoderRef.parse(b)
+    except ConditionsError:
+        return False
+
+
+def table_mismatch(model_config: Mapping[str, Any], table: Any) -> str | None:
+    """Why a face table (sfsr.io.schema.TableInfo) does not fit a model (its config), or None:
+    vectors from other encoders or of other sizes, or crops smaller than the model's resolution
+    (they would be upscaled: another framing than the one the model learned)."""
+    problems = []
+    for role in ("identity", "expression"):
+        want, have = model_config.get(f"{role}_encoder"), getattr(table, f"{role}_model", None)
+        if want and have and not _same_encoder(want, have):
+            problems.append(f"its {role} vectors come from {have}, the model is conditioned on {want}")
+        want_dim, have_dim = model_config.get(f"{role}_dim"), getattr(table, f"{role}_dim", None)
+        if want_dim and have_dim and want_dim != have_dim:
+            problems.append(f"its {role} vectors have {have_dim} values, the model takes {want_dim}")
+    size, crop = model_config.get("image_size"), getattr(table, "crop_size", None)
+    if size and crop and crop < size:
+        problems.append(f"its crops are {crop} px, smaller than the model's {size} px")
+    return "; ".join(problems) or None

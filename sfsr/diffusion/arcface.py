@@ -130,7 +130,10 @@ def layers_from_state(state: dict[str, torch.Tensor]) -> tuple[int, int, int, in
 def load_arcface(path: str | Path, device: str | torch.device = "cpu") -> ArcFaceEncoder:
     """An ArcFaceEncoder from a weights file (architecture inferred from the keys)."""
     state = read_state_dict(path)
-    layers = layers_from_state(state)
+    try:
+        layers = layers_from_state(state)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
     fc = state.get("fc.weight")
     if fc is None or fc.shape[1] != 512 * 49:
         raise ValueError(

@@ -116,3 +116,20 @@ def test_cli_refusal_exits_1_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("FAILED: ") and str(src) in err and "nothing written" in err
     assert not dest.exists()
+
+
+def test_weights_that_do_not_fit_an_iresnet_are_refused_naming_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from tests.fixtures.arcface_onnx import random_iresnet
+
+    state = {k: v.contiguous() for k, v in random_iresnet((1, 1, 1, 1), 64).state_dict().items()}
+    del state["layer2.0.conv1.weight"]  # a truncated or foreign file
+    path = tmp_path / "broken.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(ValueError, match=r"broken.safetensors.*missing.*layer2.0.conv1.weight"):
+        load_arcface(path)
+    not_iresnet = tmp_path / "unet.safetensors"
+    save_file({"conv_in.weight": torch.zeros(4, 3, 3, 3)}, str(not_iresnet))
+    with pytest.raises(ValueError, match="unet.safetensors"):
+        load_arcface(not_iresnet)

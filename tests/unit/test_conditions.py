@@ -78,3 +78,20 @@ def test_a_model_conditioned_on_the_builtin_pack_loads_and_swaps_photos(tmp_path
     size = gen.model.config.image_size
     assert out.shape == (1, size, size, 3) and out.dtype == np.uint8
     assert gen.info["warning"] is None  # no synthetic-model warning for a photo model
+
+
+def test_a_table_that_does_not_fit_a_model_is_named_with_every_difference():
+    from types import SimpleNamespace
+
+    from sfsr.conditions import table_mismatch
+
+    model = {"identity_encoder": BUILTIN_ID, "expression_encoder": BUILTIN_EX, "identity_dim": 128,
+             "expression_dim": 13, "image_size": 64}  # fmt: skip
+    same = SimpleNamespace(identity_model="dlib-resnet-v1@1", expression_model=BUILTIN_EX, identity_dim=128,
+                           expression_dim=13, crop_size=256)  # fmt: skip
+    assert table_mismatch(model, same) is None  # a bare builtin name is the builtin pack's encoder
+    synth = SimpleNamespace(identity_model="synth-judge-identity-32px", expression_model="synth-judge-factors-32px",
+                            identity_dim=64, expression_dim=7, crop_size=32)  # fmt: skip
+    why = table_mismatch(model, synth)
+    assert "identity vectors come from synth-judge-identity-32px" in why and "7 values" in why
+    assert "crops are 32 px, smaller than the model's 64 px" in why

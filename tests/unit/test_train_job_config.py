@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jobs.train import parse_args, train_config
@@ -108,3 +110,16 @@ def test_condition_means_come_from_the_training_split_only(tmp_path) -> None:
     job, _ = parse_args(["--table", faces, "--split", "validation"])
     with pytest.raises(ValueError, match="no faces in split 'validation'"):
         table_conditioning(job)
+
+
+def test_a_fine_tune_on_a_table_that_does_not_fit_its_model_is_refused_before_ray(tmp_path) -> None:
+    # the fixture table holds synth-judge vectors of 2 values at 8 px; cpu-demo takes 64 at 32 px
+    from jobs.train import run
+    from tests.fixtures.tables import face_table
+
+    faces = face_table(tmp_path / "faces", [("a", "train", [1.0, 0.0]), ("b", "train", [0.0, 1.0])])
+    committed = Path(__file__).resolve().parents[2] / "sfsr" / "model" / "pretrained" / "cpu-demo"
+    job, _ = parse_args(["--table", faces, "--init-from", str(committed), "--storage", str(tmp_path / "runs")])
+    with pytest.raises(ValueError, match=r"does not fit the --init-from model.*2 values.*crops are 8 px"):
+        run(job)
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
