@@ -4,35 +4,21 @@ outputs are the targets themselves, so the model column must read exactly like c
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sfsr.io import table
+from tests.fixtures.ray_jobs import submit_ok
 
 REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).parent / "ray")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def _job(env: dict, module: str, *args: str) -> None:
-    done = subprocess.run(
-        [RAY, "job", "submit", "--", "python", "-m", module, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-
-
 def test_scoring_copied_targets_matches_the_copy_target_baseline(platform_env, tmp_path: Path) -> None:
     data, out, outputs = tmp_path / "synth", tmp_path / "eval", tmp_path / "outputs"
-    _job(
+    submit_ok(
         platform_env,
         "jobs.ingest",
         "--synthetic",
@@ -47,7 +33,7 @@ def test_scoring_copied_targets_matches_the_copy_target_baseline(platform_env, t
         str(data),
     )
     faces = str(data / "faces")
-    _job(platform_env, "jobs.evaluate", "--table", faces, "--output", str(out), "--pairs-only", "--pairs", "16")
+    submit_ok(platform_env, "jobs.evaluate", "--table", faces, "--output", str(out), "--pairs-only", "--pairs", "16")
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == 16 and all(p["identity"] != p["background"] for p in pairs)
 
@@ -59,7 +45,7 @@ def test_scoring_copied_targets_matches_the_copy_target_baseline(platform_env, t
     outputs.mkdir()
     for p in pairs:  # "a method" that returns the target unchanged
         (outputs / f"{p['pair_id']}.png").write_bytes(crops[p["background"]])
-    _job(
+    submit_ok(
         platform_env, "jobs.evaluate", "--table", faces, "--output", str(out), "--images", str(outputs), "--pairs", "16"
     )
 

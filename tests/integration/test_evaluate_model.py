@@ -28,9 +28,9 @@ from sfsr.io import storage, table
 from sfsr.io.cache import files_digest
 from sfsr.model.presets import write_random_model
 from sfsr.synth.judges import load_judges
+from tests.fixtures.ray_jobs import submit_ok
 
 REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).parent / "ray")
 SERVE = str(Path(sys.executable).parent / "serve")
 COMMITTED = REPO / "sfsr" / "model" / "pretrained" / "cpu-demo"
 PAIRS = 32
@@ -45,19 +45,6 @@ def upload(folder: Path, uri: str) -> str:
         if f.is_file():
             storage.write_bytes(storage.join(uri, str(f.relative_to(folder))), f.read_bytes())
     return uri
-
-
-def _job(env: dict, module: str, *args: str) -> str:
-    done = subprocess.run(
-        [RAY, "job", "submit", "--", "python", "-m", module, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    return done.stdout
 
 
 def _png(data: bytes) -> np.ndarray:
@@ -81,7 +68,7 @@ def test_a_new_model_at_the_same_uri_reaches_a_fresh_generator(s3_server, tmp_pa
 def held_out(platform_env, tmp_path_factory) -> str:
     """A held-out synthetic face table of 200 identities (the committed model's and judges')."""
     out = tmp_path_factory.mktemp("held-out") / "synth"
-    _job(
+    submit_ok(
         platform_env,
         "jobs.ingest",
         "--synthetic",
@@ -101,7 +88,7 @@ def held_out(platform_env, tmp_path_factory) -> str:
 
 
 def _evaluate(env: dict, faces: str, model: str, out: Path, pairs: int) -> dict:
-    _job(
+    submit_ok(
         env,
         "jobs.evaluate",
         "--table",

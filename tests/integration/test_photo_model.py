@@ -26,26 +26,13 @@ from sfsr import cluster
 from sfsr.io.table import read_table
 from tests.fixtures import photos
 from tests.fixtures.arcface_onnx import random_iresnet
+from tests.fixtures.ray_jobs import submit_ok
 from tests.fixtures.serve_app import SERVE, TOKEN, config_for_test, wait_running
 
 REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).parent / "ray")
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png", "coffee.png")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def _job(env: dict, module: str, *args: str) -> str:
-    done = subprocess.run(
-        [RAY, "job", "submit", "--", "python", "-m", module, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    return done.stdout
 
 
 def test_a_photo_model_trains_with_both_losses_serves_and_evaluates(platform_env, tmp_path: Path) -> None:
@@ -55,7 +42,7 @@ def test_a_photo_model_trains_with_both_losses_serves_and_evaluates(platform_env
     for name in PHOTOS:
         shutil.copy(photos.photos_dir() / name, inputs / name)
     table = tmp_path / "table"
-    _job(platform_env, "jobs.ingest", "--input", str(inputs), "--output", str(table), "--crop-size", "32")
+    submit_ok(platform_env, "jobs.ingest", "--input", str(inputs), "--output", str(table), "--crop-size", "32")
     faces = read_table(str(table / "faces"), columns=["identity", "expression"])
     assert faces.num_rows >= 5  # obama x3, biden, the astronaut; the coffee cup has no face
 
@@ -63,7 +50,7 @@ def test_a_photo_model_trains_with_both_losses_serves_and_evaluates(platform_env
     arcface = tmp_path / "arcface-r18.safetensors"
     save_file({k: v.contiguous() for k, v in random_iresnet((1, 1, 1, 1), 64).state_dict().items()}, str(arcface))
     runs = tmp_path / "runs"
-    _job(
+    submit_ok(
         platform_env,
         "jobs.train",
         "--table", str(table / "faces"), "--split", "all", "--preset", "tiny", "--storage", str(runs),
@@ -121,7 +108,7 @@ def test_a_photo_model_trains_with_both_losses_serves_and_evaluates(platform_env
 
     # --- evaluate with the builtin recogniser (dlib), which no loss used (ArcFace did)
     evaluation = tmp_path / "evaluation"
-    _job(
+    submit_ok(
         platform_env,
         "jobs.evaluate",
         "--table", str(table), "--checkpoint", str(published), "--output", str(evaluation),
