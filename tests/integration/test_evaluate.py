@@ -11,8 +11,6 @@ import pytest
 from sfsr.io import table
 from tests.fixtures.ray_jobs import submit_ok
 
-REPO = Path(__file__).resolve().parents[2]
-
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
