@@ -183,10 +183,16 @@ def import_path_cases() -> list[Any]:
     ]
 
 
-def job_names() -> list[str]:
+def rayjob_cases() -> list[Any]:
+    """(job, manifest): every module in jobs/ with its rayjob-<job>.yaml, and every RayJob manifest
+    with the job it runs; a variant rayjob-<job>-<what>.yaml (e.g. train-photos-gpu) runs jobs.<job>."""
     modules = {p.stem for p in (REPO / "jobs").glob("*.py") if not p.stem.startswith("_")}
-    rayjobs = {p.stem.removeprefix("rayjob-") for p in KUBERAY.glob("rayjob-*.yaml")}
-    return sorted(modules | rayjobs)
+    cases = {(m, KUBERAY / f"rayjob-{m}.yaml") for m in modules}
+    for path in KUBERAY.glob("rayjob-*.yaml"):
+        stem = path.stem.removeprefix("rayjob-")
+        job = max((m for m in modules if stem.startswith(f"{m}-")), key=len, default=stem)
+        cases.add((stem if stem in modules else job, path))
+    return [pytest.param(job, path, id=f"{job}::{path.name}") for job, path in sorted(cases)]
 
 
 def copy_cases() -> list[Any]:
@@ -301,9 +307,9 @@ def test_serve_import_path_resolves(path: Path, import_path: str) -> None:
     assert attr in top_level_names(file), f"{where}: {rel(file)} defines no top-level {attr!r}"
 
 
-@pytest.mark.parametrize("name", job_names())
-def test_every_job_has_a_rayjob_and_its_flags_exist(name: str) -> None:
-    manifest, module = KUBERAY / f"rayjob-{name}.yaml", REPO / "jobs" / f"{name}.py"
+@pytest.mark.parametrize("name,manifest", rayjob_cases())
+def test_every_job_has_a_rayjob_and_its_flags_exist(name: str, manifest: Path) -> None:
+    module = REPO / "jobs" / f"{name}.py"
     assert manifest.is_file(), (
         f"jobs/{name}.py has no RayJob: write {rel(manifest)}, or, if it "
         f"is a helper rather than an entrypoint, rename it jobs/_{name}.py"
