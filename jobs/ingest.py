@@ -101,7 +101,9 @@ def build_schema(cfg: IngestConfig) -> pa.Schema:
             crop_size=cfg.crop_size,
             identity_model=SYNTH_IDENTITY_ENCODER,
             expression_model=SYNTH_EXPRESSION_ENCODER,
+            framing="synth-render",
         )
+    from sfsr.faces.analyze import framing_name
     from sfsr.faces.pack import open_pack
 
     p = open_pack(cfg.pack, crop_size=cfg.crop_size)
@@ -111,6 +113,7 @@ def build_schema(cfg: IngestConfig) -> pa.Schema:
         crop_size=cfg.crop_size,
         identity_model=encoder_ref(p.name, p.identity),  # PACK/ENCODER@VERSION: what loads it again
         expression_model=encoder_ref(p.name, p.expression),
+        framing=framing_name(p),
     )
 
 

@@ -328,6 +328,7 @@ def run(job: JobConfig, provenance: dict | None = None) -> dict:
         "expression_dim": info.expression_dim,
         "identity_encoder": info.identity_model,
         "expression_encoder": info.expression_model,
+        "framing": info.framing or "",  # the table's crops and masks, recorded for whoever serves the model
     }
     storage_path = job.storage if storage.is_s3(job.storage) else str(Path(job.storage).resolve())
     trainer = TorchTrainer(

@@ -143,6 +143,9 @@ def table_mismatch(model_config: Mapping[str, Any], table: Any) -> str | None:
         want_dim, have_dim = model_config.get(f"{role}_dim"), getattr(table, f"{role}_dim", None)
         if want_dim and have_dim and want_dim != have_dim:
             problems.append(f"its {role} vectors have {have_dim} values, the model takes {want_dim}")
+    framing, made = model_config.get("framing"), getattr(table, "framing", None)
+    if framing and made and framing != made:
+        problems.append(f"its crops were framed {made}, the model's {framing}")
     size, crop = model_config.get("image_size"), getattr(table, "crop_size", None)
     if size and crop and crop < size:
         problems.append(f"its crops are {crop} px, smaller than the model's {size} px")

@@ -34,6 +34,13 @@ TEMPLATE_ELLIPSE_112 = (56.0, 60.0, 42.0, 54.0)
 ALIGN_SIZE = 128
 
 
+def framing_name(pack: FacePack, align_size: int = ALIGN_SIZE) -> str:
+    """The framing a face table and a model record: the pack's alignment template and points, the
+    warp size and the mask rule, e.g. "arcface-112[0,1,2,3,4]/align128/hull68-or-ellipse"."""
+    a = pack.manifest.alignment
+    return f"{a.template}[{','.join(map(str, a.points))}]/align{align_size}/hull68-or-ellipse"
+
+
 @dataclass(frozen=True)
 class FaceRecord:
     """One analysed face. Source-image coordinates unless the name says crop."""

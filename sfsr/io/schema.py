@@ -75,8 +75,11 @@ def face_table_schema(
     crop_size: int,
     identity_model: str,
     expression_model: str,
+    framing: str = "",
 ) -> pa.Schema:
-    """The face table's schema for one encoder pair and crop size (all in the metadata)."""
+    """The face table's schema for one encoder pair, crop size and framing (all in the metadata).
+    framing: how crops and masks were made (sfsr.faces.analyze.framing_name for photos,
+    "synth-render" for procedural faces); models trained on the table record it."""
     for name, value in (("identity_dim", identity_dim), ("expression_dim", expression_dim), ("crop_size", crop_size)):
         if int(value) <= 0:
             raise ValueError(f"face_table_schema: {name} must be positive, got {value}")
@@ -115,6 +118,7 @@ def face_table_schema(
         b"expression_model": expression_model.encode(),
         b"identity_dim": str(int(identity_dim)).encode(),
         b"expression_dim": str(int(expression_dim)).encode(),
+        b"framing": framing.encode(),
     }
     return pa.schema(fields, metadata=meta)
 
@@ -253,6 +257,7 @@ class TableInfo:
     expression_model: str | None = None
     identity_dim: int | None = None
     expression_dim: int | None = None
+    framing: str | None = None  # how crops and masks were made; None for tables written before it was recorded
 
 
 def _name(uri: str) -> str:
@@ -288,6 +293,7 @@ def info_from_schema(uri: str, schema: pa.Schema, num_rows: int = 0, files: tupl
         try:
             extra = {k: int(meta[k.encode()]) for k in _INT_META}
             extra.update({k: meta[k.encode()].decode() for k in _STR_META})
+            extra["framing"] = meta.get(b"framing", b"").decode() or None  # tables before it: unknown
         except (KeyError, ValueError) as e:
             raise TableSchemaError(
                 f"{_name(uri)}: face-table metadata is missing or malformed ({e}); re-run ingest"

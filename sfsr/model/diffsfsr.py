@@ -82,6 +82,7 @@ class DiffSFSR(ModelMixin, ConfigMixin):
         trained_on: str = "",
         identity_encoder: str = "",
         expression_encoder: str = "",
+        framing: str = "",  # how its training crops and masks were made (the face table's framing)
     ) -> None:
         super().__init__()
         if unet_config is None:

@@ -160,7 +160,16 @@ def preset_config(preset: str, **overrides: Any) -> dict[str, Any]:
     unknown = (
         set(overrides)
         - set(cfg)
-        - {"preset", "trained_on", "identity_encoder", "expression_encoder", "patch_size", "vae_config", "mask_dilate"}
+        - {
+            "preset",
+            "trained_on",
+            "identity_encoder",
+            "expression_encoder",
+            "framing",
+            "patch_size",
+            "vae_config",
+            "mask_dilate",
+        }
     )
     if unknown:
         raise ValueError(f"preset {preset!r}: unknown override(s) {sorted(unknown)}; known: {sorted(cfg)}")

@@ -95,3 +95,5 @@ def test_a_table_that_does_not_fit_a_model_is_named_with_every_difference():
     why = table_mismatch(model, synth)
     assert "identity vectors come from synth-judge-identity-32px" in why and "7 values" in why
     assert "crops are 32 px, smaller than the model's 64 px" in why
+    framed = SimpleNamespace(**{**vars(same), "framing": "synth-render"})
+    assert "framed synth-render" in table_mismatch({**model, "framing": "arcface-112[0,1,2,3,4]/align128"}, framed)

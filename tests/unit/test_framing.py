@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401 - pa.parquet
 import pytest
 
 from deployments.analysis import FaceAnalysis
@@ -39,3 +40,19 @@ def test_a_photo_is_framed_identically_by_ingest_and_by_serving(size):
     assert np.array_equal(served.mask, mask)
     assert 0.2 < mask.mean() < 0.8  # a face-sized region, not an empty or full mask
     np.testing.assert_allclose(served.align_matrix.reshape(-1), row["align_matrix"], rtol=1e-6)
+
+
+def test_the_table_and_the_models_trained_on_it_record_the_framing(tmp_path):
+    from sfsr.faces.analyze import framing_name
+    from sfsr.faces.pack import open_pack
+    from sfsr.io.schema import face_table_schema, read_table_info
+    from sfsr.model.presets import make_model
+
+    framing = framing_name(open_pack("builtin"))
+    assert framing == f"arcface-112[0,1,2,3,4]/align{ALIGN_SIZE}/hull68-or-ellipse"
+    schema = face_table_schema(128, 13, crop_size=64, identity_model="a", expression_model="b", framing=framing)
+    pa.parquet.write_table(schema.empty_table(), tmp_path / "part-0.parquet")
+    assert read_table_info(str(tmp_path)).framing == framing
+    model = make_model("photo64", framing=framing)
+    model.save_pretrained(tmp_path / "m")
+    assert type(model).from_pretrained(str(tmp_path / "m")).config.framing == framing
