@@ -24,6 +24,7 @@ from sfsr.model.training import (
     train_step,
     training_state,
 )
+from tests.fixtures.batches import random_batch
 
 
 def _inputs(model: DiffSFSR, b: int = 2, seed: int = 0):
@@ -166,15 +167,8 @@ def test_face_region_dilates():
     assert face_region(m, 0).sum() == 1 and face_region(m, 1).sum() == 9 and face_region(m, 2).sum() == 25
 
 
-def _batch(model, b=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    s = model.config.image_size
-    return {
-        "image": torch.rand(b, 3, s, s, generator=g) * 2 - 1,
-        "mask": (torch.rand(b, 1, s, s, generator=g) > 0.5).float(),
-        "identity": torch.randn(b, model.config.identity_dim, generator=g),
-        "expression": torch.randn(b, model.config.expression_dim, generator=g),
-    }
+def _batch(model, b: int = 4, seed: int = 0):
+    return random_batch(model, b, seed)
 
 
 def test_train_step_learns_and_is_deterministic():

@@ -20,17 +20,11 @@ from sfsr.model.presets import (
     _unet,
 )
 from sfsr.model.training import TrainConfig, make_optimizer, train_step
+from tests.fixtures.batches import random_batch
 
 
-def _batch(model: DiffSFSR, b: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    s = model.config.image_size
-    return {
-        "image": torch.rand(b, 3, s, s, generator=g) * 2 - 1,
-        "mask": (torch.rand(b, 1, s, s, generator=g) > 0.5).float(),
-        "identity": torch.randn(b, model.config.identity_dim, generator=g),
-        "expression": torch.randn(b, model.config.expression_dim, generator=g),
-    }
+def _batch(model, b: int = 2, seed: int = 0):
+    return random_batch(model, b, seed)
 
 
 def _one_step(model: DiffSFSR, b: int = 2) -> dict[str, float]:
