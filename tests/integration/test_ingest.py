@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -14,9 +12,7 @@ from PIL import Image
 
 from sfsr.io import storage, table
 from tests.fixtures import photos
-
-REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).parent / "ray")
+from tests.fixtures.ray_jobs import submit_ok
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -46,24 +42,8 @@ def _make_inputs(folder: Path) -> None:
     (folder / "truncated.jpg").write_bytes((src / "obama.jpg").read_bytes()[:4000])
 
 
-def _ingest(env: dict[str, str], src: str, out: str) -> dict:
-    cmd = [
-        RAY,
-        "job",
-        "submit",
-        "--",
-        "python",
-        "-m",
-        "jobs.ingest",
-        "--input",
-        src,
-        "--output",
-        out,
-        "--crop-size",
-        "128",
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+def _ingest(env: dict[str, str], src: str, out: str, *extra: str) -> dict:
+    submit_ok(env, "jobs.ingest", "--input", src, "--output", out, "--crop-size", "128", *extra, timeout=600)
     return json.loads(storage.read_bytes(storage.join(out, "run.json")))
 
 
@@ -108,24 +88,7 @@ def test_ingest_folder_accounts_for_every_input_and_reruns_change_nothing(platfo
     assert _check_tables(out, str(src)) == ids
 
     # even forcing failed inputs through again neither duplicates nor loses a row
-    cmd = [
-        RAY,
-        "job",
-        "submit",
-        "--",
-        "python",
-        "-m",
-        "jobs.ingest",
-        "--input",
-        str(src),
-        "--output",
-        out,
-        "--crop-size",
-        "128",
-        "--retry-errors",
-    ]
-    done = subprocess.run(cmd, env=platform_env, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _ingest(platform_env, str(src), out, "--retry-errors")
     assert _check_tables(out, str(src)) == ids
 
 
@@ -147,25 +110,9 @@ def test_ingest_from_and_to_s3(platform_env, s3_server, tmp_path: Path) -> None:
 
 def test_synthetic_ingest_writes_labels_and_an_expression_bank(platform_env, tmp_path: Path) -> None:
     out = str(tmp_path / "synth")
-    cmd = [
-        RAY,
-        "job",
-        "submit",
-        "--",
-        "python",
-        "-m",
-        "jobs.ingest",
-        "--synthetic",
-        "24",
-        "--crop-size",
-        "32",
-        "--identities",
-        "6",
-        "--output",
-        out,
-    ]
-    done = subprocess.run(cmd, env=platform_env, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    submit_ok(
+        platform_env, "jobs.ingest", "--synthetic", "24", "--crop-size", "32", "--identities", "6", "--output", out
+    )
     faces = table.read_table(storage.join(out, "faces"))
     assert faces.num_rows == 24
     labels = faces.column("labels").to_pylist()

@@ -15,6 +15,7 @@ import pytest
 from sfsr.io import storage, table
 from sfsr.io.schema import ERROR_SCHEMA
 from sfsr.io.storage import StorageError, StorageNotFoundError
+from tests.fixtures.tables import err_rows
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
@@ -27,19 +28,6 @@ def root(request, tmp_path) -> str:
     uri = f"s3://{server.bucket}/test-{uuid.uuid4().hex[:12]}"
     yield uri
     storage.delete_prefix(uri)
-
-
-def err_rows(ids, message: str = "m") -> list[dict]:
-    return [
-        {
-            "input_id": f"k{i:04d}",
-            "source_uri": f"/in/{i}.jpg",
-            "stage": "decode",
-            "reason": "empty",
-            "message": f"{message}{i}",
-        }
-        for i in ids
-    ]
 
 
 def test_object_roundtrip(root):

@@ -12,19 +12,7 @@ import pytest
 from sfsr.io import schema as S
 from sfsr.io import storage, table
 from sfsr.io.schema import ERROR_SCHEMA, TableSchemaError
-
-
-def err_rows(ids, message: str = "m") -> list[dict]:
-    return [
-        {
-            "input_id": f"k{i:04d}",
-            "source_uri": f"/in/{i}.jpg",
-            "stage": "decode",
-            "reason": "empty",
-            "message": f"{message}{i}",
-        }
-        for i in ids
-    ]
+from tests.fixtures.tables import err_rows
 
 
 def stage(staging: str, *shards: list[dict], schema: pa.Schema = ERROR_SCHEMA) -> None:
