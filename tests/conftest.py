@@ -130,6 +130,24 @@ def platform_env(platform_config: cluster.PlatformConfig, ray_address: str) -> d
 
 
 @pytest.fixture(scope="session")
+def photo_table(platform_env: dict[str, str], tmp_path_factory) -> dict:
+    """The mixed photo folder (tests/fixtures/photos.make_mixed_inputs) ingested once with the
+    builtin pack at 128 px: {"src", "out", "run"} (run: the first run's run.json). The ingest
+    test checks its accounting and re-runs it; the photo-model test trains on it."""
+    import json
+
+    from sfsr.io import storage
+    from tests.fixtures.photos import make_mixed_inputs
+    from tests.fixtures.ray_jobs import submit_ok
+
+    root = tmp_path_factory.mktemp("photo-table")
+    src, out = root / "in", str(root / "out")
+    make_mixed_inputs(src)
+    submit_ok(platform_env, "jobs.ingest", "--input", str(src), "--output", out, "--crop-size", "128", timeout=600)
+    return {"src": str(src), "out": out, "run": json.loads(storage.read_bytes(storage.join(out, "run.json")))}
+
+
+@pytest.fixture(scope="session")
 def served_app(platform_env: dict[str, str], tmp_path_factory) -> Iterator[str]:
     """Base URL of the Serve app (tiny random model, token TOKEN, one small Generator replica),
     deployed once for the HTTP tests and the page test (a deployment costs ~30 s on 2 cores)."""

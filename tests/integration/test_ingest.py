@@ -30,18 +30,6 @@ EXPECTED = {
 }
 
 
-def _make_inputs(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    src = photos.photos_dir()
-    for name in ("obama.jpg", "obama2.jpg", "biden.jpg", "astronaut.png"):
-        (folder / name).write_bytes((src / name).read_bytes())
-    Image.fromarray(photos.composite_side_by_side("obama.jpg", "biden.jpg")).save(folder / "two.jpg")
-    Image.fromarray(photos.composite_no_face()).save(folder / "noface.jpg")
-    (folder / "empty.jpg").write_bytes(b"")
-    (folder / "text.jpg").write_text("this is a text file, not a photo")
-    (folder / "truncated.jpg").write_bytes((src / "obama.jpg").read_bytes()[:4000])
-
-
 def _ingest(env: dict[str, str], src: str, out: str, *extra: str) -> dict:
     submit_ok(env, "jobs.ingest", "--input", src, "--output", out, "--crop-size", "128", *extra, timeout=600)
     return json.loads(storage.read_bytes(storage.join(out, "run.json")))
@@ -75,10 +63,8 @@ def _check_tables(out: str, prefix: str) -> tuple[list, list]:
     return sorted(faces.column("face_id").to_pylist()), sorted(errors.column("input_id").to_pylist())
 
 
-def test_ingest_folder_accounts_for_every_input_and_reruns_change_nothing(platform_env, tmp_path: Path) -> None:
-    src, out = tmp_path / "in", str(tmp_path / "out")
-    _make_inputs(src)
-    first = _ingest(platform_env, str(src), out)
+def test_ingest_folder_accounts_for_every_input_and_reruns_change_nothing(platform_env, photo_table) -> None:
+    src, out, first = Path(photo_table["src"]), photo_table["out"], photo_table["run"]  # ingested once per session
     assert first["accounted"] and first["processed"] == len(EXPECTED)
     assert first["inputs_with_faces"] + first["error_rows"] == len(EXPECTED)
     ids = _check_tables(out, str(src))
@@ -95,7 +81,7 @@ def test_ingest_folder_accounts_for_every_input_and_reruns_change_nothing(platfo
 @pytest.mark.s3
 def test_ingest_from_and_to_s3(platform_env, s3_server, tmp_path: Path) -> None:
     local = tmp_path / "in"
-    _make_inputs(local)
+    photos.make_mixed_inputs(local)
     src = s3_server.uri("ingest-in")
     for f in local.iterdir():
         storage.write_bytes(storage.join(src, f.name), f.read_bytes())
