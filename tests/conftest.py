@@ -148,6 +148,21 @@ def photo_table(platform_env: dict[str, str], tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def synth_table(platform_env: dict[str, str], tmp_path_factory) -> str:
+    """A held-out synthetic face table (64 faces of split test, 200 identities: the committed
+    model's and the judges', 32 px, seed 5), ingested once per session; its folder (faces/, errors/,
+    expression_bank.parquet, run.json). The ingest, evaluation and model-evaluation tests share it."""
+    from tests.fixtures.ray_jobs import submit_ok
+
+    out = str(tmp_path_factory.mktemp("synth-table") / "synth")
+    submit_ok(
+        platform_env, "jobs.ingest", "--synthetic", "64", "--synthetic-split", "test", "--crop-size", "32",
+        "--identities", "200", "--seed", "5", "--output", out,
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
 def served_app(platform_env: dict[str, str], tmp_path_factory) -> Iterator[str]:
     """Base URL of the Serve app (tiny random model, token TOKEN, one small Generator replica),
     deployed once for the HTTP tests and the page test (a deployment costs ~30 s on 2 cores)."""

@@ -14,23 +14,9 @@ from tests.fixtures.ray_jobs import submit_ok
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_scoring_copied_targets_matches_the_copy_target_baseline(platform_env, tmp_path: Path) -> None:
-    data, out, outputs = tmp_path / "synth", tmp_path / "eval", tmp_path / "outputs"
-    submit_ok(
-        platform_env,
-        "jobs.ingest",
-        "--synthetic",
-        "48",
-        "--synthetic-split",
-        "test",
-        "--crop-size",
-        "32",
-        "--identities",
-        "8",
-        "--output",
-        str(data),
-    )
-    faces = str(data / "faces")
+def test_scoring_copied_targets_matches_the_copy_target_baseline(platform_env, synth_table, tmp_path: Path) -> None:
+    out, outputs = tmp_path / "eval", tmp_path / "outputs"
+    faces = str(Path(synth_table) / "faces")
     submit_ok(platform_env, "jobs.evaluate", "--table", faces, "--output", str(out), "--pairs-only", "--pairs", "16")
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == 16 and all(p["identity"] != p["background"] for p in pairs)

@@ -65,26 +65,9 @@ def test_a_new_model_at_the_same_uri_reaches_a_fresh_generator(s3_server, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def held_out(platform_env, tmp_path_factory) -> str:
-    """A held-out synthetic face table of 200 identities (the committed model's and judges')."""
-    out = tmp_path_factory.mktemp("held-out") / "synth"
-    submit_ok(
-        platform_env,
-        "jobs.ingest",
-        "--synthetic",
-        "64",
-        "--synthetic-split",
-        "test",
-        "--crop-size",
-        "32",
-        "--identities",
-        "200",
-        "--seed",
-        "5",
-        "--output",
-        str(out),
-    )
-    return str(out / "faces")
+def held_out(synth_table) -> str:
+    """The session's held-out synthetic faces (200 identities: the committed model's and judges')."""
+    return str(Path(synth_table) / "faces")
 
 
 def _evaluate(env: dict, faces: str, model: str, out: Path, pairs: int) -> dict:

@@ -94,21 +94,19 @@ def test_ingest_from_and_to_s3(platform_env, s3_server, tmp_path: Path) -> None:
     assert _check_tables(out, src) == ids
 
 
-def test_synthetic_ingest_writes_labels_and_an_expression_bank(platform_env, tmp_path: Path) -> None:
-    out = str(tmp_path / "synth")
-    submit_ok(
-        platform_env, "jobs.ingest", "--synthetic", "24", "--crop-size", "32", "--identities", "6", "--output", out
-    )
+def test_synthetic_ingest_writes_labels_and_an_expression_bank(synth_table) -> None:
+    # the session's synthetic table: 64 faces of split test, 200 identities, 32 px
+    out = synth_table
     faces = table.read_table(storage.join(out, "faces"))
-    assert faces.num_rows == 24
+    assert faces.num_rows == 64 and set(faces.column("split").to_pylist()) == {"test"}
     labels = faces.column("labels").to_pylist()
-    assert all(json.loads(lab["synth_params"])["identity_id"] < 6 for lab in labels)
-    assert {lab["identity_label"] for lab in labels} <= {f"synth-{i:05d}" for i in range(6)}
+    assert all(json.loads(lab["synth_params"])["identity_id"] < 200 for lab in labels)
+    assert {lab["identity_label"] for lab in labels} <= {f"synth-{i:05d}" for i in range(200)}
     assert all(Image.open(io.BytesIO(b)).size == (32, 32) for b in faces.column("image").to_pylist())
     bank = table.read_table(storage.join(out, "expression_bank.parquet"))
     words = bank.column("word").to_pylist()
     assert set(words) <= {"love", "joy", "surprise", "anger", "sadness", "fear"} and words
-    assert sum(bank.column("count").to_pylist()) == 24
+    assert sum(bank.column("count").to_pylist()) == 64
     # the bank's means are means of the table's expression vectors
     first = words[0]
     rows = [
