@@ -227,3 +227,12 @@ def test_summary_names_every_url_and_a_curl_example(tmp_path: Path) -> None:
     assert table["identity accuracy (judge)"] == ["0.875", "0", "0.984"]
     assert table["identity cosine"] == ["0.5", "0.125", "-"]
     assert table["identity retrieval top-1"] == ["0.25", "-", "-"]
+
+
+def test_serve_state_reads_the_dashboards_applications_document() -> None:
+    app = lambda status, *deps: {"status": status, "deployments": {f"D{i}": {"status": d} for i, d in enumerate(deps)}}  # noqa: E731
+    assert quickstart.serve_state({"applications": {"sfsr": app("RUNNING", "HEALTHY", "HEALTHY")}}) == "running"
+    assert quickstart.serve_state({"applications": {"sfsr": app("RUNNING", "HEALTHY", "UPDATING")}}) == "waiting"
+    assert quickstart.serve_state({"applications": {"sfsr": app("DEPLOYING", "UPDATING")}}) == "waiting"
+    assert quickstart.serve_state({"applications": {"sfsr": app("DEPLOY_FAILED")}}) == "failed"
+    assert quickstart.serve_state({"applications": {}}) == "waiting"  # nothing deployed yet
