@@ -1,4 +1,5 @@
-"""The Serve app under load: batching against no batching, autoscaling, and a killed replica.
+"""The Serve app under load: where a request's time goes, batching against no batching and the
+model's own bound, overload, autoscaling, and a killed replica.
 
     tests/isolated.sh .venv/bin/python bench/serve.py                 # the cpu-demo model
     tests/isolated.sh .venv/bin/python bench/serve.py --model tiny    # random tiny model, quick
@@ -7,9 +8,20 @@ Everything runs on a local Ray (`ray.init`) with the app from deployments/app.py
 clients (threads with requests) posting /v1/reenact: an aligned example face (sfsr.synth) and an
 expression word, so the generator, not face detection, is what is measured.
 
+0. profile: one client, one request at a time; the mean of each stage of the ingress's
+   Server-Timing header (read, parse, detect, queue, model, finish) and what the client saw.
 1. batching: the same deployment (1 generator replica) with max_batch_size B and then 1 (a
    user_config change: the replica reconfigures in place), each under C concurrent clients;
-   throughput, p50 and p99 latency, and the ratio last.
+   throughput, p50 and p99 latency, and the ratio. Then the bound: the model alone in this
+   process (the UNet's forward at batch 3 x B, the three guidance branches, with the replica's
+   torch threads) gives the most requests per second any serving could reach; the batched
+   throughput as a share of it, and the model-only ratio of batch 3 x B to batch 3 (the most
+   batching can gain on this machine).
+4. overload: 1 replica, the admission on (serve_config.yaml's latency budget); the unloaded p99
+   (one client), then 4x the clients one replica fills (4 x B), each honouring Retry-After: how
+   many were answered 503 (and how fast, with Retry-After), p99 of the admitted against the
+   unloaded p99, and any 5xx other than 503. The other phases turn the admission off
+   (NO_ADMISSION) to measure throughput with everything queued.
 2. autoscaling: autoscaling_config from serve_config.yaml (1 to 2 replicas), heavy load for a
    while, then none; generator replica counts printed over time.
 3. failure: 2 replicas under load, one is killed (ray.kill); requests that failed, and how long
@@ -33,6 +45,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deployments.timing import parse_server_timing  # noqa: E402
+
 WORDS = ("joy", "delight", "rage", "sorrow", "fear", "amazement", "love", "contentment")
 
 
@@ -52,6 +66,8 @@ class Load:
         self.url, self.clients, self.steps, self.images = url, clients, steps, images
         self.max_requests = max_requests
         self.records: list[tuple[float, float, int]] = []
+        self.timings: list[dict[str, float]] = []  # parsed Server-Timing of answered requests
+        self.retry_after: list[str | None] = []  # Retry-After of 503 answers
         self._issued = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -78,10 +94,19 @@ class Load:
                     },
                 )
                 status = r.status_code
+                timing = parse_server_timing(r.headers.get("Server-Timing", ""))
+                retry = r.headers.get("Retry-After")
             except requests.RequestException:
-                status = -1
+                status, timing, retry = -1, {}, None
+            t1 = time.perf_counter()
             with self._lock:
-                self.records.append((t0, time.perf_counter(), status))
+                self.records.append((t0, t1, status))
+                if status == 200:
+                    self.timings.append({**timing, "client": (t1 - t0) * 1000})
+                elif status == 503:
+                    self.retry_after.append(retry)
+            if status == 503 and retry and retry.isdigit():
+                self._stop.wait(float(retry))  # a well-behaved client honours Retry-After
             k += 1
 
     def start(self) -> Load:
@@ -121,13 +146,20 @@ def replicas(name: str = "Generator") -> dict[str, int]:
     return {str(k): v for k, v in status.replica_states.items() if v}
 
 
-def deploy(model: str, port: int, *, batch: int, generator: dict) -> str:
+NO_ADMISSION = {"max_latency_s": 3600.0}  # throughput phases: measure the queue, do not refuse
+
+
+def deploy(model: str, port: int, *, batch: int, generator: dict, threads: int = 1, ingress: dict | None = None) -> str:
     from ray import serve
 
     from deployments.app import build_app
 
     app = build_app(
-        overrides={"Generator": generator}, user_config={"Generator": {"model": model, "max_batch_size": batch}}
+        overrides={"Generator": generator},
+        user_config={
+            "Generator": {"model": model, "max_batch_size": batch, "torch_threads": threads},
+            "Ingress": NO_ADMISSION if ingress is None else ingress,
+        },
     )
     serve.run(app, name="sfsr", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
@@ -151,21 +183,119 @@ def wait_for(pred, timeout: float, step: float = 1.0) -> bool:
     return False
 
 
+STAGES = ("read", "parse", "detect", "queue", "model", "generate", "finish", "total", "client")
+
+
+def phase_profile(args, model: str, images: list[bytes]) -> None:
+    print(f"\n== 0. profile: 1 generator replica, 1 client, {args.profile_requests} requests one at a time")
+    url = deploy(model, args.port, batch=args.batch, generator=FIXED, threads=args.torch_threads)
+    Load(url, 1, args.steps, images, max_requests=3).run()  # warm-up
+    load = Load(url, 1, args.steps, images, max_requests=args.profile_requests).run()
+    mean = {k: statistics.fmean(t.get(k, 0.0) for t in load.timings) for k in STAGES}
+    rows = [
+        ("read the body", mean["read"]),
+        ("parse + decode", mean["parse"]),
+        ("face detection / alignment", mean["detect"]),
+        ("generator: waiting for a batch", mean["queue"]),
+        ("generator: model call", mean["model"]),
+        ("generator: handle + transport", mean["generate"] - mean["queue"] - mean["model"]),
+        ("paste back + watermark + PNG", mean["finish"]),
+        ("ingress total", mean["total"]),
+        ("proxy + HTTP + client", mean["client"] - mean["total"]),
+        ("client total", mean["client"]),
+    ]
+    for name, ms in rows:
+        print(f"  {name:32s} {ms:8.1f} ms  {100 * ms / mean['client']:5.1f}%")
+
+
+def unet_bound(model: str, steps: int, batch: int, threads: int) -> dict[str, float]:
+    """Sample evaluations per second of the model alone at batch 3 x `batch` and 3 (one request's
+    three guidance branches), with `threads` torch threads, and the request rates they allow."""
+    import torch
+
+    from sfsr.generate import Generator
+
+    torch.set_num_threads(threads)
+    net = Generator.from_pretrained(model).model.eval()
+    s, c = net.config.image_size, net.latent_channels
+    out = {}
+    for rows in (3, 3 * batch):
+        x = torch.randn(rows, c, s, s)
+        args = (x, torch.full((rows,), 500), torch.randn(rows, c, s, s), torch.ones(rows, 1, s, s))
+        cond = (torch.randn(rows, net.config.identity_dim), torch.randn(rows, net.config.expression_dim))
+        with torch.no_grad():
+            for _ in range(3):
+                net(*args, *cond)
+            reps, t0 = max(5, 120 // rows), time.perf_counter()
+            for _ in range(reps):
+                net(*args, *cond)
+        out[rows] = rows * reps / (time.perf_counter() - t0)
+    return {
+        "evals_small": out[3],
+        "evals_big": out[3 * batch],
+        "rps_small": out[3] / (3 * steps),
+        "rps_big": out[3 * batch] / (3 * steps),
+    }
+
+
+FIXED = {"num_replicas": 1, "autoscaling_config": None}
+
+
 def phase_batching(args, model: str, images: list[bytes]) -> None:
     print(f"\n== 1. batching: 1 generator replica, {args.clients} concurrent clients, {args.requests} requests per run")
-    fixed = {"num_replicas": 1, "autoscaling_config": None}
     results = {}
     for batch in (args.batch, 1):
-        url = deploy(model, args.port, batch=batch, generator=fixed)
+        url = deploy(model, args.port, batch=batch, generator=FIXED, threads=args.torch_threads)
         Load(url, args.clients, args.steps, images, max_requests=args.clients).run()  # warm-up
-        s = summary(Load(url, args.clients, args.steps, images, max_requests=args.requests).run().records)
+        load = Load(url, args.clients, args.steps, images, max_requests=args.requests).run()
+        s = summary(load.records)
         results[batch] = s
+        sizes = [t.get("batch", 0) for t in load.timings]
         print(
             f"max_batch_size={batch:>2}: {s['ok']}/{s['n']} ok, {s['rps']:.2f} req/s, "
-            f"p50 {s['p50']:.2f} s, p99 {s['p99']:.2f} s",
+            f"p50 {s['p50']:.2f} s, p99 {s['p99']:.2f} s, mean batch {statistics.fmean(sizes):.1f}",
             flush=True,
         )
+    serve_shutdown_apps()
+    b = unet_bound(model, args.steps, args.batch, args.torch_threads)
+    print(
+        f"model alone ({args.torch_threads} torch thread(s), {args.steps} steps x 3 guidance branches): "
+        f"{b['evals_big']:.0f} evaluations/s at batch {3 * args.batch} -> bound {b['rps_big']:.2f} req/s; "
+        f"{b['evals_small']:.0f}/s at batch 3 -> {b['rps_small']:.2f} req/s"
+    )
+    print(f"batched throughput / model-only bound: {results[args.batch]['rps'] / b['rps_big']:.0%}")
+    gain = b["rps_big"] / b["rps_small"]
+    print(f"model-only ratio batch {3 * args.batch} / batch 3 (the most batching can gain): {gain:.2f}x")
     print(f"throughput ratio batched/unbatched: {results[args.batch]['rps'] / results[1]['rps']:.2f}x")
+
+
+def serve_shutdown_apps() -> None:
+    """Delete the app (the model replica's threads would otherwise compete with the bound)."""
+    from ray import serve
+
+    serve.delete("sfsr")
+
+
+def phase_overload(args, model: str, images: list[bytes]) -> None:
+    clients = 4 * args.batch
+    print(f"\n== 4. overload: 1 generator replica, unloaded p99, then {clients} clients for {args.load_seconds:.0f} s")
+    url = deploy(model, args.port, batch=args.batch, generator=FIXED, threads=args.torch_threads, ingress={})
+    Load(url, 1, args.steps, images, max_requests=3).run()  # warm-up, and the admission's first measurements
+    alone = summary(Load(url, 1, args.steps, images, max_requests=args.profile_requests).run().records)
+    load = Load(url, clients, args.steps, images).start()
+    time.sleep(args.load_seconds)
+    load.stop()
+    s = summary(load.records)
+    refused = [(e - st) for st, e, code in load.records if code == 503]
+    other = sorted({code for _, _, code in load.records if code not in (200, 503)})
+    with_retry = sum(r is not None for r in load.retry_after)
+    print(f"unloaded (1 client): p50 {alone['p50']:.2f} s, p99 {alone['p99']:.2f} s")
+    print(
+        f"{clients} clients: {s['ok']} admitted at {s['rps']:.2f} req/s (p50 {s['p50']:.2f} s, p99 {s['p99']:.2f} s), "
+        f"{len(refused)} answered 503 (slowest answer {max(refused, default=0):.2f} s, "
+        f"{with_retry} with Retry-After), other statuses {other or 'none'}"
+    )
+    print(f"admitted p99 / unloaded p99: {s['p99'] / alone['p99']:.2f}x")
 
 
 def phase_autoscale(args, model: str, images: list[bytes]) -> None:
@@ -257,10 +387,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--requests", type=int, default=48, help="requests per batching run")
     p.add_argument("--batch", type=int, default=8, help="max_batch_size of the batched run")
     p.add_argument("--load-clients", type=int, default=16, help="concurrent clients in the autoscaling phase")
-    p.add_argument("--load-seconds", type=float, default=60, help="length of the autoscaling load")
+    p.add_argument("--load-seconds", type=float, default=60, help="length of the autoscaling and overload loads")
     p.add_argument("--idle-seconds", type=float, default=90, help="how long to watch the scale-down")
     p.add_argument("--kill-after", type=float, default=10, help="seconds of load before and after the kill")
-    p.add_argument("--phases", default="batching,autoscale,kill", help="comma-separated phases to run")
+    p.add_argument(
+        "--phases",
+        default="profile,batching,overload,kill",
+        help="comma-separated phases to run: profile, batching, overload, autoscale, kill",
+    )
+    p.add_argument("--profile-requests", type=int, default=20, help="requests of the one-client runs")
+    p.add_argument("--torch-threads", type=int, default=1, help="torch threads of the generator replica")
     p.add_argument("--port", type=int, default=8123, help="HTTP port on 127.0.0.1")
     p.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
     args = p.parse_args(argv)
@@ -278,7 +414,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model {model}, {args.steps} steps per request, {args.num_cpus} CPUs")
     try:
         for phase in args.phases.split(","):
-            {"batching": phase_batching, "autoscale": phase_autoscale, "kill": phase_kill}[phase](args, model, images)
+            phases = {
+                "profile": phase_profile,
+                "batching": phase_batching,
+                "overload": phase_overload,
+                "autoscale": phase_autoscale,
+                "kill": phase_kill,
+            }
+            phases[phase](args, model, images)
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -1,10 +1,13 @@
 """The generator deployment: the DiffSFSR model (sfsr.generate.Generator) behind @serve.batch.
 
-Requests arrive one aligned crop at a time as `GenJob`s; @serve.batch gathers up to
-max_batch_size of them (waiting at most batch_wait_timeout_s) and this deployment runs each
-group of compatible jobs (same operation, steps, guidance scales, expression kind) as one batched
-model call, with one seed per job so a job's result does not depend on what it was batched with.
-Both batch settings come from user_config and change without a restart (`reconfigure`).
+Requests arrive one aligned crop at a time as `GenJob`s; a continuous batcher
+(deployments/batcher.py) hands the model everything that queued while it was busy, up to
+max_batch_size (a request that finds the model idle starts at once, or after
+batch_wait_timeout_s when that is set), and this deployment runs each group of compatible jobs
+(same operation, steps, guidance scales, expression kind) as one batched model call, with one
+seed per job so a job's result does not depend on what it was batched with. Both batch settings
+come from user_config and change without a restart (`reconfigure`). Each result says how long
+its job queued, how long its model call took and how many jobs shared it (`GenResult`).
 
 The model call runs in a worker thread: the replica's event loop stays free for Serve's queue
 length probes and health checks, which otherwise time out on a 2-core machine under load.
@@ -23,6 +26,7 @@ import numpy as np
 from ray import serve
 from ray.serve.metrics import Counter, Histogram
 
+from deployments.batcher import ContinuousBatcher
 from deployments.settings import GeneratorSettings, from_dict
 
 logger = logging.getLogger("ray.serve")
@@ -51,6 +55,7 @@ class GenJob:
     driver: np.ndarray | None = field(default=None, repr=False)
     word: str | None = None
     vector: tuple[float, ...] | None = None
+    submitted: float = 0.0  # time.time() when the ingress sent it (the queue wait is measured from it)
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -72,6 +77,17 @@ class GenJob:
     def group_key(self) -> tuple:
         """Jobs with equal keys run in one model call."""
         return (self.op, self.steps, self.guidance_identity, self.guidance_expression, self.expression_kind)
+
+
+@dataclass(frozen=True)
+class GenResult:
+    """One job's output and where its time went (the ingress reports them as Server-Timing)."""
+
+    image: np.ndarray = field(repr=False)  # (S, S, 3) uint8
+    queue_s: float  # from GenJob.submitted until its batch started
+    model_s: float  # the batched model call that produced it
+    batch_size: int  # jobs in that model call
+    replica: str  # which generator replica ran it
 
 
 def group_jobs(jobs: list[GenJob]) -> list[list[int]]:
@@ -154,6 +170,7 @@ class GeneratorDeployment:
         self.model: Any = None
         self.summary: dict[str, Any] = {}
         self._lock = threading.Lock()  # one model call at a time per replica (threads share torch)
+        self.batcher: ContinuousBatcher[GenJob, GenResult] = ContinuousBatcher(self._run_batch)
         self.batch_sizes = Histogram(
             "sfsr_generator_batch_size",
             "requests per batched model call",
@@ -167,13 +184,16 @@ class GeneratorDeployment:
             tag_keys=("op",),
         )
         self.jobs = Counter("sfsr_generator_jobs", "generations run, by operation", tag_keys=("op",))
+        try:
+            self.replica = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # outside a Serve replica (unit tests construct the class's logic directly)
+            self.replica = "local"
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         settings = from_dict(GeneratorSettings, config, "Generator user_config")
         if self.settings is None or needs_reload(self.settings, settings):
             self._load(settings)
-        self.run.set_max_batch_size(settings.max_batch_size)
-        self.run.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self.batcher.configure(settings.max_batch_size, settings.batch_wait_timeout_s)
         self.settings = settings
         logger.info(
             "Generator: model %s, batches of up to %d (wait %.3f s)",
@@ -220,29 +240,34 @@ class GeneratorDeployment:
         if self.model is None:
             raise RuntimeError("Generator: no model loaded")
 
-    def _run_sync(self, jobs: list[GenJob]) -> list[np.ndarray]:
-        out: list[np.ndarray | None] = [None] * len(jobs)
+    def _run_sync(self, jobs: list[GenJob]) -> list[GenResult]:
+        out: list[GenResult | None] = [None] * len(jobs)
         with self._lock:
             for idx in group_jobs(jobs):
                 group = [jobs[i] for i in idx]
-                t0 = time.perf_counter()
+                started, t0 = time.time(), time.perf_counter()
                 images = np.asarray(run_group(self.model, group))  # (B, S, S, 3) uint8
                 if images.shape[0] != len(group) or images.dtype != np.uint8:
                     raise RuntimeError(
                         f"Generator.{group[0].op} returned {images.shape} {images.dtype} for "
                         f"{len(group)} inputs; expected (B, S, S, 3) uint8"
                     )
+                model_s = time.perf_counter() - t0
                 tags = {"op": group[0].op}
                 self.batch_sizes.observe(len(group), tags=tags)
-                self.batch_latency.observe(time.perf_counter() - t0, tags=tags)
+                self.batch_latency.observe(model_s, tags=tags)
                 self.jobs.inc(len(group), tags=tags)
                 for i, image in zip(idx, images):
-                    out[i] = image
+                    queue_s = max(0.0, started - jobs[i].submitted) if jobs[i].submitted else 0.0
+                    out[i] = GenResult(image, queue_s, model_s, len(group), self.replica)
         return out  # type: ignore[return-value]
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def run(self, jobs: list[GenJob]) -> list[np.ndarray]:
+    async def _run_batch(self, jobs: list[GenJob]) -> list[GenResult]:
         return await asyncio.to_thread(self._run_sync, jobs)
+
+    async def run(self, job: GenJob) -> GenResult:
+        """One job, run in the next batch the model takes (deployments/batcher.py)."""
+        return await self.batcher.submit(job)
 
 
 def _jsonable(value: Any) -> Any:

@@ -5,15 +5,18 @@ Each POST route: read the body (413 before reading when it is too large), valida
 crops), generate (Generator deployment, batched), paste the result back into the photo,
 watermark it and attach provenance (sfsr/watermark.py), answer PNG (or JSON when asked).
 
-Overload: the model deployments' max_queued_requests make handle calls fail fast with
-BackPressureError; the ingress answers 503 with Retry-After instead of letting requests time out.
-A generator replica that dies mid-request is retried once on another replica.
+Overload: a generation predicted to take longer than the latency budget is answered 503 with
+Retry-After at once (deployments/admission.py sizes the queue from the generator's measured
+service time); behind that, the model deployments' max_queued_requests make handle calls fail
+fast with BackPressureError, also a 503. A generator replica that dies mid-request is retried once
+on another replica. Every generation answer carries a Server-Timing header: where its time went.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import logging
 import os
@@ -35,9 +38,11 @@ from ray.serve.metrics import Counter, Histogram
 from starlette.datastructures import UploadFile
 
 from deployments import compose, validation
-from deployments.generator import GenJob
+from deployments.admission import Admission, Refusal
+from deployments.generator import GenJob, GenResult
 from deployments.openapi import request_body
 from deployments.settings import ALLOW_OPEN_ENV, TOKEN_ENV, IngressSettings, from_dict, open_api_refusal
+from deployments.timing import StageTimer
 from sfsr import watermark
 from sfsr.expressions import FAMILIES, words_by_family
 from sfsr.io.images import ImageLimits
@@ -157,6 +162,10 @@ class Ingress:
         self._examples: dict[int, bytes] = {}
         # Decoded uploads are big (16 MP = 48 MB each); at most this many requests decode at once.
         self._decode_slots = asyncio.Semaphore(4)
+        self.admission = Admission()
+        self.refused = Counter(
+            "sfsr_requests_refused", "generation requests answered 503 by the admission", tag_keys=("route",)
+        )
         self.page = (STATIC / "index.html").read_text(encoding="utf-8")
         self.requests = Counter(
             "sfsr_requests", "HTTP requests by route, method and status", tag_keys=("route", "method", "status")
@@ -177,6 +186,8 @@ class Ingress:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         self.settings = from_dict(IngressSettings, config, "Ingress user_config")
+        self.admission.max_latency_s = self.settings.max_latency_s
+        self.admission.min_retry_after_s = self.settings.retry_after_s
         self.token = self.settings.token()
         if self.token:
             logger.info("Ingress: bearer token required on /v1 routes (except /v1/healthz)")
@@ -297,13 +308,42 @@ class Ingress:
 
     async def _run(self, request: Request, route: str) -> Response:
         t0 = time.perf_counter()
+        timing = StageTimer()
         rid = request.state.request_id
         fields = await self._fields(request)
+        timing.lap("read")
         info = await self.model()
         limits = await self.limits()
         async with self._decode_slots:
             req = await asyncio.to_thread(PARSERS[route], fields, limits)
         del fields
+        timing.lap("parse")
+        ticket = self.admission.ask(req.params.steps, time.monotonic())
+        if isinstance(ticket, Refusal):
+            self.refused.inc(1, tags={"route": f"/v1/{route}"})
+            raise validation.ApiError(503, "overloaded", ticket.message(), retry_after=ticket.retry_after_s)
+        response: Response | None = None
+        try:
+            response = await self._generate(request, route, req, info, rid, timing)
+            return response
+        finally:
+            result: GenResult | None = getattr(response, "gen", None)
+            self.admission.finish(
+                ticket,
+                time.monotonic(),
+                latency_s=time.perf_counter() - t0 if result else None,
+                model_s=result.model_s if result else None,
+                queue_s=result.queue_s if result else 0.0,
+                batch_size=result.batch_size if result else 1,
+                replica=result.replica if result else None,
+            )
+
+    async def _generate(
+        self, request: Request, route: str, req: Any, info: dict[str, Any], rid: str, timing: StageTimer
+    ) -> Response:
+        """Faces, generation, paste back and encoding of one parsed request -> its Response, which
+        carries the generator's GenResult as `.gen` (for the admission's measurements)."""
+        t0 = timing.start
         p = req.params
         seed = p.seed if p.seed is not None else seed_from(rid)
         size = info["resolution"]
@@ -341,7 +381,10 @@ class Ingress:
                 vector=req.expression_vector,
                 **common,
             )
-        crop = await self._call(self.generator.run, job)
+        timing.lap("detect")
+        gen: GenResult = await self._call(self.generator.run, dataclasses.replace(job, submitted=time.time()))
+        timing.lap("generate")
+        crop = gen.image
         meta = {
             "request_id": rid,
             "route": route,
@@ -360,17 +403,22 @@ class Ingress:
             "statement": watermark.GENERATED_STATEMENT,
         }
         png, shape = await asyncio.to_thread(self._finish, out.image, crop, of, meta)
+        timing.lap("finish")
         meta.update(
             width=shape[1],
             height=shape[0],
             seconds=round(time.perf_counter() - t0, 3),
             watermark={"method": watermark.METHOD, "payload": watermark.PAYLOAD.hex()},
         )
-        headers = {"X-Sfsr-Model": f"{info['name']} {info['version']}"}
+        headers = {
+            "X-Sfsr-Model": f"{info['name']} {info['version']}",
+            "Server-Timing": timing.header(queue=gen.queue_s, model=gen.model_s, batch=gen.batch_size),
+        }
         if meta["warning"]:
             headers[WARNING_HEADER] = meta["warning"]
+        response: Response
         if "application/json" in request.headers.get("accept", ""):
-            return JSONResponse(
+            response = JSONResponse(
                 {
                     "image": "data:image/png;base64," + base64.b64encode(png).decode(),
                     "metadata": meta,
@@ -378,7 +426,10 @@ class Ingress:
                 },
                 headers=headers,
             )
-        return Response(png, media_type="image/png", headers=headers)
+        else:
+            response = Response(png, media_type="image/png", headers=headers)
+        response.gen = gen  # type: ignore[attr-defined]
+        return response
 
     def _finish(self, photo: np.ndarray, crop: np.ndarray, face: Any, meta: dict[str, Any]) -> tuple[bytes, tuple]:
         image = compose.paste_back(photo, crop, face.align_matrix, face.mask, self.settings.feather)

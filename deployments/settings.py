@@ -75,7 +75,10 @@ class IngressSettings:
     max_guidance: float = 15.0
     feather: float = 0.04  # paste-back seam blur (sigma), as a fraction of the face's size
     api_token_file: str | None = None  # a file holding the bearer token; else $SFSR_API_TOKEN
-    retry_after_s: int = 2  # Retry-After on 503 answers the ingress gives itself
+    retry_after_s: int = 2  # Retry-After on 503 answers the ingress gives itself (the least it says)
+    # Generation requests predicted to take longer than this are answered 503 at once
+    # (deployments/admission.py); null: 2.5 x the measured latency of a request alone.
+    max_latency_s: float | None = None
 
     def check(self) -> None:
         if not 0 < self.max_image_mb <= self.max_request_mb:
@@ -91,6 +94,8 @@ class IngressSettings:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= self.max_guidance:
                 raise ValueError(f"IngressSettings: {name} must lie in [0, max_guidance={self.max_guidance}]")
+        if self.max_latency_s is not None and self.max_latency_s <= 0:
+            raise ValueError(f"IngressSettings: max_latency_s must be > 0 seconds or null, got {self.max_latency_s}")
         if self.max_output_side < 256:
             raise ValueError("IngressSettings: max_output_side must be >= 256 (the watermark needs 256 x 256)")
 
@@ -157,7 +162,9 @@ class GeneratorSettings:
     model: str = DEFAULT_MODEL  # a model folder (relative to the repo root, absolute) or s3://
     device: str = "auto"  # auto: cuda when this replica was given a GPU, else cpu
     max_batch_size: int = 8
-    batch_wait_timeout_s: float = 0.05
+    # a request that finds the model idle waits this long for others to batch with (0: starts at once;
+    # under load, what queued during a model call forms the next batch anyway)
+    batch_wait_timeout_s: float = 0.0
     torch_threads: int = 1  # intra-op threads per replica; replicas x threads <= cores
     # Any text; changing it reloads the model on running replicas. `serve deploy` of an unchanged
     # config changes nothing, so new weights written to the same `model` URI need a new revision

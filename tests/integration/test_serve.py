@@ -19,6 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
+from deployments.timing import parse_server_timing
 from sfsr import watermark
 from sfsr.io.cache import files_digest
 from tests.fixtures import photos
@@ -129,6 +130,10 @@ def test_reenact_multipart_with_a_word(base_url: str) -> None:
     assert (
         "synthetic 32 px faces" in r.headers["X-Sfsr-Warning"] and text["sfsr:warning"] == r.headers["X-Sfsr-Warning"]
     )
+    # where the time went: the ingress's stages, the generator's share and its batch
+    timing = parse_server_timing(r.headers["Server-Timing"])
+    assert {"read", "parse", "detect", "generate", "finish", "queue", "model", "batch", "total"} <= set(timing)
+    assert 0 < timing["model"] <= timing["generate"] <= timing["total"] and timing["batch"] >= 1
 
 
 def test_swap_json_base64_and_json_response(base_url: str) -> None:
