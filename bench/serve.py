@@ -68,6 +68,7 @@ class Load:
         self.records: list[tuple[float, float, int]] = []
         self.timings: list[dict[str, float]] = []  # parsed Server-Timing of answered requests
         self.retry_after: list[str | None] = []  # Retry-After of 503 answers
+        self.outputs: dict[int, bytes] = {}  # seed -> PNG (the seed fixes the face and the word too)
         self._issued = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -103,6 +104,7 @@ class Load:
                 self.records.append((t0, t1, status))
                 if status == 200:
                     self.timings.append({**timing, "client": (t1 - t0) * 1000})
+                    self.outputs[i * 1000 + k] = r.content
                 elif status == 503:
                     self.retry_after.append(retry)
             if status == 503 and retry and retry.isdigit():
@@ -243,19 +245,25 @@ FIXED = {"num_replicas": 1, "autoscaling_config": None}
 
 def phase_batching(args, model: str, images: list[bytes]) -> None:
     print(f"\n== 1. batching: 1 generator replica, {args.clients} concurrent clients, {args.requests} requests per run")
-    results = {}
+    results, outputs = {}, {}
     for batch in (args.batch, 1):
         url = deploy(model, args.port, batch=batch, generator=FIXED, threads=args.torch_threads)
         Load(url, args.clients, args.steps, images, max_requests=args.clients).run()  # warm-up
         load = Load(url, args.clients, args.steps, images, max_requests=args.requests).run()
         s = summary(load.records)
-        results[batch] = s
+        results[batch], outputs[batch] = s, load.outputs
         sizes = [t.get("batch", 0) for t in load.timings]
         print(
             f"max_batch_size={batch:>2}: {s['ok']}/{s['n']} ok, {s['rps']:.2f} req/s, "
             f"p50 {s['p50']:.2f} s, p99 {s['p99']:.2f} s, mean batch {statistics.fmean(sizes):.1f}",
             flush=True,
         )
+    same = sorted(set(outputs[args.batch]) & set(outputs[1]))
+    diffs = [pixel_difference(outputs[args.batch][k], outputs[1][k]) for k in same]
+    print(
+        f"same seed batched and unbatched: {len(same)} outputs compared, largest pixel difference "
+        f"{max(diffs, default=0)} (of 255), {sum(d == 0 for d in diffs)} identical"
+    )
     serve_shutdown_apps()
     b = unet_bound(model, args.steps, args.batch, args.torch_threads)
     print(
@@ -267,6 +275,11 @@ def phase_batching(args, model: str, images: list[bytes]) -> None:
     gain = b["rps_big"] / b["rps_small"]
     print(f"model-only ratio batch {3 * args.batch} / batch 3 (the most batching can gain): {gain:.2f}x")
     print(f"throughput ratio batched/unbatched: {results[args.batch]['rps'] / results[1]['rps']:.2f}x")
+
+
+def pixel_difference(a: bytes, b: bytes) -> int:
+    x, y = (np.asarray(Image.open(io.BytesIO(d)).convert("RGB"), np.int16) for d in (a, b))
+    return int(np.abs(x - y).max()) if x.shape == y.shape else 255
 
 
 def serve_shutdown_apps() -> None:
