@@ -43,7 +43,7 @@ from deployments.generator import GenJob, GenResult
 from deployments.openapi import request_body
 from deployments.settings import ALLOW_OPEN_ENV, TOKEN_ENV, IngressSettings, from_dict, open_api_refusal
 from deployments.timing import StageTimer
-from sfsr import watermark
+from sfsr import c2pa_sign, watermark
 from sfsr.expressions import FAMILIES, words_by_family
 from sfsr.io.images import ImageLimits
 from sfsr.io.images import encode_png as plain_png
@@ -445,7 +445,9 @@ class Ingress:
             **({"warning": meta["warning"]} if meta["warning"] else {}),
         )
         marked = watermark.embed(image)
-        return watermark.encode_png(marked, text), marked.shape
+        png = watermark.encode_png(marked, text)
+        claim = c2pa_sign.Claim(meta["model"], meta["model_version"], meta["request_id"])
+        return c2pa_sign.sign_png(png, claim, self.settings.c2pa_credentials()), marked.shape
 
     # --- routes ---------------------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from sfsr import c2pa_sign
+
 LOOPBACK = "127.0.0.1"
 STATE_FILE = "platform.json"
 
@@ -315,6 +317,7 @@ def up(cfg: PlatformConfig) -> dict:
     state["config"] = json.loads(json.dumps(asdict(cfg), default=str))
     (cfg.home / STATE_FILE).write_text(json.dumps(state, indent=2))
     write_env_file(cfg)
+    c2pa_sign.ensure_chain(cfg.home / "c2pa")  # the ingress signs outputs with it (sfsr/c2pa_sign.py)
     return state
 
 
