@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 
 from deployments.timing import parse_server_timing
-from sfsr import watermark
+from sfsr import c2pa_sign, watermark
 from sfsr.io.cache import files_digest
 from tests.fixtures import photos
 from tests.fixtures.bad_images import bad_image_bytes
@@ -56,6 +56,8 @@ def check_png(data: bytes, shape: tuple[int, int] | None = None) -> dict[str, st
     assert watermark.detect(image).marked
     text = watermark.read_png_text(data)
     assert text["Description"] == watermark.GENERATED_STATEMENT and text["sfsr:request_id"]
+    manifest = c2pa_sign.read_c2pa(data)  # signed by the test's chain (tests/fixtures/serve_app.py)
+    assert manifest.valid and manifest.generator == "sfsr" and manifest.request_id == text["sfsr:request_id"]
     return text
 
 
