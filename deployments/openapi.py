@@ -77,7 +77,8 @@ def request_body(route: str) -> dict[str, Any]:
         "requestBody": {"required": True, "content": content},
         "responses": {
             "200": {
-                "description": "the generated image: PNG with provenance text and an invisible watermark "
+                "description": "the generated image: PNG with provenance text, an invisible watermark and a "
+                "signed C2PA manifest "
                 "(or JSON with the PNG as a data: URL and its metadata when the request sends "
                 "Accept: application/json)",
                 "headers": {
