@@ -7,27 +7,37 @@ luminance), scaled per pixel by local texture (flat areas get STRENGTH_FLAT, bus
 STRENGTH_MAX grey levels) so that it hides where the eye does not look.
 
 Detection (`detect_tile`): luminance -> high-pass residual -> divided by its local RMS and clipped
-(so edges do not dominate) -> for each candidate scale s in SCALES (the image is the original
-resized by s), every pixel is splatted to tile coordinate (y / s, x / s) mod TILE ("folding"),
-which sums the periods; a crop only shifts the tile cyclically and a resize only changes s.
-For the folded residual F (TILE x TILE) and a = S F the statistic, for every cyclic shift k, is
+(so edges do not dominate) -> for a candidate scale s (the image is the marked one resized by s),
+every pixel of a central window is splatted to tile coordinate (y / s, x / s) mod TILE
+("folding"), which sums the periods: a crop only shifts the tile cyclically, a resize only changes
+s. For the folded residual F (TILE x TILE) and a = S F the statistic, for every cyclic shift k, is
 
     z_k = <a, roll(R, k)> / ||a||,
 
-computed for all k at once with an FFT; the image is called marked when max over k and s of z_k
-reaches THRESHOLD.
+computed for all k at once with an FFT. Scales lie on a grid 2^(j / 140), 0.25x to 1.3x, 0.5%
+apart (0.25, 0.5 and 1 exactly on it): over the WINDOW of 384 original pixels a scale half a step
+off misaligns the edges by 384 / 2 * 0.25% < 0.5 px. Coarse to fine, so a detection costs tens of
+milliseconds rather than 334 full correlations: every 4th scale is tried on a 192 px window, the 4
+best and their neighbours (+-2 steps) are tested on the full window, and the image is called
+marked when the largest of those full-window z_k reaches THRESHOLD.
 
-The null bound. If the image was made without our key (any image, natural or generated, fixed
-before the key is drawn), a depends on the image only, and R is i.i.d. Rademacher; for each k,
-roll(R, k) is again i.i.d. Rademacher, so by Hoeffding's inequality P(z_k >= t) <= exp(-t^2 / 2)
-for every image, however textured or periodic (JPEG blocks included). A union bound (Bonferroni)
-over the N_TESTS = TILE^2 * len(SCALES) shifts and scales gives
+The null bound. Take any image made without our key (natural or generated, edited or not, fixed
+before the key is drawn). Then a depends on the image and s only, and R is i.i.d. Rademacher (the
+key is hashed with SHA-256 into a PCG64 seed; we model its signs as fair coin flips). For each k,
+roll(R, k) is a permutation of R, so again i.i.d. Rademacher, and Hoeffding's inequality for the
+weighted sum sum_i a_i r_i gives P(z_k >= t) <= exp(-t^2 / 2) for every such image, however
+textured or periodic (JPEG's 8 px blocks included); z_k has mean 0 and variance exactly 1. The
+full-window tests actually run are a subset, chosen by the coarse pass, of the N_TESTS = TILE^2 *
+len(SCALES) = 4096 * 334 tests on the grid, so whatever the choice a union bound (Bonferroni) over
+all of them gives
 
-    P(false positive) <= N_TESTS * exp(-THRESHOLD^2 / 2) <= FP_BOUND = 1e-6,
+    P(false positive) <= N_TESTS * exp(-THRESHOLD^2 / 2) = FP_BOUND = 1e-6,
 
-with THRESHOLD = sqrt(2 ln(N_TESTS / FP_BOUND)). The probability is over the key: the bound holds
-for images chosen without knowledge of it, not for an adversary who has the key (it is in this
-source file) and crafts an image against it.
+with THRESHOLD = sqrt(2 ln(N_TESTS / FP_BOUND)) = 7.48. Measured: the largest statistic over
+1,000 unmarked images was 5.74, and marked ones after a 0.5x resize, a half-area crop and JPEG q75
+had a median of 11.6 (bench/results/watermark.txt). The probability is over the key: the bound
+holds for images chosen without knowledge of it, not against an adversary who has the key (it is
+in this source file) and crafts an image to match it.
 """
 
 from __future__ import annotations
@@ -47,9 +57,11 @@ STRENGTH_MAX = 3.5  # ... up to this in textured ones
 TEXTURE_REF = 12.0  # local luminance std (grey levels) at which the strength reaches its maximum
 HP_SIGMA = 1.0  # detection high-pass: residual = Y - blur(Y, HP_SIGMA)
 WINDOW = 384  # detection window, in pixels of the original resolution (bounds misalignment)
-COARSE_WINDOW = 128  # the first pass's window: cheap, only picks the scales to test
-CANDIDATES = 4  # scales (each with its two neighbours) the full-window pass tests
-SCALES = tuple(float(s) for s in np.exp(np.arange(math.log(0.25), math.log(1.3), 0.015)))
+STEPS_PER_OCTAVE = 140  # scale grid 2^(k / 140): 0.5% apart, and 0.25, 0.5, 1 exactly on it
+SCALES = tuple(2.0 ** (k / STEPS_PER_OCTAVE) for k in range(-2 * STEPS_PER_OCTAVE, 54))  # 0.25 .. 1.30
+COARSE_EVERY = 4  # the first pass tries every 4th scale (2% apart) ...
+COARSE_WINDOW = 192  # ... on a smaller window, so 2% steps still align; it only picks where to look
+CANDIDATES = 4  # best first-pass scales; the full-window pass tests each +- COARSE_EVERY // 2 steps
 FP_BOUND = 1e-6
 N_TESTS = TILE * TILE * len(SCALES)
 THRESHOLD = math.sqrt(2 * math.log(N_TESTS / FP_BOUND))
@@ -170,9 +182,11 @@ def detect_tile(rgb: np.ndarray, key: bytes) -> TileResult:
     if min(h, w) < MIN_SIDE:
         return TileResult(0.0, 1.0, (0, 0), checked=False)
     res = residual(rgb)
-    coarse = np.array([z_map(res, key, s, COARSE_WINDOW).max() for s in SCALES])
-    top = np.argsort(coarse)[-CANDIDATES:]
-    picks = sorted({int(j) for i in top for j in (i - 1, i, i + 1) if 0 <= j < len(SCALES)})
+    first = range(0, len(SCALES), COARSE_EVERY)
+    coarse = np.array([z_map(res, key, SCALES[i], COARSE_WINDOW).max() for i in first])
+    top = [first[int(j)] for j in np.argsort(coarse)[-CANDIDATES:]]
+    half = COARSE_EVERY // 2
+    picks = sorted({j for i in top for j in range(i - half, i + half + 1) if 0 <= j < len(SCALES)})
     best = TileResult(-math.inf, 1.0, (0, 0))
     for i in picks:
         z = z_map(res, key, SCALES[i])
