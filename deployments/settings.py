@@ -68,7 +68,7 @@ class IngressSettings:
     max_image_mb: float = 15.0  # each image, after base64 decoding
     max_image_pixels: int = 16_000_000  # each image, from its header (decompression bombs)
     min_image_side: int = 32
-    max_output_side: int = 2048  # larger results are downscaled (watermarking costs ~0.5 s/MP)
+    max_output_side: int = 2048  # larger results are downscaled
     # Defaults for requests that omit them; None: the model's own sampling defaults (its card).
     default_steps: int | None = None
     default_guidance_identity: float | None = None
