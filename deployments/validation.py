@@ -33,6 +33,8 @@ Fields = Mapping[str, Any]  # field name -> bytes (file part), str, or a JSON va
 _IMAGE_STATUS = {"too_many_bytes": 413, "not_an_image": 415, "unsupported_format": 415}
 _PARAMS = ("steps", "guidance_identity", "guidance_expression", "seed")
 MAX_SEED = 2**31 - 1
+FACE_INDEX_RANGE = (0, 1000)  # <field>_face_index
+MAX_VECTOR_ABS = 1000.0  # expression_vector values lie within +-this
 
 
 class ApiError(Exception):
@@ -166,6 +168,19 @@ def multipart_fields(items: Sequence[tuple[str, Any]]) -> dict[str, Any]:
 # --- scalar fields ----------------------------------------------------------------------------
 
 
+def _integer(raw: Any) -> int:
+    """An integer field: 3, "3", or a number with no fraction (3.0, "3.0", "3e2"), as JSON Schema's
+    "integer" counts them; "2.5" raises ValueError."""
+    text = str(raw).strip()
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+        if not value.is_integer():
+            raise ValueError(f"{text!r} has a fraction") from None
+        return int(value)
+
+
 def _number(fields: Fields, name: str, kind: type, default: Any, lo: float, hi: float) -> Any:
     raw = fields.get(name)
     if raw is None or raw == "":
@@ -173,8 +188,8 @@ def _number(fields: Fields, name: str, kind: type, default: Any, lo: float, hi: 
     if isinstance(raw, bool) or isinstance(raw, (bytes, dict, list)):
         raise ApiError(422, "invalid_field", f"{name} must be a number, got {type(raw).__name__}", name)
     try:
-        value = kind(raw) if kind is float else int(str(raw).strip())
-    except (TypeError, ValueError):
+        value = kind(raw) if kind is float else _integer(raw)
+    except (TypeError, ValueError, OverflowError):
         raise ApiError(
             422,
             "invalid_field",
@@ -266,14 +281,14 @@ def expression_vector(fields: Fields, limits: Limits, name: str = "expression_ve
     if len(raw) != limits.expression_dim:
         raise ApiError(
             422,
-            "invalid_field",
+            "vector_length",
             f"{name} has {len(raw)} values; the loaded model's expression space "
             f"has {limits.expression_dim} (GET /v1/info lists it)",
             name,
         )
     values = tuple(float(v) for v in raw)
-    if not all(math.isfinite(v) and abs(v) <= 1e3 for v in values):
-        raise ApiError(422, "invalid_field", f"{name} values must be finite numbers within +-1000", name)
+    if not all(math.isfinite(v) and abs(v) <= MAX_VECTOR_ABS for v in values):
+        raise ApiError(422, "invalid_field", f"{name} values must be finite numbers within +-{MAX_VECTOR_ABS:g}", name)
     return values
 
 
@@ -342,7 +357,7 @@ def image_input(fields: Fields, name: str, limits: Limits, required: bool) -> Im
             require_images(fields, name)
         return None
     raw = fields[name]
-    face_index = _number(fields, f"{name}_face_index", int, None, 0, 1000)
+    face_index = _number(fields, f"{name}_face_index", int, None, *FACE_INDEX_RANGE)
     aligned = _bool(fields, f"{name}_aligned")
     return ImageInput(name, decode_field(raw, name, limits.image), face_index, aligned)
 
