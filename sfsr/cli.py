@@ -86,6 +86,33 @@ def cmd_cluster_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_url(args: argparse.Namespace) -> int:
+    """The page's sign-in link (the API token in the fragment), as the quickstart printed it."""
+    from sfsr import signin
+
+    cfg = _platform_config(args)
+    try:
+        token = signin.read_api_token(cfg)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    port = args.port or signin.served_port(cfg)
+    print(signin.signin_url(f"http://{cluster.LOOPBACK}:{port}", token))
+    return 0
+
+
+def cmd_cluster_token(args: argparse.Namespace) -> int:
+    """The API token alone (for the page's token field, curl or a client)."""
+    from sfsr import signin
+
+    try:
+        print(signin.read_api_token(_platform_config(args)))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Submit jobs/doctor.py to the cluster through `ray job submit`, the way users run jobs."""
     cmd, env = doctor_submission(args)
@@ -176,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser(
         "env", help="print the shell exports clients need (token, address, S3)", formatter_class=Fmt
     ).set_defaults(func=cmd_cluster_env)
+    url = csub.add_parser(
+        "url",
+        help="print the web page's sign-in link (the API token in the #fragment, which browsers never send)",
+        formatter_class=Fmt,
+    )
+    url.add_argument(
+        "--port", type=int, default=None, help="the page's port; None: the quickstart's last deployment, else 8000"
+    )
+    url.set_defaults(func=cmd_cluster_url)
+    csub.add_parser(
+        "token", help="print the API token the page and the endpoints ask for", formatter_class=Fmt
+    ).set_defaults(func=cmd_cluster_token)
 
     doc = sub.add_parser(
         "doctor", help="run the cluster self-check (jobs/doctor.py) through `ray job submit`", formatter_class=Fmt

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from sfsr import cluster, job_output
+from sfsr import cluster, job_output, signin
 from sfsr.io import storage
 from sfsr.progress import verbose_requested
 
@@ -76,7 +76,7 @@ class Plan:
 
     @property
     def token_file(self) -> Path:
-        return self.cfg.home / "api_token"
+        return signin.api_token_file(self.cfg)
 
     @property
     def base_url(self) -> str:
@@ -505,6 +505,7 @@ def summary(plan: Plan) -> str:
         "",
         "The sfsr platform is up, trained and serving (everything on 127.0.0.1):",
         f"  web page      {plan.base_url}/",
+        f"  sign in       {_signin_line(plan)}",
         f"  API docs      {plan.base_url}/docs",
         f"  dashboard     {plan.cfg.dashboard_url}   (Ray token: {plan.cfg.token_path})",
         f"  API token     {plan.token_file}",
@@ -527,6 +528,16 @@ def summary(plan: Plan) -> str:
         "Stop everything with `make down` (or `sfsr cluster down`).",
     ]
     return "\n".join(lines)
+
+
+def _signin_line(plan: Plan) -> str:
+    """The page's sign-in link (the token in the #fragment, never sent to the server), or how to
+    make one when there is no token yet."""
+    try:
+        link = signin.signin_url(plan.base_url, signin.read_api_token(plan.cfg))
+        return link + "   (open once: signs this browser in)"
+    except FileNotFoundError:
+        return f"no API token in {plan.token_file} yet"
 
 
 HEADLINE_ROWS = (  # label, path in a method's scores (jobs/evaluate.py metrics.json)

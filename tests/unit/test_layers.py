@@ -23,6 +23,7 @@ FLOORS: list[set[str]] = [
     {"sfsr.generate"},
     {"sfsr.release", "evaluation"},
     {"sfsr.cluster"},  # the local platform
+    {"sfsr.signin"},  # the page's sign-in link, from the platform's state folder
     {"sfsr.quickstart"},  # drives the platform and submits jobs by command line
     {"sfsr.cli"},  # the `sfsr` command: every area registers its subcommands here
     {"jobs", "deployments"},
