@@ -19,16 +19,21 @@ from typing import IO
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PREFIX = re.compile(r"^\((?:[\w.]+ )?pid=\d+(?:, ip=[\d.]+)?\)\s*")  # an actor's or task's "(Name pid=N)"
-_RAY_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(?:INFO|DEBUG) ")
+# Ray's Python log lines below warning level; `ray job submit` itself logs its banner this way
+_RAY_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(?:INFO|DEBUG|SUCC) ")
 _GLOG = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [IW] \d+ \d+\] ")  # Ray's C++ info/warning lines
 # an error-level line Ray logs for every actor pool, harmless here (ray-project/ray#53727)
 _ACTOR_ARGS = re.compile(
     r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store"
 )
 _BANNER_END = "Tailing logs until the job exits"
-_BARS_OFF = "Progress bars disabled. To enable"  # Ray Data's note that sfsr.progress turned them off"
+_NOTES = (
+    "Progress bars disabled. To enable",  # Ray Data's note that jobs/_quiet.py turned them off
+    "Running entrypoint for job ",  # the command, which the quickstart has echoed already
+)
 _RULE = re.compile(r"^-{10,}$")
 _DONE = re.compile(r"^Job '[^']+' succeeded$")
+REPEAT_WINDOW = 8
 FAILED_TAIL_LINES = 40
 
 
@@ -43,22 +48,27 @@ class JobOutputFilter:
     def __init__(self, verbose: bool) -> None:
         self.verbose = verbose
         self.in_banner = True  # until "Tailing logs until the job exits"
-        self.last = ""  # Ray Train V2 prints each line of a worker twice in a row: show it once
+        # Ray Train V2 prints each line of a worker twice, not always side by side: an actor's
+        # line already shown among the last few is not shown again
+        self.recent: list[str] = []
 
     def shown(self, line: str) -> bool:
         if self.verbose:
             return True
         text = plain(line)
         if self.in_banner:
-            if text.startswith(_BANNER_END):
-                self.in_banner = False
+            self.in_banner = _BANNER_END not in text
             return False
         noise = (_RAY_LOG, _GLOG, _RULE, _DONE)
         if not text.strip() or any(r.match(text) for r in noise) or _ACTOR_ARGS.search(text):
             return False
-        if text.startswith(_BARS_OFF) or text == self.last:
+        if text.startswith(_NOTES):
             return False
-        self.last = text
+        # only sentences: a traceback's indented lines or a "```" may repeat on purpose
+        sentence = len(text) >= 20 and not text[0].isspace()
+        if sentence and _PREFIX.match(_ANSI.sub("", line)) and text in self.recent:
+            return False
+        self.recent = (self.recent + [text])[-REPEAT_WINDOW:]
         return True
 
 

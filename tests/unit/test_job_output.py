@@ -9,45 +9,52 @@ from pathlib import Path
 
 from sfsr import job_output
 
-SUBMIT = """Job submission server address: http://127.0.0.1:8265
-
--------------------------------------------------------
-Job 'raysubmit_abc' submitted successfully
--------------------------------------------------------
-
-Next steps
-  Query the logs of the job:
-    ray job logs raysubmit_abc
-  Query the status of the job:
-    ray job status raysubmit_abc
-  Request the job to be stopped:
-    ray job stop raysubmit_abc
-
-Tailing logs until the job exits (disable with --no-wait):
-2026-12-07 02:52:28,102\tINFO worker.py:1700 -- Connecting to existing Ray cluster at address: 127.0.0.1:6379...
+# the shape of a real submission through a pipe (Ray 2.60): the banner is logged by the CLI
+SUBMIT = """\
+2026-12-07 03:17:07,534\tINFO cli.py:42 -- \x1b[37mJob submission server address\x1b[39m: http://127.0.0.1:8265
+2026-12-07 03:17:07,548\tSUCC cli.py:66 -- \x1b[32m-------------------------------------------------------\x1b[39m
+2026-12-07 03:17:07,548\tSUCC cli.py:67 -- \x1b[32mJob 'raysubmit_P1N6' submitted successfully\x1b[39m
+2026-12-07 03:17:07,549\tINFO cli.py:330 -- \x1b[36mNext steps\x1b[39m
+2026-12-07 03:17:07,549\tINFO cli.py:331 -- Query the logs of the job:
+2026-12-07 03:17:07,549\tINFO cli.py:333 -- \x1b[1mray job logs raysubmit_P1N6\x1b[22m
+2026-12-07 03:17:07,568\tINFO cli.py:351 -- Tailing logs until the job exits (disable with --no-wait):
+2026-12-07 03:17:07,541\tINFO job_manager.py:581 -- Runtime env is setting up.
+Running entrypoint for job raysubmit_P1N6: python -m jobs.ingest --synthetic 2000 --output s3://sfsr/synth
+2026-12-07 03:17:08,841\tINFO worker.py:1841 -- Connecting to existing Ray cluster at address: 127.0.0.1:6379...
 [2026-12-07 02:52:28,105 W 4826 4826] network_util.cc:330: Failed to determine local IP, falling back
-ingest: 500 inputs (0 other files ignored), 0 already in s3://sfsr/synth, 500 to do
+ingest: 2000 inputs (0 other files ignored), 0 already in s3://sfsr/synth, 2000 to do
+[2026-12-07 03:17:10,946 E 5497 5497] core_worker.cc:2465: Actor with class name: 'MapWorker(MapBatches(Encode))' \
+and ID: '4969' has constructor arguments in the object store and max_restarts > 0. If the arguments go out of scope
 2026-12-07 02:52:33,230\tINFO streaming_executor.py:215 -- Starting execution of Dataset dataset_0.
-[2026-12-07 02:52:33,253 E 4826 4826] core_worker.cc:2465: Actor with class name: 'MapWorker(MapBatches(Encode))' \
-and ID: '4f1c' has constructor arguments in the object store and max_restarts > 0. If the arguments go out of scope
-2026-12-07 02:52:33,441\tINFO logging_progress.py:174 -- ======= Running Dataset: dataset_0 =======
 2026-12-07 02:52:33,441\tINFO logging_progress.py:225 -- Total Progress: 0/?
 2026-12-07 02:52:33,442\tINFO logging_progress.py:231 -- MapBatches(render_synthetic): 0/1
-\x1b[36m(SplitCoordinator pid=12716)\x1b[0m Progress bars disabled. To enable, set `ray.data.DataContext...`.
-\x1b[36m(RayTrainWorker pid=12560)\x1b[0m train: step 16/30 (53%), 1.1 s each, about 16 s left
-\x1b[36m(RayTrainWorker pid=12560)\x1b[0m train: step 16/30 (53%), 1.1 s each, about 16 s left
+\x1b[36m(SplitCoordinator pid=6975)\x1b[0m Progress bars disabled. To enable, set `ray.data.DataContext...`.
+\x1b[36m(RayTrainWorker pid=6764)\x1b[0m ```
+\x1b[36m(RayTrainWorker pid=6764)\x1b[0m pip install accelerate
+\x1b[36m(RayTrainWorker pid=6764)\x1b[0m ```
+\x1b[36m(RayTrainWorker pid=6764)\x1b[0m train: step 12/100 (12%), 1.3 s each, about 1.9 min left
+\x1b[36m(RayTrainWorker pid=6764)\x1b[0m train: step 12/100 (12%), 1.3 s each, about 1.9 min left
+\x1b[36m(RayTrainWorker pid=6764)\x1b[0m train: step 100/100 (100%), 1.1 s each, done in 109 s
+\x1b[36m(RayTrainWorker pid=6764)\x1b[0m Checkpoint successfully created at: Checkpoint(path=q/c2)
+\x1b[36m(RayTrainWorker pid=6764)\x1b[0m train: step 100/100 (100%), 1.1 s each, done in 109 s
 /work/jobs/train.py:232: DeprecationWarning: `columns=` on `read_parquet` is deprecated.
-ingest: committing 500 faces, 0 errors to s3://sfsr/synth
-
-------------------------------------------
-Job 'raysubmit_abc' succeeded
-------------------------------------------
+ingest: committing 2000 faces, 0 errors to s3://sfsr/synth
+2026-12-07 03:17:26,619\tINFO sdk.py:520 -- WebSocket closed for job raysubmit_P1N6 with close code 1000
+2026-12-07 03:17:26,625\tSUCC cli.py:66 -- \x1b[32m------------------------------------------\x1b[39m
+2026-12-07 03:17:26,625\tSUCC cli.py:67 -- \x1b[32mJob 'raysubmit_P1N6' succeeded\x1b[39m
+2026-12-07 03:17:26,625\tSUCC cli.py:68 -- \x1b[32m------------------------------------------\x1b[39m
 """
+WORKER = "\x1b[36m(RayTrainWorker pid=6764)\x1b[0m "
 OWN = [
-    "ingest: 500 inputs (0 other files ignored), 0 already in s3://sfsr/synth, 500 to do",
-    "\x1b[36m(RayTrainWorker pid=12560)\x1b[0m train: step 16/30 (53%), 1.1 s each, about 16 s left",
+    "ingest: 2000 inputs (0 other files ignored), 0 already in s3://sfsr/synth, 2000 to do",
+    WORKER + "```",
+    WORKER + "pip install accelerate",
+    WORKER + "```",  # a short line may repeat on purpose
+    WORKER + "train: step 12/100 (12%), 1.3 s each, about 1.9 min left",
+    WORKER + "train: step 100/100 (100%), 1.1 s each, done in 109 s",  # Ray Train V2 printed each twice
+    WORKER + "Checkpoint successfully created at: Checkpoint(path=q/c2)",
     "/work/jobs/train.py:232: DeprecationWarning: `columns=` on `read_parquet` is deprecated.",
-    "ingest: committing 500 faces, 0 errors to s3://sfsr/synth",
+    "ingest: committing 2000 faces, 0 errors to s3://sfsr/synth",
 ]
 
 
@@ -58,13 +65,18 @@ def test_quiet_shows_the_jobs_own_lines_and_warnings_only() -> None:
 
 
 def test_a_failed_job_keeps_its_traceback_and_the_failure_line() -> None:
-    lines = [*SUBMIT.splitlines()[:16], "Traceback (most recent call last):", "ValueError: no faces", "", "-" * 40]
-    lines += ["Job 'raysubmit_abc' failed", "-" * 40, "Status message: Job entrypoint command failed with exit code 1"]
+    lines = [*SUBMIT.splitlines()[:9], "Traceback (most recent call last):", "ValueError: no faces", ""]
+    lines += [
+        "2026-12-07 03:17:26,625\tSUCC cli.py:66 -- " + "-" * 40,
+        "2026-12-07 03:17:26,625\tERROR cli.py:67 -- Job 'raysubmit_abc' failed",
+        "2026-12-07 03:17:26,625\tSUCC cli.py:68 -- " + "-" * 40,
+        "Status message: Job entrypoint command failed with exit code 1",
+    ]
     shown = job_output.shown_lines(lines, verbose=False)
     assert shown == [
         "Traceback (most recent call last):",
         "ValueError: no faces",
-        "Job 'raysubmit_abc' failed",
+        "2026-12-07 03:17:26,625\tERROR cli.py:67 -- Job 'raysubmit_abc' failed",
         "Status message: Job entrypoint command failed with exit code 1",
     ]
 
