@@ -1,6 +1,7 @@
 """The web page in headless Chromium (Debian's chromium + chromium-driver, driven by Selenium):
 enter the token, upload a selfie, choose a word, generate, see the image and its metadata; then
-the same with an example face. A screenshot is saved to .cache/e2e/page.png.
+the same with an example face. A newcomer's first visit: told in one line how to sign in, then
+signed in by the quickstart's link. A screenshot is saved to .cache/e2e/page.png.
 
 Run inside the loopback-only namespace: tests/isolated.sh .venv/bin/pytest tests/e2e/test_page.py
 """
