@@ -30,9 +30,11 @@ from evaluation.report import write_report
 from jobs import _evaluate_stages as st
 from jobs._evaluate_metrics import Networks, StatsCollector, assemble_metrics
 from jobs._evaluate_plan import PairPlan, pair_meta, plan_pairs
+from jobs._quiet import quiet_ray_data
 from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage, table
 from sfsr.io.schema import TableInfo, read_table_info
+from sfsr.progress import VERBOSE_HELP, Counter, verbose_requested
 from sfsr.provenance import git_commit
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -75,6 +77,7 @@ class EvaluateConfig:
     actors: int = setting("actors per pool (0: half the CPUs)", 0)
     examples: int = setting("pairs shown in the report's grid", 8)
     previous: str | None = setting("an earlier metrics.json to show changes against", None)
+    verbose: bool = setting(VERBOSE_HELP, False)
 
 
 def faces_uri(uri: str) -> str:
@@ -101,9 +104,11 @@ def gallery(
         compute=ray.data.ActorPoolStrategy(size=n_actors),
     )
     ids, vecs = [], []
-    for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        ids += b.column("face_id").to_pylist()
-        vecs += b.column("vector").to_pylist()
+    with Counter("evaluate", "gallery faces", len(wanted)) as counter:
+        for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            ids += b.column("face_id").to_pylist()
+            vecs += b.column("vector").to_pylist()
+            counter.update(b.num_rows)
     return np.asarray(vecs, np.float32), np.asarray([labels[i] for i in ids])
 
 
@@ -174,9 +179,12 @@ def score_pairs(cfg: EvaluateConfig, uri: str, info: TableInfo, plan: PairPlan) 
     )
 
     collected = StatsCollector()
-    for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        collected.add(b)
-        print(f"evaluate: {collected.pairs}/{len(pairs)} pairs scored, {len(collected.errors)} with errors", flush=True)
+    with Counter("evaluate", "pairs scored", len(pairs)) as counter:
+        for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            before = collected.pairs
+            collected.add(b)
+            counter.update(collected.pairs - before)
+    print(f"evaluate: {collected.pairs}/{len(pairs)} pairs scored, {len(collected.errors)} with errors", flush=True)
     return collected, spec
 
 
@@ -273,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     if not cfg.pairs_only:  # pairing alone needs no cluster
         ray.init()
+        quiet_ray_data(verbose_requested(cfg.verbose))
     summary = run(cfg)
     print(json.dumps(summary, indent=2))
     return 0

@@ -27,10 +27,12 @@ import pyarrow as pa
 import ray
 
 from jobs import _ingest_stages as st
+from jobs._quiet import quiet_ray_data
 from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.conditions import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER, encoder_ref
 from sfsr.io import storage, table
 from sfsr.io.schema import ERROR_SCHEMA, face_table_schema
+from sfsr.progress import VERBOSE_HELP, Counter, verbose_requested
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
@@ -57,6 +59,7 @@ class IngestConfig:
     test_fraction: float = setting("fraction of identities (or files) in the test split", 0.1)
     identity_from_folder: bool = setting("label identities by their parent folder's name", False)
     retry_errors: bool = setting("process inputs that failed in an earlier run again", False)
+    verbose: bool = setting(VERBOSE_HELP, False)
 
 
 def list_inputs(cfg: IngestConfig) -> tuple[list[dict], int]:
@@ -239,10 +242,13 @@ def run(cfg: IngestConfig) -> dict:
             batch_size=None,
             fn_kwargs={"faces_staging": faces_stage, "errors_staging": errors_stage, "face_schema": schema},
         )
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            for k in counts:
-                counts[k] += sum(batch.column(k).to_pylist())
+        with Counter("ingest", "inputs", len(todo)) as counter:
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                for k in counts:
+                    counts[k] += sum(batch.column(k).to_pylist())
+                counter.update(sum(batch.column("face_inputs").to_pylist() + batch.column("error_rows").to_pylist()))
 
+    print(f"ingest: committing {counts['face_rows']} faces, {counts['error_rows']} errors to {cfg.output}", flush=True)
     faces_commit = table.commit(faces_stage, faces_uri, "face_id", schema)
     errors_commit = table.commit(errors_stage, errors_uri, "input_id", ERROR_SCHEMA)
     # an input that failed before and has faces now (--retry-errors) leaves the error table
@@ -283,6 +289,7 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     ray.init()
+    quiet_ray_data(verbose_requested(cfg.verbose))
     summary = run(cfg)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     if not summary["accounted"]:

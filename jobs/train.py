@@ -27,11 +27,13 @@ import ray.train
 import ray.train.torch
 import torch
 
+from jobs._quiet import quiet_ray_data
 from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage
 from sfsr.model import checkpoint
 from sfsr.model.presets import SYNTH_IDENTITY_ENCODER, check_vae
 from sfsr.model.training import TrainConfig
+from sfsr.progress import VERBOSE_HELP, Counter, verbose_requested
 from sfsr.provenance import git_commit
 
 
@@ -90,6 +92,7 @@ class JobConfig:
     max_failures: int = setting("worker failures to recover from", 3)
     seed: int = setting("seed for shuffling and initialisation", 0)
     split: str = setting("table split to train on (train, test, all)", "train")
+    verbose: bool = setting(VERBOSE_HELP, False)
 
 
 def _build(job: JobConfig, train: dict, model_args: dict):
@@ -165,6 +168,8 @@ def train_loop(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     t_last, n_last = time.monotonic(), 0
     t_start = t_last
+    # rank 0 counts the steps (a line every 15 s in the job's log); the others stay quiet
+    counter = Counter("train", "step", job.steps, start=step) if rank == 0 else None
     while step < job.steps:
         for i, rows in enumerate(shard.iter_batches(batch_size=job.batch_size, batch_format="pyarrow", drop_last=True)):
             if i < batch_in_epoch:  # the data position of a resumed run: skip what it trained on
@@ -174,6 +179,8 @@ def train_loop(config: dict) -> None:
                 metrics = T.train_step(model, ema, batch, tcfg, step, opt, sched, judges, ddp_model=ddp)
             step, batch_in_epoch = step + 1, i + 1
             n_last += rows.num_rows * world
+            if counter is not None:
+                counter.update()
             done = step >= job.steps
             if step % job.checkpoint_every == 0 or done:
                 now = time.monotonic()
@@ -197,6 +204,8 @@ def train_loop(config: dict) -> None:
                     sample=step % job.sample_every == 0 or done,
                 )
             if done:
+                if counter is not None:
+                    counter.close()
                 return
         epoch, batch_in_epoch = epoch + 1, 0
 
@@ -404,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         "init_from_sha256": init_digest(job.init_from),
     }
     ray.init()
+    quiet_ray_data(verbose_requested(job.verbose))
     if smoke and not job.table:
         from jobs.ingest import IngestConfig
         from jobs.ingest import run as ingest

@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from sfsr import cluster
+from sfsr import cluster, job_output
 
 Fmt = argparse.ArgumentDefaultsHelpFormatter
 
@@ -86,8 +86,46 @@ def cmd_cluster_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_url(args: argparse.Namespace) -> int:
+    """The page's sign-in link (the API token in the fragment), as the quickstart printed it."""
+    from sfsr import signin
+
+    cfg = _platform_config(args)
+    try:
+        token = signin.read_api_token(cfg)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    port = args.port or signin.served_port(cfg)
+    print(signin.signin_url(f"http://{cluster.LOOPBACK}:{port}", token))
+    return 0
+
+
+def cmd_cluster_token(args: argparse.Namespace) -> int:
+    """The API token alone (for the page's token field, curl or a client)."""
+    from sfsr import signin
+
+    try:
+        print(signin.read_api_token(_platform_config(args)))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Submit jobs/doctor.py to the cluster through `ray job submit`, the way users run jobs."""
+    cmd, env = doctor_submission(args)
+    try:
+        return subprocess.run(cmd, env=env, timeout=args.timeout).returncode
+    except subprocess.TimeoutExpired:
+        print(f"error: the doctor job did not finish within {args.timeout} s", file=sys.stderr)
+        return 1
+
+
+def doctor_submission(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The `ray job submit` command of the doctor job and its environment (the command echoed,
+    the secret key masked)."""
     cfg = _platform_config(args)
     # The local platform's token, address and S3 settings, unless this shell set its own
     # (an explicit AWS_ENDPOINT_URL is what the user wants checked).
@@ -114,20 +152,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if s3_vars.get("AWS_SECRET_ACCESS_KEY"):  # never echo the secret key
         shown = shown.replace(s3_vars["AWS_SECRET_ACCESS_KEY"], "****")
     print(f"$ ray {shown}", flush=True)
-    try:
-        return subprocess.run(cmd, env=env, timeout=args.timeout).returncode
-    except subprocess.TimeoutExpired:
-        print(f"error: the doctor job did not finish within {args.timeout} s", file=sys.stderr)
-        return 1
+    return cmd, env
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """The README's main command: the whole pipeline on the local platform (sfsr/quickstart.py)."""
     from sfsr import quickstart
 
-    return quickstart.run(
-        args, _platform_config(args), up=lambda: cmd_cluster_up(args), doctor=lambda: cmd_doctor(args)
-    )
+    def doctor(plan: quickstart.Plan) -> int:
+        cmd, env = doctor_submission(args)
+        log = quickstart.next_log(plan.logs, "jobs.doctor")
+        return job_output.run_submit(cmd, env, timeout=args.timeout, verbose=plan.verbose, log=log)
+
+    return quickstart.run(args, _platform_config(args), up=lambda: cmd_cluster_up(args), doctor=doctor)
 
 
 class RawFmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -135,7 +172,7 @@ class RawFmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sfsr import quickstart
+    from sfsr import progress, quickstart
 
     parser = argparse.ArgumentParser(prog="sfsr", description=__doc__, formatter_class=Fmt)
     parser.add_argument(
@@ -166,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser(
         "env", help="print the shell exports clients need (token, address, S3)", formatter_class=Fmt
     ).set_defaults(func=cmd_cluster_env)
+    url = csub.add_parser(
+        "url",
+        help="print the web page's sign-in link (the API token in the #fragment, which browsers never send)",
+        formatter_class=Fmt,
+    )
+    url.add_argument(
+        "--port", type=int, default=None, help="the page's port; None: the quickstart's last deployment, else 8000"
+    )
+    url.set_defaults(func=cmd_cluster_url)
+    csub.add_parser(
+        "token", help="print the API token the page and the endpoints ask for", formatter_class=Fmt
+    ).set_defaults(func=cmd_cluster_token)
 
     doc = sub.add_parser(
         "doctor", help="run the cluster self-check (jobs/doctor.py) through `ray job submit`", formatter_class=Fmt
@@ -207,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dashboard port on 127.0.0.1; None: 8265, or the port a running platform chose",
     )
+    qs.add_argument("--verbose", action="store_true", help=progress.VERBOSE_HELP + "; every line is in the logs folder")
     qs.set_defaults(func=cmd_quickstart, storage=None, pack=None, model=None, address=None, timeout=300.0, no_s3=False)
 
     from sfsr import watermark

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import yaml
 
-from sfsr import cluster
+from sfsr import cluster, job_output, signin
 from sfsr.io import storage
+from sfsr.progress import verbose_requested
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAINED = Path(__file__).resolve().parent / "model" / "pretrained" / "cpu-demo"
@@ -50,6 +51,8 @@ class Plan:
     steps: int
     port: int
     fresh: bool
+    verbose: bool = False  # every line of the jobs (Ray Data's progress too), not just their own
+    logs: Path = Path("logs")  # every line of this run's jobs, one file per submission
 
     @property
     def synth_out(self) -> str:
@@ -73,7 +76,7 @@ class Plan:
 
     @property
     def token_file(self) -> Path:
-        return self.cfg.home / "api_token"
+        return signin.api_token_file(self.cfg)
 
     @property
     def base_url(self) -> str:
@@ -100,6 +103,8 @@ def make_plan(args: argparse.Namespace, cfg: cluster.PlatformConfig) -> Plan:
         steps=args.steps,
         port=args.port,
         fresh=args.fresh,
+        verbose=verbose_requested(getattr(args, "verbose", False)),
+        logs=cfg.home.parent / "quickstart" / "logs" / time.strftime("%Y%m%d-%H%M%S"),
     )
 
 
@@ -107,15 +112,30 @@ def _env(cfg: cluster.PlatformConfig) -> dict[str, str]:
     return os.environ | cluster.client_env(cfg)
 
 
-def submit(cfg: cluster.PlatformConfig, module: str, *args: str, timeout: float = 1800) -> int:
-    """`ray job submit -- python -m MODULE ARGS`, echoed, waited for, output streamed."""
-    cmd = [cluster._bin("ray"), "job", "submit", "--", "python", "-m", module, *args]
+def submit(plan: Plan, module: str, *args: str, timeout: float = 1800) -> int:
+    """`ray job submit -- python -m MODULE ARGS`, echoed and waited for; the job's own lines are
+    shown (all of them with --verbose, which the job gets too) and every line is kept in
+    plan.logs/MODULE-N.log."""
+    verbose = ("--verbose",) if plan.verbose else ()
+    cmd = [cluster._bin("ray"), "job", "submit", "--", "python", "-m", module, *args, *verbose]
     print("$ ray " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
-    try:
-        return subprocess.run(cmd, env=_env(cfg), timeout=timeout, check=False).returncode
-    except subprocess.TimeoutExpired:
-        print(f"error: {module} did not finish within {timeout:.0f} s", file=sys.stderr)
-        return 1
+    return job_output.run_submit(
+        cmd, _env(plan.cfg), timeout=timeout, verbose=plan.verbose, log=next_log(plan.logs, module)
+    )
+
+
+def next_log(folder: Path, name: str) -> Path:
+    """folder/NAME-1.log, NAME-2.log, ...: the first name no earlier submission of this run took
+    (created empty here, so it is taken)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        path = folder / f"{name}-{n}.log"
+        try:
+            path.touch(exist_ok=False)
+            return path
+        except FileExistsError:
+            n += 1
 
 
 def _table_exists(uri: str) -> bool:
@@ -204,7 +224,7 @@ def stage_ingest(plan: Plan) -> int:
     if not _reuse(plan, f"the synthetic face table {plan.synth_out}", _table_exists(plan.synth_out)):
         common = ("--crop-size", "32", "--identities", "200", "--output", plan.synth_out)
         for split, n in (("train", plan.synthetic), ("test", max(64, plan.synthetic // 8))):
-            rc = submit(plan.cfg, "jobs.ingest", "--synthetic", str(n), "--synthetic-split", split, *common)
+            rc = submit(plan, "jobs.ingest", "--synthetic", str(n), "--synthetic-split", split, *common)
             if rc:
                 return rc
     if plan.photos is None:
@@ -212,7 +232,7 @@ def stage_ingest(plan: Plan) -> int:
         return 0
     if _reuse(plan, f"the photo table {plan.photos_out}", _table_exists(plan.photos_out)):
         return 0
-    return submit(plan.cfg, "jobs.ingest", "--input", str(plan.photos), "--output", plan.photos_out)
+    return submit(plan, "jobs.ingest", "--input", str(plan.photos), "--output", plan.photos_out)
 
 
 def stage_train(plan: Plan) -> int:
@@ -233,7 +253,7 @@ def stage_train(plan: Plan) -> int:
     # an earlier run of the same name would be resumed at its last step and train nothing
     storage.delete_prefix(storage.join(plan.runs, RUN_NAME))
     return submit(
-        plan.cfg,
+        plan,
         "jobs.train",
         "--preset",
         "cpu-demo",
@@ -288,7 +308,7 @@ def stage_evaluate(plan: Plan) -> int:
     stop_serving(plan)
     metrics.unlink(missing_ok=True)  # a failed evaluation must not leave the old report to be reused
     rc = submit(
-        plan.cfg,
+        plan,
         "jobs.evaluate",
         "--table",
         plan.synth_out,
@@ -485,11 +505,13 @@ def summary(plan: Plan) -> str:
         "",
         "The sfsr platform is up, trained and serving (everything on 127.0.0.1):",
         f"  web page      {plan.base_url}/",
+        f"  sign in       {_signin_line(plan)}",
         f"  API docs      {plan.base_url}/docs",
         f"  dashboard     {plan.cfg.dashboard_url}   (Ray token: {plan.cfg.token_path})",
         f"  API token     {plan.token_file}",
         f"  model         {plan.model}",
         f"  evaluation    {plan.eval_dir / 'report.html'}",
+        f"  job logs      {plan.logs}   (every line of each job; --verbose shows them all as they come)",
     ]
     if metrics.is_file():
         lines += [
@@ -506,6 +528,16 @@ def summary(plan: Plan) -> str:
         "Stop everything with `make down` (or `sfsr cluster down`).",
     ]
     return "\n".join(lines)
+
+
+def _signin_line(plan: Plan) -> str:
+    """The page's sign-in link (the token in the #fragment, never sent to the server), or how to
+    make one when there is no token yet."""
+    try:
+        link = signin.signin_url(plan.base_url, signin.read_api_token(plan.cfg))
+        return link + "   (open once: signs this browser in)"
+    except FileNotFoundError:
+        return f"no API token in {plan.token_file} yet"
 
 
 HEADLINE_ROWS = (  # label, path in a method's scores (jobs/evaluate.py metrics.json)
@@ -557,7 +589,9 @@ def _export_client_env(cfg: cluster.PlatformConfig) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, cfg: cluster.PlatformConfig, up: Callable[[], int], doctor: Callable[[], int]) -> int:
+def run(
+    args: argparse.Namespace, cfg: cluster.PlatformConfig, up: Callable[[], int], doctor: Callable[[Plan], int]
+) -> int:
     t_start = time.monotonic()
     try:
         plan = make_plan(args, cfg)
@@ -566,7 +600,7 @@ def run(args: argparse.Namespace, cfg: cluster.PlatformConfig, up: Callable[[], 
         return 2
     stages = [
         ("local platform up (Ray head, dashboard, S3 store on 127.0.0.1)", lambda: up() or _export_client_env(cfg)),
-        ("cluster self-check: jobs/doctor.py", doctor),
+        ("cluster self-check: jobs/doctor.py", lambda: doctor(plan)),
         ("ingest: synthetic faces and real photos -> face tables", lambda: stage_ingest(plan)),
         (f"train: fine-tune the committed cpu-demo model for {plan.steps} steps", lambda: stage_train(plan)),
         ("evaluate: held-out synthetic faces -> report.html", lambda: stage_evaluate(plan)),

@@ -1,6 +1,7 @@
 """The web page in headless Chromium (Debian's chromium + chromium-driver, driven by Selenium):
 enter the token, upload a selfie, choose a word, generate, see the image and its metadata; then
-the same with an example face. A screenshot is saved to .cache/e2e/page.png.
+the same with an example face. A newcomer's first visit: told in one line how to sign in, then
+signed in by the quickstart's link. A screenshot is saved to .cache/e2e/page.png.
 
 Run inside the loopback-only namespace: tests/isolated.sh .venv/bin/pytest tests/e2e/test_page.py
 """
@@ -151,3 +152,51 @@ def test_page_reports_errors_in_words(base_url: str, browser, tmp_path: Path) ->
     _wait(browser, lambda d: "error" in d.find_element(By.ID, "status").get_attribute("class"))
     text = browser.find_element(By.ID, "status").text
     assert text.startswith("HTTP 422") and "no face found" in text
+
+
+def test_a_newcomer_is_told_how_to_sign_in_and_the_link_signs_them_in(base_url: str, browser) -> None:
+    """First visit without a token: one line saying what to do, and no request that would be
+    refused. Then the quickstart's sign-in link (the token in the #fragment): the model, the
+    words and the example faces load, and the token leaves the address bar but stays for the
+    next visit."""
+    from urllib.parse import quote
+
+    from selenium.webdriver.common.by import By
+
+    from sfsr.signin import signin_url
+
+    def ready(d) -> str:
+        return d.execute_script("return document.body.dataset.ready")
+
+    def requested(d) -> list[str]:
+        names = d.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+        return [n.removeprefix(base_url) for n in names if "/v1/" in n]
+
+    browser.get(base_url + "/")
+    _wait(browser, lambda d: ready(d) == "token")
+    note = browser.find_element(By.ID, "signin-note").text
+    assert note.startswith("This server needs an access token: open the sign-in link `sfsr quickstart` printed")
+    assert "sfsr cluster url" in note and "sfsr cluster token" in note and "\n" not in note
+    assert browser.find_element(By.ID, "auth").is_displayed()
+    assert "401" not in browser.find_element(By.TAG_NAME, "body").text
+    assert requested(browser) == ["/v1/healthz"]  # nothing asked that the server would refuse
+    assert browser.find_elements(By.CSS_SELECTOR, "#word option") == []
+
+    # a wrong token in a link is refused in words and not kept
+    browser.get(base_url + "/#token=" + quote("not-the-token"))
+    _wait(browser, lambda d: ready(d) == "token")
+    assert browser.find_element(By.ID, "signin-note").text.startswith("The access token was refused")
+    assert browser.execute_script("return localStorage.getItem('sfsr-token')") is None
+
+    browser.get(signin_url(base_url, TOKEN))  # the same page, only the fragment changes: no reload
+    _wait(browser, lambda d: ready(d) == "1")
+    assert browser.current_url == base_url + "/"  # the token left the address bar
+    assert browser.execute_script("return localStorage.getItem('sfsr-token')") == TOKEN
+    assert "Trained on:" in browser.find_element(By.ID, "model-text").text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#word option")) == 135
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#examples img")) == 6
+    assert not browser.find_element(By.ID, "auth").is_displayed()
+
+    browser.refresh()  # the next visit is signed in already
+    _wait(browser, lambda d: ready(d) == "1")
+    assert requested(browser)[0] == "/v1/info" and "/v1/healthz" not in requested(browser)

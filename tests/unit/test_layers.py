@@ -16,12 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # lowest first; packages on one floor do not import each other
 FLOORS: list[set[str]] = [
     {"sfsr.io", "sfsr.provenance", "sfsr.diffusion", "sfsr.expressions", "sfsr.cli_settings", "sfsr.c2pa_sign"},
+    {"sfsr.progress", "sfsr.job_output"},  # the jobs' own progress lines; what a person sees of a job
     {"sfsr.faces", "sfsr.watermark"},
     {"sfsr.conditions"},  # builds a model's encoders: face packs below, providers named by string
     {"sfsr.model", "sfsr.synth"},
     {"sfsr.generate"},
     {"sfsr.release", "evaluation"},
     {"sfsr.cluster"},  # the local platform
+    {"sfsr.signin"},  # the page's sign-in link, from the platform's state folder
     {"sfsr.quickstart"},  # drives the platform and submits jobs by command line
     {"sfsr.cli"},  # the `sfsr` command: every area registers its subcommands here
     {"jobs", "deployments"},

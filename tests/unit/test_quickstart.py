@@ -33,7 +33,7 @@ def test_plan_puts_tables_and_runs_on_s3_and_reports_locally(tmp_path: Path) -> 
 def test_missing_photo_folder_is_refused_before_anything_starts(tmp_path: Path, capsys) -> None:
     args = _args(tmp_path, "--photos", str(tmp_path / "nope"))
     started = []
-    rc = quickstart.run(args, cli._platform_config(args), up=lambda: started.append(1) or 0, doctor=lambda: 0)
+    rc = quickstart.run(args, cli._platform_config(args), up=lambda: started.append(1) or 0, doctor=lambda plan: 0)
     assert rc == 2 and not started
     assert "--photos" in capsys.readouterr().err
 
@@ -64,7 +64,7 @@ def test_serve_config_is_the_shipped_one_with_model_port_and_token(tmp_path: Pat
 
 def test_a_failed_stage_stops_the_run_and_says_which(tmp_path: Path, capsys) -> None:
     args = _args(tmp_path)
-    rc = quickstart.run(args, cli._platform_config(args), up=lambda: 0, doctor=lambda: 3)
+    rc = quickstart.run(args, cli._platform_config(args), up=lambda: 0, doctor=lambda plan: 3)
     assert rc == 3
     err = capsys.readouterr().err
     assert "stopped at stage 2" in err and "run it again to continue" in err
@@ -236,3 +236,36 @@ def test_serve_state_reads_the_dashboards_applications_document() -> None:
     assert quickstart.serve_state({"applications": {"sfsr": app("DEPLOYING", "UPDATING")}}) == "waiting"
     assert quickstart.serve_state({"applications": {"sfsr": app("DEPLOY_FAILED")}}) == "failed"
     assert quickstart.serve_state({"applications": {}}) == "waiting"  # nothing deployed yet
+
+
+def test_each_stage_prints_its_line_and_the_jobs_get_verbose_only_when_asked(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    submitted = []
+
+    def fake_run_submit(cmd, env, *, timeout, verbose, log):
+        submitted.append((cmd, verbose, log))
+        return 0
+
+    monkeypatch.setattr(quickstart.job_output, "run_submit", fake_run_submit)
+    monkeypatch.setattr(quickstart, "stage_serve", lambda plan: 0)
+    monkeypatch.setattr(quickstart, "stage_evaluate", lambda plan: 0)
+    monkeypatch.setattr(quickstart, "stage_train", lambda plan: quickstart.submit(plan, "jobs.train", "--steps", "7"))
+    monkeypatch.setattr(quickstart, "_table_exists", lambda uri: False)
+    monkeypatch.setattr(quickstart.storage, "delete_prefix", lambda uri: None)
+    monkeypatch.delenv("SFSR_VERBOSE", raising=False)
+    args = _args(tmp_path)
+    assert quickstart.run(args, cli._platform_config(args), up=lambda: 0, doctor=lambda plan: 0) == 0
+    out = capsys.readouterr().out.splitlines()
+    headers = [line for line in out if line.startswith("[") and "done in" not in line]
+    assert [h.split("]")[0] + "]" for h in headers] == [f"[{i}/6]" for i in range(1, 7)]
+    assert [c[0][c[0].index("-m") + 1] for c in submitted] == ["jobs.ingest", "jobs.ingest", "jobs.train"]
+    assert not any("--verbose" in c[0] or c[1] for c in submitted)  # quiet by default
+    logs = [c[2] for c in submitted]
+    assert len(set(logs)) == 3 and all(log.parent == logs[0].parent for log in logs)
+
+    submitted.clear()
+    monkeypatch.setenv("SFSR_VERBOSE", "1")
+    assert quickstart.run(args, cli._platform_config(args), up=lambda: 0, doctor=lambda plan: 0) == 0
+    assert submitted and all(c[0][-1] == "--verbose" and c[1] for c in submitted)
+    assert cli.build_parser().parse_args(["quickstart", "--verbose"]).verbose
