@@ -91,15 +91,15 @@ def model_folder(uri: str) -> str:
 
 def read_model(uri: str) -> tuple[str, str, int, int]:
     """(name, version, expression size, default steps) of a model folder, read without torch."""
-    from sfsr.generate import CARD_NAME, DEFAULT_SAMPLING
     from sfsr.io.cache import files_digest, local_folder
+    from sfsr.model_card import read_card, sampling_defaults
 
     local = local_folder(uri)
     if not (local / "config.json").is_file():
         raise SystemExit(f"--model {uri}: no config.json there; give a model folder written by jobs.train")
     config = json.loads((local / "config.json").read_text())
-    card = json.loads((local / CARD_NAME).read_text()) if (local / CARD_NAME).is_file() else {}
-    steps = int(card.get("sampling", {}).get("steps", DEFAULT_SAMPLING["steps"]))
+    card = read_card(local)
+    steps = int(sampling_defaults(card)["steps"])
     return card.get("name", local.name), "sha256:" + files_digest(local), int(config["expression_dim"]), steps
 
 
