@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs import _generate_requests as rq
-from jobs._generate_stages import GenerateRequests
+from jobs._generate_stages import GenerateRequests, image_uri
 from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage, table
 from sfsr.provenance import REPO_ROOT
@@ -184,7 +184,8 @@ def run(cfg: GenerateConfig) -> dict:
     except rq.RequestTableError as e:
         raise SystemExit(f"--requests {e}") from None
     results_uri = storage.join(cfg.output, "results")
-    p = rq.plan(parsed, previous_results(results_uri), existing_pngs(cfg.output), cfg.retry_errors)
+    pngs = existing_pngs(cfg.output)
+    p = rq.plan(parsed, previous_results(results_uri), pngs, cfg.retry_errors)
     print(
         f"generate: plan: {len(parsed)} requests in {cfg.requests}: {p.done} already done, {p.failed_before} failed "
         f"before{'' if cfg.retry_errors else ' (--retry-errors to try them again)'}, {len(p.invalid)} refused, "
@@ -207,6 +208,9 @@ def run(cfg: GenerateConfig) -> dict:
         part = pa.Table.from_pylist(rows, schema=rq.RESULTS)
         storage.write_atomic(storage.join(staging, "results.parquet"), lambda f: pq.write_table(part, f))
         table.commit(staging, results_uri, "id", rq.RESULTS)
+    for r in rows:  # an id that fails now keeps no image from an earlier, different request
+        if r["status"] == "error" and r["id"] in pngs:
+            storage.delete(image_uri(cfg.output, r["id"]))
     final = table.read_table(results_uri, columns=["id", "status"]) if table.table_files(results_uri) else None
     status = dict(zip(final.column("id").to_pylist(), final.column("status").to_pylist())) if final else {}
     ids = [x.id for x in parsed]

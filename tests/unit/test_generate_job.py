@@ -181,3 +181,28 @@ def test_one_actor_call_marks_outputs_and_keeps_good_rows_beside_bad_ones(tmp_pa
     corner = np.abs(back[:10, :10] - bg[:10, :10]).mean()
     face = np.abs(back[24:40, 24:40] - bg[24:40, 24:40]).mean()
     assert corner < 4 < face, (corner, face)
+
+
+def test_a_run_of_refused_rows_needs_no_ray_and_drops_a_stale_image(tmp_path, monkeypatch) -> None:
+    from jobs import generate
+    from sfsr.io import table
+
+    def no_ray(*_a, **_k):  # a unit test must never start Ray
+        raise AssertionError("refused rows only: nothing should be generated")
+
+    monkeypatch.setattr(generate, "generate", no_ray)
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "a.png").write_bytes(b"an image of an earlier, different request a")
+    csv = tmp_path / "r.csv"
+    csv.write_text("id,identity,expression\na,x.jpg,joyfull\nb,,joy\n")
+    cfg = generate.GenerateConfig(requests=str(csv), output=str(out), steps=2)
+    summary = generate.run(cfg)  # every row is refused: nothing to generate, so no Ray
+    assert (summary["requests"], summary["ok"], summary["error"], summary["accounted"]) == (2, 0, 2, True)
+    assert not (out / "images" / "a.png").exists()
+    rows = {r["id"]: r for r in table.read_table(str(out / "results")).to_pylist()}
+    assert "unknown word" in rows["a"]["error"] and "identity: missing URI" in rows["b"]["error"]
+    files = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file())
+    again = generate.run(cfg)
+    assert (again["skipped_failed_before"], again["errors_now"]) == (2, 0)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()) == files
