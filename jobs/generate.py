@@ -21,7 +21,8 @@ OUT/results/ holds one row per request (id, status ok | error, output URI, the e
 was wrong, model and version, seed, steps, seconds), committed by id: every request ends as one
 ok row or one error row, and a bad row never stops the others. A re-run skips requests already
 done (ok row, same request and model, PNG present) and requests that failed before (unless
---retry-errors), so running the same table twice changes nothing.
+--retry-errors), so running the same table twice changes nothing (OUT/run.json, the settings and
+counts of a run, is written only by a run that changed something).
 """
 
 from __future__ import annotations
