@@ -4,7 +4,7 @@
 Time (the suite is at its budget): the local and the S3 job are submitted at once (each holds
 one 1-CPU actor of the 2-CPU cluster, so their start-up costs overlap), and the second runs call
 the job's main() in this process, as the job's driver would: with nothing left to do it plans
-from the results and never starts Ray (checked). About 35 s on 2 cores."""
+from the results and never starts Ray (checked). 23-35 s on 2 shared cores."""
 
 from __future__ import annotations
 
