@@ -38,16 +38,9 @@ from sfsr.io.cache import files_digest, local_folder
 from sfsr.io.images import resize_square_batch
 from sfsr.model.diffsfsr import DiffSFSR
 from sfsr.model.training import face_region
+from sfsr.model_card import CARD_NAME, DEFAULT_SAMPLING, read_card, sampling_defaults  # noqa: F401 - CARD_NAME re-exported
 
-CARD_NAME = "sfsr_card.json"
 MAX_TRAVEL_FRAMES = 32
-DEFAULT_SAMPLING = {
-    "steps": 25,
-    "guidance_identity": 2.0,
-    "guidance_expression": 2.0,
-    "guidance_mode": "compositional",
-    "sampler": "ddim",
-}
 
 
 def synthetic_warning(identity_encoder: str) -> str | None:
@@ -115,7 +108,7 @@ class Generator:
         self.device = torch.device(device)
         self.name = name or model.config.preset
         self.card = card or {}
-        self.sampling = {**DEFAULT_SAMPLING, **self.card.get("sampling", {})}
+        self.sampling = sampling_defaults(self.card)
         self.weights_digest = ""  # sha256 of config + weights when loaded from a folder (sfsr.io.cache)
 
     @classmethod
@@ -131,8 +124,7 @@ class Generator:
                 "(config.json + diffusion_pytorch_model.safetensors)"
             )
         model = DiffSFSR.from_pretrained(str(local), use_safetensors=True)
-        card_path = local / CARD_NAME
-        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        card = read_card(local)
         gen = cls(model, encoders or encoders_for(model), device=device, name=card.get("name", local.name), card=card)
         gen.weights_digest = files_digest(local)  # what was loaded, whatever the folder is called
         return gen

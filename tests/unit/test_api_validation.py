@@ -3,7 +3,7 @@
 deployments/validation.py turns raw fields into typed requests or ApiErrors; these tests pin the
 status code, error code and named field of every refusal the issue lists (types, bytes, pixels,
 faces, words, missing fields), and that nothing else escapes for the foundation issue's bad
-images. deployments/compose.py is checked geometrically: pasting an unchanged crop back changes
+images. sfsr/faces/compose.py is checked geometrically: pasting an unchanged crop back changes
 nothing visible, and nothing outside the face mask changes at all.
 """
 
@@ -19,9 +19,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from deployments import compose
 from deployments import validation as v
 from deployments.settings import AnalysisSettings, GeneratorSettings, IngressSettings, from_dict, open_api_refusal
+from sfsr.faces import compose
 from sfsr.faces.analyze import downscale_face
 from sfsr.io.images import ImageLimits
 from tests.fixtures.bad_images import bad_image_bytes

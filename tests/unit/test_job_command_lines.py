@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import doctor, evaluate, ingest, train
+from jobs import doctor, evaluate, generate, ingest, train
 from sfsr.cli_settings import settings_parser
 
 BEFORE = json.loads((Path(__file__).parents[1] / "fixtures" / "job_flags_before.json").read_text())
@@ -21,6 +21,7 @@ JOBS = {
     "ingest": (ingest, ingest.IngestConfig),
     "evaluate": (evaluate, evaluate.EvaluateConfig),
     "doctor": (doctor, doctor.DoctorConfig),
+    "generate": (generate, generate.GenerateConfig),
 }
 # the least each command line accepts, and what parse_args resolves it to beyond the dataclass defaults
 MINIMAL = {
@@ -31,6 +32,7 @@ MINIMAL = {
         {"table": "t", "output": "out", "images": "made"},
     ),
     "doctor": (["--storage", "probe"], {"storage": "probe"}),
+    "generate": (["--requests", "r.csv", "--output", "out"], {"requests": "r.csv", "output": "out"}),
 }
 ACTIONS = {
     argparse._StoreAction: "store",
@@ -114,6 +116,9 @@ def test_defaults_are_the_dataclass_defaults(job: str) -> None:
         ("evaluate", ["--output", "o", "--pairs-only"], "the following arguments are required: --table"),
         ("doctor", [], "--storage is required (or set SFSR_STORAGE)"),
         ("doctor", ["--storage", "s", "--timeout", "soon"], "argument --timeout: invalid float value: 'soon'"),
+        ("generate", ["--output", "o"], "--requests is required, unless --smoke-test"),
+        ("generate", ["--requests", "r", "--output", "o", "--max-output-side", "64"], "--max-output-side 64"),
+        ("generate", ["--requests", "r", "--output", "o", "--steps", "0"], "--steps within 1..1000"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_flag(job: str, argv: list[str], message: str, capsys) -> None:
@@ -140,6 +145,8 @@ def test_smoke_test_shrinks_each_run_as_before() -> None:
     cfg = evaluate.parse_args(["--table", "t", "--output", "o", "--pairs-only", "--smoke-test"])
     assert (cfg.pairs, cfg.kid_subsets, cfg.kid_subset_size, cfg.batch_size) == (16, 10, 8, 8)
     assert doctor.parse_args(["--storage", "s", "--smoke-test"]) == doctor.DoctorConfig(storage="s")
+    cfg, smoke = generate.parse_args(["--output", "o", "--smoke-test", "--steps", "20"])
+    assert smoke and (cfg.requests, cfg.steps, cfg.batch_size) == (None, 2, 4)
 
 
 def test_values_reach_the_settings_converted(monkeypatch) -> None:

@@ -15,7 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # lowest first; packages on one floor do not import each other
 FLOORS: list[set[str]] = [
-    {"sfsr.io", "sfsr.provenance", "sfsr.diffusion", "sfsr.expressions", "sfsr.cli_settings", "sfsr.c2pa_sign"},
+    {
+        "sfsr.io",
+        "sfsr.provenance",
+        "sfsr.diffusion",
+        "sfsr.expressions",
+        "sfsr.cli_settings",
+        "sfsr.c2pa_sign",
+        "sfsr.model_card",
+    },
     {"sfsr.progress", "sfsr.job_output"},  # the jobs' own progress lines; what a person sees of a job
     {"sfsr.faces", "sfsr.watermark"},
     {"sfsr.conditions"},  # builds a model's encoders: face packs below, providers named by string

@@ -1,0 +1,226 @@
+"""The actor of jobs/generate.py: requests in, marked PNGs written, one result row per request out.
+
+    request rows --read + detect/align (face pack, cached per URI)--> aligned crops and masks
+      --Generator.generate, one batched call per step count--> generated crops
+      --paste back into the background photo, fit, watermark + provenance text--> <output>/images/<id>.png
+
+Faces are framed the way the Serve API frames them (sfsr.faces.analyze_image at the model's crop
+size, or sfsr.faces.compose.aligned_face for rows marked aligned), and outputs are composed and
+marked the way it marks them (sfsr.faces.compose.paste_back + fit_output, sfsr.watermark). A
+photo with several faces uses the most confident one. A request that fails at any step becomes
+an error row naming the step, the URI and the remedy; the others in its batch go on. Nothing here
+imports Ray (jobs/generate.py wires it into a Dataset; the tests can call it directly).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from jobs._generate_requests import RESULTS, error_row
+from sfsr.io import storage
+from sfsr.io.images import ImageError, decode_image
+
+IMAGE_CACHE = 32  # decoded photos and their faces kept per actor (rows often share photos)
+
+
+class RowError(ValueError):
+    """What went wrong with one request, ready to be its error text."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    row: dict
+    identity: np.ndarray  # (S, S, 3) uint8 aligned crop
+    photo: np.ndarray  # (H, W, 3) uint8: the image the output is pasted into
+    face: Any  # sfsr.faces.FaceRecord of the photo's face (crop, mask, align_matrix)
+    expression: Any  # a word, a (S, S, 3) driver crop, a (D,) vector, or the photo's crop (keep its expression)
+    seconds: float
+
+
+def image_uri(output: str, rid: str) -> str:
+    return storage.join(output, "images", f"{rid}.png")
+
+
+class GenerateRequests:
+    """Actor: builds the Generator and face pack once, then serves batches of request rows."""
+
+    def __init__(
+        self,
+        model: str,
+        pack: str,
+        output: str,
+        device: str = "cpu",
+        threads: int = 1,
+        max_output_side: int = 2048,
+        feather: float = 0.04,
+    ) -> None:
+        import torch
+
+        from sfsr.generate import Generator
+
+        torch.set_num_threads(max(1, threads))
+        self.gen = Generator.from_pretrained(model, device=device)
+        info = self.gen.info
+        self.size = self.gen.resolution
+        self.model = str(info["model"])
+        self.version = "sha256:" + self.gen.weights_digest
+        self.info = info
+        self.pack_spec, self.pack = pack, None  # opened on the first photo that needs detection
+        self.output, self.max_output_side, self.feather = output, max_output_side, feather
+        self._faces: OrderedDict[tuple[str, bool], tuple[np.ndarray, Any] | RowError] = OrderedDict()
+
+    # -- faces ------------------------------------------------------------------------------
+
+    def _load_face(self, uri: str, aligned: bool, role: str) -> tuple[np.ndarray, Any]:
+        from sfsr.faces import analyze_image, open_pack
+        from sfsr.faces.compose import aligned_face
+
+        try:
+            image = decode_image(storage.read_bytes(uri), source=uri)
+        except storage.StorageNotFoundError:
+            raise RowError(f"{role}: no file at {uri}; check the URI") from None
+        except storage.StorageError as e:
+            raise RowError(f"{role}: cannot read {uri} ({e})") from None
+        except ImageError as e:
+            raise RowError(f"{role}: unreadable image at {uri} ({e}); give a JPEG, PNG or WebP photo") from None
+        if aligned:
+            try:
+                return image, aligned_face(image, self.size)
+            except ValueError as e:
+                raise RowError(f"{role}: {uri}: {e}") from None
+        if self.pack is None:
+            self.pack = open_pack(self.pack_spec)
+        faces = analyze_image(self.pack, image, self.size)
+        if not faces:
+            h, w = image.shape[:2]
+            raise RowError(
+                f"{role}: no face found in {uri} ({w}x{h}); use a photo with one clearly visible, roughly "
+                "frontal face at least 80 px wide, or set aligned=true for an aligned face crop"
+            )
+        return image, faces[0]  # the most confident face
+
+    def face(self, uri: str, aligned: bool, role: str) -> tuple[np.ndarray, Any]:
+        """(photo, FaceRecord) of an image URI, cached; raises RowError naming role and URI."""
+        key = (uri, aligned)
+        if key not in self._faces:
+            try:
+                self._faces[key] = self._load_face(uri, aligned, role)
+            except RowError as e:
+                self._faces[key] = e
+            while len(self._faces) > IMAGE_CACHE:
+                self._faces.popitem(last=False)
+        self._faces.move_to_end(key)
+        found = self._faces[key]
+        if isinstance(found, RowError):
+            # the cached text names the role it was first loaded as; say this one
+            raise RowError(role + ":" + str(found).split(":", 1)[1])
+        return found
+
+    def prepare(self, row: dict) -> Prepared:
+        t0 = time.perf_counter()
+        aligned = bool(row["aligned"])
+        ident_photo, ident_face = self.face(row["identity"], aligned, "identity")
+        photo, face = (ident_photo, ident_face)
+        if row["background"]:
+            photo, face = self.face(row["background"], aligned, "background")
+        if row["expression"]:
+            expression: Any = row["expression"]
+        elif row["driver"]:
+            expression = self.face(row["driver"], aligned, "driver")[1].crop
+        elif row["expression_vector"]:
+            expression = np.asarray(row["expression_vector"], np.float32)
+        else:
+            expression = face.crop  # no expression asked: keep the background face's own (a swap)
+        return Prepared(row, ident_face.crop, photo, face, expression, time.perf_counter() - t0)
+
+    # -- generate and finish -----------------------------------------------------------------
+
+    def finish(self, p: Prepared, crop: np.ndarray) -> bytes:
+        """Paste the generated crop back into its photo, fit it, watermark it, add provenance."""
+        from sfsr import watermark
+        from sfsr.faces.compose import fit_output, paste_back
+
+        image = paste_back(p.photo, crop, p.face.align_matrix, p.face.mask, self.feather)
+        image = fit_output(image, self.max_output_side)
+        text = watermark.provenance(
+            self.model,
+            self.version,
+            p.row["id"],
+            route="generate",
+            job="jobs.generate",
+            seed=str(p.row["seed"]),
+            steps=str(p.row["steps"]),
+            trained_on=str(self.info.get("trained_on")),
+            licence=str(self.info.get("licence")),
+            **({"warning": self.info["warning"]} if self.info.get("warning") else {}),
+        )
+        return watermark.mark_and_encode(image, text)
+
+    def _error(self, row: dict, reason: str) -> dict:
+        return error_row(
+            row["id"], f"row {row['id']}: {reason}", row["digest"], row["seed"], row["steps"], self.model, self.version
+        )
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        results: list[dict] = []
+        prepared: list[Prepared] = []
+        for row in batch.to_pylist():
+            try:
+                prepared.append(self.prepare(row))
+            except RowError as e:
+                results.append(self._error(row, str(e)))
+        by_steps: dict[int, list[Prepared]] = {}
+        for p in prepared:
+            by_steps.setdefault(int(p.row["steps"]), []).append(p)
+        for steps, group in by_steps.items():
+            results += self.run_group(group, steps)
+        return pa.Table.from_pylist(results, schema=RESULTS)
+
+    def run_group(self, group: list[Prepared], steps: int) -> list[dict]:
+        """One batched model call for requests with the same step count, then finish each. A
+        failed call is retried one request at a time, so one bad request cannot lose the rest."""
+        t0 = time.perf_counter()
+        try:
+            out = self.gen.generate(
+                np.stack([p.identity for p in group]),
+                expression=[p.expression for p in group],
+                background_images=np.stack([p.face.crop for p in group]),
+                masks=np.stack([p.face.mask for p in group]),
+                seeds=[int(p.row["seed"]) for p in group],
+                steps=steps,
+            )
+        except Exception as e:  # noqa: BLE001 - any failure becomes the request's error row
+            if len(group) > 1:
+                return [r for p in group for r in self.run_group([p], steps)]
+            return [self._error(group[0].row, f"generation failed ({type(e).__name__}: {e})")]
+        share = (time.perf_counter() - t0) / len(group)
+        results = []
+        for p, crop in zip(group, np.asarray(out)):
+            t1 = time.perf_counter()
+            uri = image_uri(self.output, p.row["id"])
+            try:
+                storage.write_bytes(uri, self.finish(p, crop))
+            except storage.StorageError as e:
+                results.append(self._error(p.row, f"output: cannot write {uri} ({e})"))
+                continue
+            results.append(
+                {
+                    "id": p.row["id"],
+                    "status": "ok",
+                    "output_uri": uri,
+                    "error": None,
+                    "model": self.model,
+                    "model_version": self.version,
+                    "seed": p.row["seed"],
+                    "steps": steps,
+                    "seconds": round(p.seconds + share + time.perf_counter() - t1, 3),
+                    "request_digest": p.row["digest"],
+                }
+            )
+        return results

@@ -1,0 +1,208 @@
+"""jobs/generate.py without Ray: the request table's checks, the ids and seeds, the re-run plan,
+and one actor call on aligned procedural faces (the committed cpu-demo model, 2 steps)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import _generate_requests as rq
+from jobs.generate import REQUEST_ROWS, model_folder, read_model
+
+DEFAULTS = rq.Defaults(steps=7, expression_dim=3, model_version="sha256:abc")
+
+
+def _row(**kw) -> dict:
+    return {c: kw.get(c) for c in rq.COLUMNS}
+
+
+def _one(defaults: rq.Defaults = DEFAULTS, **kw) -> rq.Request | rq.Invalid:
+    return rq.parse_requests([_row(**kw)], defaults)[0]
+
+
+def test_csv_and_parquet_tables_read_the_same(tmp_path) -> None:
+    csv = tmp_path / "r.csv"
+    csv.write_text('id,identity,expression,expression_vector,seed\na,x.jpg,joy,,\nb,y.jpg,,"[0.5, 1, -2]",9\n')
+    t = pa.table(
+        {
+            "id": ["a", "b"],
+            "identity": ["x.jpg", "y.jpg"],
+            "expression": ["joy", None],
+            "expression_vector": pa.array([None, [0.5, 1.0, -2.0]], pa.list_(pa.float64())),
+            "seed": pa.array([None, 9], pa.int64()),
+        }
+    )
+    pq.write_table(t, tmp_path / "r.parquet")
+    from_csv = rq.parse_requests(rq.read_requests(str(csv)), DEFAULTS)
+    from_parquet = rq.parse_requests(rq.read_requests(str(tmp_path / "r.parquet")), DEFAULTS)
+    assert from_csv == from_parquet
+    assert from_csv[1].expression_vector == (0.5, 1.0, -2.0) and from_csv[1].seed == 9
+    assert from_csv[0].background is None and from_csv[0].steps == 7
+
+
+def test_a_table_with_an_unknown_or_missing_column_is_refused_naming_it(tmp_path) -> None:
+    (tmp_path / "typo.csv").write_text("identity,expresion\nx.jpg,joy\n")
+    with pytest.raises(rq.RequestTableError, match=r"unknown column\(s\) \['expresion'\]"):
+        rq.read_requests(str(tmp_path / "typo.csv"))
+    (tmp_path / "none.csv").write_text("id,expression\na,joy\n")
+    with pytest.raises(rq.RequestTableError, match="no identity column"):
+        rq.read_requests(str(tmp_path / "none.csv"))
+
+
+@pytest.mark.parametrize(
+    "row,reason",
+    [
+        ({"identity": None}, "identity: missing URI"),
+        ({"identity": "  "}, "identity: missing URI"),
+        ({"identity": "x", "expression": "joyfull"}, "unknown word; expression word 'joyfull'"),
+        ({"identity": "x", "expression": "joy", "driver": "d.jpg"}, "expression and driver are all given"),
+        ({"identity": "x", "expression_vector": [1.0, 2.0]}, "expression_vector has 2 values, this model's"),
+        ({"identity": "x", "expression_vector": "[1, nan, 2]"}, "is not a list of numbers"),
+        ({"identity": "x", "seed": -1}, "seed -1 is outside 0..2147483647"),
+        ({"identity": "x", "steps": 2.5}, "steps 2.5 is not a whole number"),
+        ({"identity": "x", "aligned": "maybe"}, "aligned 'maybe' is not true or false"),
+        ({"id": "../etc", "identity": "x"}, "id '../etc' cannot name a file"),
+        ({"identity": "x", "background_prompt": "a beach"}, "no text-to-image folder configured; pass --text-to-image"),
+        ({"identity": "x", "background": "b", "background_prompt": "a"}, "give background or background_prompt"),
+    ],
+)
+def test_each_bad_row_becomes_an_error_naming_what_is_wrong(row: dict, reason: str) -> None:
+    got = _one(**row)
+    assert isinstance(got, rq.Invalid) and reason in got.reason, got
+    assert got.reason.startswith(f"row {got.id}: ")
+
+
+def test_an_unknown_word_lists_near_words() -> None:
+    got = _one(identity="x", expression="happy")
+    assert isinstance(got, rq.Invalid) and "did you mean" in got.reason and "'happiness'" in got.reason
+
+
+def test_a_prompt_with_the_flag_is_refused_as_not_implemented_yet() -> None:
+    got = _one(dataclasses.replace(DEFAULTS, text_to_image="t2i/"), identity="x", background_prompt="a beach")
+    assert isinstance(got, rq.Invalid) and "not implemented in this job yet (--text-to-image t2i/" in got.reason
+
+
+def test_words_are_normalised_and_rows_resolve_seed_and_steps() -> None:
+    got = _one(id="q1", identity="x", expression=" Hysteria ", steps=3, aligned="true")
+    assert isinstance(got, rq.Request)
+    assert (got.expression, got.steps, got.aligned, got.seed) == ("hysteria", 3, True, rq.seed_for("q1"))
+    assert 0 <= got.seed <= rq.MAX_SEED and rq.seed_for("q1") != rq.seed_for("q2")
+
+
+def test_ids_derive_from_content_and_given_ids_must_be_unique() -> None:
+    rows = [_row(identity="a"), _row(identity="b"), _row(identity="a")]
+    ids = rq.assign_ids(rows)
+    assert ids[0] != ids[1] and ids[2] == ids[0] + "-2"
+    # the same content gets the same id wherever it sits in the table (seeds follow ids)
+    assert rq.assign_ids(list(reversed(rows)))[1] == ids[1]
+    with pytest.raises(rq.RequestTableError, match=r"ids \['x'\] appear more than once"):
+        rq.assign_ids([_row(id="x", identity="a"), _row(id="x", identity="b")])
+
+
+def test_the_digest_follows_what_decides_the_output() -> None:
+    base = _one(id="a", identity="x")
+    assert _one(id="a", identity="x").digest == base.digest
+    assert _one(id="a", identity="x", seed=base.seed).digest == base.digest  # explicit == derived seed
+    assert _one(id="a", identity="y").digest != base.digest
+    assert _one(id="a", identity="x", steps=8).digest != base.digest
+    assert _one(dataclasses.replace(DEFAULTS, model_version="sha256:new"), id="a", identity="x").digest != base.digest
+
+
+def test_the_plan_skips_done_and_failed_requests_and_redoes_changed_ones() -> None:
+    parsed = rq.parse_requests(
+        [_row(id=i, identity="x") for i in ("ok", "gone", "failed", "new", "changed")]
+        + [_row(id="bad", identity=None)],
+        DEFAULTS,
+    )
+    by = {p.id: p for p in parsed}
+    first = rq.plan(parsed, {}, set(), retry_errors=False)
+    assert [r.id for r in first.todo] == ["ok", "gone", "failed", "new", "changed"]
+    assert [i.id for i in first.invalid] == ["bad"] and (first.done, first.failed_before) == (0, 0)
+
+    previous = {
+        "ok": ("ok", by["ok"].digest),
+        "gone": ("ok", by["gone"].digest),  # its PNG was deleted
+        "failed": ("error", by["failed"].digest),
+        "changed": ("ok", "another-digest"),
+        "bad": ("error", by["bad"].digest),
+    }
+    again = rq.plan(parsed, previous, {"ok", "changed"}, retry_errors=False)
+    assert [r.id for r in again.todo] == ["gone", "new", "changed"]
+    assert (again.done, again.failed_before, again.invalid) == (1, 2, [])
+    assert again.done + again.failed_before + len(again.todo) + len(again.invalid) == len(parsed)
+
+    retry = rq.plan(parsed, previous, {"ok", "changed"}, retry_errors=True)
+    assert [r.id for r in retry.todo] == ["gone", "failed", "new", "changed"]
+    assert [i.id for i in retry.invalid] == ["bad"] and retry.done == 1
+
+
+def test_one_actor_call_marks_outputs_and_keeps_good_rows_beside_bad_ones(tmp_path) -> None:
+    from jobs._generate_stages import GenerateRequests
+    from sfsr import watermark
+    from sfsr.io.images import decode_png, encode_png
+    from sfsr.synth import NEUTRAL_EXPRESSION, make_sample, render
+
+    faces = []
+    for i in (1, 2):
+        path = tmp_path / f"face{i}.png"
+        path.write_bytes(encode_png(render(make_sample(i, NEUTRAL_EXPRESSION, background_seed=i), 64)[0]))
+        faces.append(str(path))
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    model = model_folder("sfsr/model/pretrained/cpu-demo")
+    name, version, dim, _ = read_model(model)
+    rows = [
+        _row(id="swap", identity=faces[0], background=faces[1], aligned=True),
+        _row(id="junk", identity=str(tmp_path / "junk.png"), aligned=True),
+        _row(id="word", identity=faces[1], expression="contentment", aligned=True, seed=5),
+    ]
+    todo = rq.parse_requests(rows, rq.Defaults(2, dim, version))
+    actor = GenerateRequests(model, "builtin", str(tmp_path / "out"))
+    got = {r["id"]: r for r in actor(pa.Table.from_pylist([r.to_row() for r in todo], schema=REQUEST_ROWS)).to_pylist()}
+    assert set(got) == {"swap", "junk", "word"}
+    assert got["junk"]["status"] == "error" and f"unreadable image at {tmp_path / 'junk.png'}" in got["junk"]["error"]
+    for rid in ("swap", "word"):
+        r = got[rid]
+        assert r["status"] == "ok" and r["model_version"] == version and r["model"] == name
+        data = (tmp_path / "out" / "images" / f"{rid}.png").read_bytes()
+        text = watermark.read_png_text(data)
+        assert text["sfsr:request_id"] == rid and text["sfsr:seed"] == str(r["seed"]) and text["sfsr:steps"] == "2"
+        assert watermark.detect(decode_png(data)).marked
+    assert got["word"]["seed"] == 5
+    # the background photo outside the face is kept: the swap's corners are face2's corners
+    out = decode_png((tmp_path / "out" / "images" / "swap.png").read_bytes())
+    bg = decode_png((tmp_path / "face2.png").read_bytes())
+    assert out.shape[:2] == (256, 256)  # upscaled from 64 px so that it carries the watermark
+    back = cv2.resize(out, (64, 64), interpolation=cv2.INTER_AREA).astype(float)
+    corner = np.abs(back[:10, :10] - bg[:10, :10]).mean()
+    face = np.abs(back[24:40, 24:40] - bg[24:40, 24:40]).mean()
+    assert corner < 4 < face, (corner, face)
+
+
+def test_a_run_of_refused_rows_needs_no_ray_and_drops_a_stale_image(tmp_path, monkeypatch) -> None:
+    from jobs import generate
+    from sfsr.io import table
+
+    def no_ray(*_a, **_k):  # a unit test must never start Ray
+        raise AssertionError("refused rows only: nothing should be generated")
+
+    monkeypatch.setattr(generate, "generate", no_ray)
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "a.png").write_bytes(b"an image of an earlier, different request a")
+    csv = tmp_path / "r.csv"
+    csv.write_text("id,identity,expression\na,x.jpg,joyfull\nb,,joy\n")
+    cfg = generate.GenerateConfig(requests=str(csv), output=str(out), steps=2)
+    summary = generate.run(cfg)  # every row is refused: nothing to generate, so no Ray
+    assert (summary["requests"], summary["ok"], summary["error"], summary["accounted"]) == (2, 0, 2, True)
+    assert not (out / "images" / "a.png").exists()
+    rows = {r["id"]: r for r in table.read_table(str(out / "results")).to_pylist()}
+    assert "unknown word" in rows["a"]["error"] and "identity: missing URI" in rows["b"]["error"]
+    files = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file())
+    again = generate.run(cfg)
+    assert (again["skipped_failed_before"], again["errors_now"]) == (2, 0)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()) == files
