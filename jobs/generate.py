@@ -40,8 +40,10 @@ import pyarrow.parquet as pq
 
 from jobs import _generate_requests as rq
 from jobs._generate_stages import GenerateRequests, image_uri
+from jobs._quiet import quiet_ray_data
 from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage, table
+from sfsr.progress import VERBOSE_HELP, verbose_requested
 from sfsr.provenance import REPO_ROOT
 
 DEFAULT_MODEL = "sfsr/model/pretrained/cpu-demo"
@@ -81,6 +83,7 @@ class GenerateConfig:
     gpus_per_actor: float | None = setting("GPUs per actor (default: 1 when the cluster has GPUs, else 0)", None)
     max_output_side: int = setting("outputs with a longer side are downscaled", 2048)
     retry_errors: bool = setting("generate requests that failed in an earlier run again", False)
+    verbose: bool = setting(VERBOSE_HELP, False)
 
 
 def model_folder(uri: str) -> str:
@@ -128,9 +131,7 @@ def generate(cfg: GenerateConfig, model: str, todo: list[rq.Request]) -> list[di
 
     if not ray.is_initialized():
         ray.init()
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # our own progress line instead of Ray Data's 10 s block dump
-    ctx.enable_operator_progress_bars = False
+    quiet_ray_data(verbose_requested(cfg.verbose))  # our own progress line instead of Ray Data's block dump
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = ray.cluster_resources().get("GPU", 0)
     gpa = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpus else 0.0)
