@@ -18,6 +18,7 @@ FLOORS: list[set[str]] = [
     {"sfsr.io", "sfsr.provenance", "sfsr.diffusion", "sfsr.expressions", "sfsr.cli_settings"},
     {"sfsr.faces", "sfsr.watermark"},
     {"sfsr.conditions"},  # builds a model's encoders: face packs below, providers named by string
+    {"sfsr.scenes"},  # text-to-image backgrounds and head placement: faces and io below
     {"sfsr.model", "sfsr.synth"},
     {"sfsr.generate"},
     {"sfsr.release", "evaluation"},
