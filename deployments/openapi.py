@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deployments.validation import ROUTE_FIELDS
+from deployments.validation import MAX_PROMPT_CHARS, MAX_SEED, ROUTE_FIELDS
 
 IMAGE_HELP = {
     "identity": "photo of the person whose identity to use",
@@ -29,7 +29,25 @@ SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
     "guidance_identity": ({"type": "number", "minimum": 0}, "identity guidance scale"),
     "guidance_expression": ({"type": "number", "minimum": 0}, "expression guidance scale"),
     "seed": ({"type": "integer", "minimum": 0}, "sampling seed (default: derived from the request id)"),
+    "background_prompt": (
+        {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS},
+        "a background made from this text by the server's text-to-image model (Scenes "
+        "user_config.text_to_image; 422 text_to_image_not_configured without one); not with background",
+    ),
+    "background_seed": (
+        {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
+        "seed of the text-to-image background (default: the request's seed); needs background_prompt",
+    ),
+    "head_box": (
+        {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 4, "maxItems": 4},
+        "where the head goes in the prompted background: x1, y1, x2, y2 as fractions of its width and height "
+        "(the face is fitted inside, centred; default: a detected face, else centred, upper third, a third of "
+        "the width); needs background_prompt",
+    ),
 }
+# Fields a JSON object may not combine, and fields that need another (JSON Schema 2020-12).
+EXCLUSIVE = {"generate": [("background", "background_prompt")]}
+DEPENDENT = {"generate": {"background_seed": ["background_prompt"], "head_box": ["background_prompt"]}}
 
 
 def _field_schema(name: str, encoding: str) -> dict[str, Any]:
@@ -51,7 +69,7 @@ def _field_schema(name: str, encoding: str) -> dict[str, Any]:
         if name == f"{image}_aligned":
             return {"type": "boolean", "description": f"{image} already is a square aligned face crop: skip detection"}
     schema, help_text = SCALAR_HELP[name]
-    if name == "expression_vector" and encoding == "multipart":
+    if name in ("expression_vector", "head_box") and encoding == "multipart":
         schema = {"type": "string"}
         help_text += "; a JSON list or comma-separated numbers"
     return {**schema, "description": help_text}
@@ -65,14 +83,17 @@ def request_body(route: str) -> dict[str, Any]:
     names = sorted(ROUTE_FIELDS[route], key=lambda n: (n not in IMAGE_HELP and n != "expression", n))
     content = {}
     for media, encoding in (("multipart/form-data", "multipart"), ("application/json", "json")):
-        content[media] = {
-            "schema": {
-                "type": "object",
-                "required": REQUIRED[route],
-                "properties": {n: _field_schema(n, encoding) for n in names},
-                "additionalProperties": False,
-            }
+        schema: dict[str, Any] = {
+            "type": "object",
+            "required": REQUIRED[route],
+            "properties": {n: _field_schema(n, encoding) for n in names},
+            "additionalProperties": False,
         }
+        if route in EXCLUSIVE:
+            schema["allOf"] = [{"not": {"required": list(pair)}} for pair in EXCLUSIVE[route]]
+        if route in DEPENDENT:
+            schema["dependentRequired"] = DEPENDENT[route]
+        content[media] = {"schema": schema}
     return {
         "requestBody": {"required": True, "content": content},
         "responses": {
@@ -115,7 +136,11 @@ def request_body(route: str) -> dict[str, Any]:
             "401": {"description": "missing or wrong bearer token (only when a token is configured)"},
             "413": {"description": "request or image too large"},
             "415": {"description": "not multipart/JSON, or an image format we do not take"},
-            "422": {"description": "a field is missing or invalid, no face or several faces, unknown word"},
+            "422": {
+                "description": "a field is missing or invalid, no face or several faces, unknown word, "
+                "conflicting fields (e.g. background with background_prompt), or background_prompt without a "
+                "configured text-to-image model (code text_to_image_not_configured)"
+            },
             "429": {"description": "overloaded; retry after the Retry-After header's seconds"},
             "503": {"description": "overloaded or a model replica is restarting; retry after Retry-After"},
         },

@@ -32,7 +32,9 @@ Fields = Mapping[str, Any]  # field name -> bytes (file part), str, or a JSON va
 # everything else about the content (truncated, too small, animated...) is 422.
 _IMAGE_STATUS = {"too_many_bytes": 413, "not_an_image": 415, "unsupported_format": 415}
 _PARAMS = ("steps", "guidance_identity", "guidance_expression", "seed")
+_SCENE = ("background_prompt", "background_seed", "head_box")  # a background made from text
 MAX_SEED = 2**31 - 1
+MAX_PROMPT_CHARS = 500  # CLIP reads 77 tokens (about 300 characters); the rest would be cut off
 
 
 class ApiError(Exception):
@@ -106,6 +108,9 @@ class GenerateRequest:
     expression_image: ImageInput | None = None
     expression_vector: tuple[float, ...] | None = None
     background: ImageInput | None = None  # None: keep the identity photo's background
+    background_prompt: str | None = None  # a background made from this text (deployments/scenes.py)
+    background_seed: int | None = None  # None: the request's seed
+    head_box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 fractions of the scene
 
 
 # --- raw bodies -> Fields ---------------------------------------------------------------------
@@ -239,7 +244,8 @@ def expression_word(fields: Fields, name: str = "expression") -> str | None:
         raise ApiError(422, "unknown_expression", str(e), name, suggestions=list(e.suggestions)) from None
 
 
-def expression_vector(fields: Fields, limits: Limits, name: str = "expression_vector") -> tuple[float, ...] | None:
+def _number_list(fields: Fields, name: str) -> list[Any] | None:
+    """A JSON list, or (multipart) its text or comma-separated numbers -> a list of numbers."""
     raw = fields.get(name)
     if raw is None or raw == "":
         return None
@@ -256,6 +262,13 @@ def expression_vector(fields: Fields, limits: Limits, name: str = "expression_ve
             ) from None
     if not isinstance(raw, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
         raise ApiError(422, "invalid_field", f"{name} must be a list of numbers", name)
+    return raw
+
+
+def expression_vector(fields: Fields, limits: Limits, name: str = "expression_vector") -> tuple[float, ...] | None:
+    raw = _number_list(fields, name)
+    if raw is None:
+        return None
     if limits.expression_dim is None:
         raise ApiError(
             422,
@@ -358,6 +371,7 @@ ROUTE_FIELDS: dict[str, frozenset[str]] = {
         _image_field_names("identity", "expression_image", "background")
         | {"expression", "expression_vector"}
         | set(_PARAMS)
+        | set(_SCENE)
     ),
 }
 
@@ -399,6 +413,59 @@ def parse_reenact(fields: Fields, limits: Limits) -> ReenactRequest:
     )
 
 
+def background_prompt(fields: Fields, name: str = "background_prompt") -> str | None:
+    text = _text(fields, name)
+    if text is not None and len(fields[name]) > MAX_PROMPT_CHARS:  # as sent, before stripping
+        raise ApiError(
+            422,
+            "out_of_range",
+            f"{name} has {len(fields[name])} characters, the limit is {MAX_PROMPT_CHARS}; describe the scene "
+            "more briefly (the text encoder reads about 75 words)",
+            name,
+        )
+    return text
+
+
+def head_box(fields: Fields, name: str = "head_box") -> tuple[float, float, float, float] | None:
+    raw = _number_list(fields, name)
+    if raw is None:
+        return None
+    box = tuple(float(v) for v in raw)
+    if len(box) != 4 or not all(0.0 <= v <= 1.0 for v in box) or not (box[0] < box[2] and box[1] < box[3]):
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"{name} must be 4 numbers x1, y1, x2, y2 in [0, 1] (fractions of the background's width and "
+            f"height) with x1 < x2 and y1 < y2, got {list(box)[:6]}",
+            name,
+        )
+    return box  # type: ignore[return-value]
+
+
+def scene_fields(fields: Fields) -> tuple[str | None, int | None, tuple[float, float, float, float] | None]:
+    """(background_prompt, background_seed, head_box): the background made from text, if asked."""
+    prompt = background_prompt(fields)
+    seed = _number(fields, "background_seed", int, None, 0, MAX_SEED)
+    box = head_box(fields)
+    if prompt is not None and _present(fields, "background"):
+        raise ApiError(
+            422,
+            "conflicting_fields",
+            "send either background (a photo) or background_prompt (a text the server turns into a "
+            "background), not both",
+            "background_prompt",
+        )
+    if prompt is None and (seed is not None or box is not None):
+        used = "background_seed" if seed is not None else "head_box"
+        raise ApiError(
+            422,
+            "missing_field",
+            f"{used} applies to a background made from text; send background_prompt too, or drop {used}",
+            "background_prompt",
+        )
+    return prompt, seed, box
+
+
 def parse_generate(fields: Fields, limits: Limits) -> GenerateRequest:
     check_known_fields(fields, "generate")
     p = params(fields, limits)
@@ -406,6 +473,7 @@ def parse_generate(fields: Fields, limits: Limits) -> GenerateRequest:
     word = expression_word(fields)
     vector = expression_vector(fields, limits)
     has_image = _present(fields, "expression_image")
+    prompt, scene_seed, box = scene_fields(fields)
     given = [n for n, v in (("expression", word), ("expression_vector", vector), ("expression_image", has_image)) if v]
     if len(given) != 1:
         raise ApiError(
@@ -422,6 +490,9 @@ def parse_generate(fields: Fields, limits: Limits) -> GenerateRequest:
         expression_image=image_input(fields, "expression_image", limits, False),
         expression_vector=vector,
         background=image_input(fields, "background", limits, False),
+        background_prompt=prompt,
+        background_seed=scene_seed,
+        head_box=box,
     )
 
 

@@ -178,6 +178,25 @@ def test_generate_with_vector_image_and_aligned_example(base_url: str) -> None:
     check_png(r.content, photos.load("biden.jpg").shape[:2])
 
 
+def test_generate_with_a_background_prompt(base_url: str) -> None:
+    """The portrait flow: a photo, a word and a prompt; the Scenes deployment (scaled to zero
+    until now) makes the background with the app's tiny random text-to-image folder."""
+    fields = {"expression": "joy", "background_prompt": "a beach at sunset", "background_seed": "7", "seed": "3"}
+    r = post(base_url, "generate", files={"identity": ("o.jpg", photo("obama.jpg"))}, data=fields)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    text = check_png(r.content, (256, 256))  # the scene's size (Scenes user_config in the test config)
+    assert text["sfsr:background"] == "text-to-image" and text["sfsr:background_prompt"] == "a beach at sunset"
+    assert (text["sfsr:background_seed"], text["sfsr:text_to_image"]) == ("7", "tiny-sd")
+    r = post(
+        base_url,
+        "generate",
+        files={"identity": ("o.jpg", photo("obama.jpg")), "background": ("b.jpg", photo("biden.jpg"))},
+        data=fields,
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "conflicting_fields"
+
+
 def test_face_count_errors_and_face_index(base_url: str) -> None:
     coffee = jpeg_bytes(photos.composite_no_face())
     r = post(base_url, "reenact", files={"source": ("c.jpg", coffee)}, data={"expression": "joy"})
