@@ -30,9 +30,10 @@ SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
     "guidance_expression": ({"type": "number", "minimum": 0}, "expression guidance scale"),
     "seed": ({"type": "integer", "minimum": 0}, "sampling seed (default: derived from the request id)"),
     "background_prompt": (
-        {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS},
+        {"type": "string", "maxLength": MAX_PROMPT_CHARS},
         "a background made from this text by the server's text-to-image model (Scenes "
-        "user_config.text_to_image; 422 text_to_image_not_configured without one); not with background",
+        "user_config.text_to_image; 422 text_to_image_not_configured without one); not with background; "
+        "blank counts as absent",
     ),
     "background_seed": (
         {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
