@@ -317,7 +317,12 @@ class Ingress:
         h, w = image.shape[:2]
         inp = validation.ImageInput("background_prompt", image)
         if req.head_box is not None:
-            return inp, place_head(image, box_from_fractions(req.head_box, w, h), size), scene
+            try:
+                return inp, place_head(image, box_from_fractions(req.head_box, w, h), size), scene
+            except ValueError as e:
+                raise validation.ApiError(
+                    422, "invalid_field", f"head_box in the {w}x{h} scene: {e}", "head_box"
+                ) from None
         faces = await self._call(self.analysis.analyze, image, size)
         return inp, faces[0] if faces else place_head(image, default_head_box(w, h), size), scene
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deployments.validation import MAX_PROMPT_CHARS, MAX_SEED, ROUTE_FIELDS
+from deployments.validation import MAX_PROMPT_CHARS, MAX_SEED, MIN_HEAD_BOX, ROUTE_FIELDS
 
 IMAGE_HELP = {
     "identity": "photo of the person whose identity to use",
@@ -42,8 +42,8 @@ SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
     "head_box": (
         {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 4, "maxItems": 4},
         "where the head goes in the prompted background: x1, y1, x2, y2 as fractions of its width and height "
-        "(the face is fitted inside, centred; default: a detected face, else centred, upper third, a third of "
-        "the width); needs background_prompt",
+        f"(x2 - x1 and y2 - y1 at least {MIN_HEAD_BOX}; the face is fitted inside, centred; default: a detected "
+        "face, else centred, upper third, a third of the width); needs background_prompt",
     ),
 }
 # Fields a JSON object may not combine, and fields that need another (JSON Schema 2020-12).

@@ -35,6 +35,7 @@ _PARAMS = ("steps", "guidance_identity", "guidance_expression", "seed")
 _SCENE = ("background_prompt", "background_seed", "head_box")  # a background made from text
 MAX_SEED = 2**31 - 1
 MAX_PROMPT_CHARS = 500  # CLIP reads 77 tokens (about 300 characters); the rest would be cut off
+MIN_HEAD_BOX = 0.1  # a head_box side, as a fraction of the scene's (smaller heads cannot be framed)
 
 
 class ApiError(Exception):
@@ -431,12 +432,13 @@ def head_box(fields: Fields, name: str = "head_box") -> tuple[float, float, floa
     if raw is None:
         return None
     box = tuple(float(v) for v in raw)
-    if len(box) != 4 or not all(0.0 <= v <= 1.0 for v in box) or not (box[0] < box[2] and box[1] < box[3]):
+    ok = len(box) == 4 and all(0.0 <= v <= 1.0 for v in box)
+    if not ok or box[2] - box[0] < MIN_HEAD_BOX or box[3] - box[1] < MIN_HEAD_BOX:
         raise ApiError(
             422,
             "invalid_field",
             f"{name} must be 4 numbers x1, y1, x2, y2 in [0, 1] (fractions of the background's width and "
-            f"height) with x1 < x2 and y1 < y2, got {list(box)[:6]}",
+            f"height) with x2 - x1 and y2 - y1 at least {MIN_HEAD_BOX}, got {list(box)[:6]}",
             name,
         )
     return box  # type: ignore[return-value]

@@ -49,6 +49,7 @@ SIZE_MULTIPLE = 8  # StableDiffusionPipeline refuses other widths and heights
 # head (the template ellipse's width) a third of the image width.
 DEFAULT_HEAD_CENTRE = (0.5, 1 / 3)
 DEFAULT_HEAD_WIDTH = 1 / 3
+MIN_HEAD_PX = 4  # narrower heads cannot be aligned (the five points nearly coincide)
 
 
 def check_folder(folder: str | Path) -> Path:
@@ -145,6 +146,11 @@ def head_landmarks(box: tuple[float, float, float, float]) -> np.ndarray:
         raise ValueError(f"head box {box}: need x1 < x2 and y1 < y2 (pixels x1, y1, x2, y2)")
     cx, cy, ax, ay = TEMPLATE_ELLIPSE_112  # in a 112 px crop
     side = min((x2 - x1) / (2 * ax), (y2 - y1) / (2 * ay)) * 112.0  # crop side in scene pixels
+    if side * 2 * ax / 112.0 < MIN_HEAD_PX:
+        raise ValueError(
+            f"head box {box}: the head would be {side * 2 * ax / 112.0:.1f} px wide; give a box at least "
+            f"{MIN_HEAD_PX} px wide and {MIN_HEAD_PX * ay / ax:.0f} px tall"
+        )
     s = side / 112.0
     origin = np.array([(x1 + x2) / 2 - cx * s, (y1 + y2) / 2 - cy * s], np.float32)
     return template(112) * s + origin

@@ -108,6 +108,10 @@ def test_an_explicit_head_box_puts_the_face_there_and_the_crop_shows_it() -> Non
     assert np.allclose(face.bbox, box)
     with pytest.raises(ValueError, match="x1 < x2"):
         place_head(scene, (10, 10, 5, 20), 32)
+    with pytest.raises(ValueError, match="the head would be 2.0 px wide"):
+        place_head(scene, (10, 10, 12, 20), 32)
+    smallest = box_from_fractions((0.45, 0.45, 0.55, 0.55), 64, 64)  # the API's smallest box, smallest scene
+    assert _painted(np.zeros((64, 64, 3), np.uint8), smallest, 32)[1].any()
 
 
 def test_identity_word_and_prompt_make_a_portrait(scenes: TextToImage) -> None:

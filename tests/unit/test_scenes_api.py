@@ -48,6 +48,7 @@ def test_a_background_photo_and_a_prompt_are_refused_naming_both() -> None:
         ({"background_prompt": "a lake", "head_box": [0.5, 0.1, 0.4, 0.5]}, "invalid_field", "head_box"),
         ({"background_prompt": "a lake", "head_box": [0.1, 0.1, 0.4]}, "invalid_field", "head_box"),
         ({"background_prompt": "a lake", "head_box": [0.1, 0.1, 0.4, 1.5]}, "invalid_field", "head_box"),
+        ({"background_prompt": "a lake", "head_box": [0.5, 0.5, 0.55, 0.9]}, "invalid_field", "head_box"),
         ({"background_prompt": "a lake", "head_box": "a,b,c,d"}, "invalid_field", "head_box"),
         ({"background_prompt": "a lake", "background_seed": -1}, "out_of_range", "background_seed"),
         ({"background_seed": 3}, "missing_field", "background_prompt"),
