@@ -440,7 +440,12 @@ class Ingress:
         )
         headers = {
             "X-Sfsr-Model": f"{info['name']} {info['version']}",
-            "Server-Timing": timing.header(queue=gen.queue_s, model=gen.model_s, batch=gen.batch_size),
+            "Server-Timing": timing.header(
+                queue=gen.queue_s,
+                model=gen.model_s,
+                batch=gen.batch_size,
+                **({"scene": scene.seconds} if scene else {}),
+            ),
         }
         if meta["warning"]:
             headers[WARNING_HEADER] = meta["warning"]

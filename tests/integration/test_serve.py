@@ -197,7 +197,9 @@ def test_generate_with_a_background_prompt(base_url: str) -> None:
     assert (text["sfsr:background_seed"], text["sfsr:text_to_image"]) == ("7", "tiny-sd")
     meta = out["metadata"]
     assert meta["face"] == {"field": "background_prompt", "bbox": [25.6, 128.0, 102.4, 230.4], "aligned_input": False}
-    assert meta["background"]["seconds"] > 0
+    timing = parse_server_timing(r.headers["Server-Timing"])  # the scene's time, inside detect (run beside it)
+    assert timing["scene"] == pytest.approx(meta["background"]["seconds"] * 1000, abs=1)
+    assert 0 < timing["scene"] <= timing["detect"]
     r = post(base_url, "generate", files={**identity, "background": ("b.jpg", photo("biden.jpg"))}, data=fields)
     assert r.status_code == 422 and r.json()["error"]["code"] == "conflicting_fields"
 
