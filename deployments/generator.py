@@ -236,6 +236,12 @@ class GeneratorDeployment:
     def info(self) -> dict[str, Any]:
         return {**_jsonable(self.summary), "max_batch_size": self.settings.max_batch_size if self.settings else None}
 
+    async def travel_vectors(self, start: Any, end: Any, frames: int) -> list[tuple[float, ...]]:
+        """Expression travel's vectors (Generator.travel_vectors): the ingress sends one generate
+        job per frame, which the batcher runs together."""
+        vectors = await asyncio.to_thread(self.model.travel_vectors, start, end, frames)
+        return [tuple(float(x) for x in v) for v in vectors]
+
     def check_health(self) -> None:
         if self.model is None:
             raise RuntimeError("Generator: no model loaded")

@@ -40,11 +40,11 @@ from starlette.datastructures import UploadFile
 from deployments import compose, validation
 from deployments.admission import Admission, Refusal
 from deployments.generator import GenJob, GenResult
-from deployments.openapi import request_body
+from deployments.openapi import PNGResponse, health_responses, png_responses, request_body, responses
 from deployments.scenes import Scene, not_configured
 from deployments.settings import ALLOW_OPEN_ENV, TOKEN_ENV, IngressSettings, from_dict, open_api_refusal
 from deployments.timing import StageTimer
-from sfsr import watermark
+from sfsr import c2pa_sign, watermark
 from sfsr.expressions import FAMILIES, words_by_family
 from sfsr.io.images import ImageLimits
 from sfsr.io.images import encode_png as plain_png
@@ -321,7 +321,7 @@ class Ingress:
                 return inp, place_head(image, box_from_fractions(req.head_box, w, h), size), scene
             except ValueError as e:
                 raise validation.ApiError(
-                    422, "invalid_field", f"head_box in the {w}x{h} scene: {e}", "head_box"
+                    422, "invalid_head_box", f"head_box in the {w}x{h} scene: {e}", "head_box"
                 ) from None
         faces = await self._call(self.analysis.analyze, image, size)
         return inp, faces[0] if faces else place_head(image, default_head_box(w, h), size), scene
@@ -481,7 +481,9 @@ class Ingress:
             **{k: v for k, v in (meta.get("background") or {}).items() if k != "seconds"},
         )
         marked = watermark.embed(image)
-        return watermark.encode_png(marked, text), marked.shape
+        png = watermark.encode_png(marked, text)
+        claim = c2pa_sign.Claim(meta["model"], meta["model_version"], meta["request_id"])
+        return c2pa_sign.sign_png(png, claim, self.settings.c2pa_credentials()), marked.shape
 
     # --- routes ---------------------------------------------------------------------------------
 
@@ -509,7 +511,7 @@ class Ingress:
     async def generate(self, request: Request) -> Response:
         return await self._run(request, "generate")
 
-    @api.get("/v1/expressions", summary="The 135 expression words, by family")
+    @api.get("/v1/expressions", summary="The 135 expression words, by family", responses=responses())
     async def expressions(self) -> dict[str, Any]:
         groups = words_by_family()
         return {
@@ -520,7 +522,11 @@ class Ingress:
             },
         }
 
-    @api.get("/v1/info", summary="The loaded model (name, version, what it was trained on) and request limits")
+    @api.get(
+        "/v1/info",
+        summary="The loaded model (name, version, what it was trained on) and request limits",
+        responses=responses(),
+    )
     async def info(self) -> dict[str, Any]:
         s, lim = self.settings, await self.limits()
         return {
@@ -539,11 +545,18 @@ class Ingress:
             },
         }
 
-    @api.get("/v1/examples", summary="Example faces (procedural, from sfsr.synth; no real people)")
+    @api.get(
+        "/v1/examples", summary="Example faces (procedural, from sfsr.synth; no real people)", responses=responses()
+    )
     async def examples(self) -> dict[str, Any]:
         return {"examples": [{"id": i, "url": f"/v1/examples/{i}.png", "aligned": True} for i in EXAMPLE_IDENTITIES]}
 
-    @api.get("/v1/examples/{identity}.png", summary="One example face, 256 px, already aligned")
+    @api.get(
+        "/v1/examples/{identity}.png",
+        summary="One example face, 256 px, already aligned",
+        response_class=PNGResponse,
+        responses=png_responses(),
+    )
     async def example(self, identity: int) -> Response:
         if identity not in EXAMPLE_IDENTITIES:
             raise validation.ApiError(
@@ -558,7 +571,7 @@ class Ingress:
             self._examples[identity] = plain_png(image, compress_level=6)
         return Response(self._examples[identity], media_type="image/png")
 
-    @api.get("/v1/healthz", summary="Liveness and readiness (no token needed)")
+    @api.get("/v1/healthz", summary="Liveness and readiness (no token needed)", responses=health_responses())
     async def healthz(self) -> JSONResponse:
         try:
             info = await self.model()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sfsr import c2pa_sign
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "sfsr/model/pretrained/cpu-demo"
 TOKEN_ENV = "SFSR_API_TOKEN"
@@ -66,7 +68,7 @@ class IngressSettings:
     max_image_mb: float = 15.0  # each image, after base64 decoding
     max_image_pixels: int = 16_000_000  # each image, from its header (decompression bombs)
     min_image_side: int = 32
-    max_output_side: int = 2048  # larger results are downscaled (watermarking costs ~0.5 s/MP)
+    max_output_side: int = 2048  # larger results are downscaled
     # Defaults for requests that omit them; None: the model's own sampling defaults (its card).
     default_steps: int | None = None
     default_guidance_identity: float | None = None
@@ -79,6 +81,10 @@ class IngressSettings:
     # Generation requests predicted to take longer than this are answered 503 at once
     # (deployments/admission.py); null: 2.5 x the measured latency of a request alone.
     max_latency_s: float | None = None
+    # C2PA signing chain folder (chain.pem, signer.key, ca.pem; sfsr/c2pa_sign.py). None: a local
+    # chain in $SFSR_HOME/local/c2pa, made by `sfsr cluster up` or on first use; trusted by no one
+    # else. Set it to your own chain from a CA (e.g. a mounted secret) for outputs others trust.
+    c2pa_cert_dir: str | None = None
 
     def check(self) -> None:
         if not 0 < self.max_image_mb <= self.max_request_mb:
@@ -98,6 +104,18 @@ class IngressSettings:
             raise ValueError(f"IngressSettings: max_latency_s must be > 0 seconds or null, got {self.max_latency_s}")
         if self.max_output_side < 256:
             raise ValueError("IngressSettings: max_output_side must be >= 256 (the watermark needs 256 x 256)")
+        if self.c2pa_cert_dir is not None:
+            self.c2pa_credentials()  # a configured chain must exist now, not at the first request
+
+    def c2pa_credentials(self) -> c2pa_sign.Credentials:
+        """The chain every output is signed with: c2pa_cert_dir's (which must hold one), else the
+        local chain, created when missing or about to expire."""
+        if self.c2pa_cert_dir is None:
+            return c2pa_sign.ensure_chain(None)
+        try:
+            return c2pa_sign.load_credentials(Path(resolve_path(self.c2pa_cert_dir)).expanduser())
+        except ValueError as e:
+            raise ValueError(f"IngressSettings.c2pa_cert_dir: {e}") from None
 
     @property
     def max_request_bytes(self) -> int:

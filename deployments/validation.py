@@ -34,6 +34,8 @@ _IMAGE_STATUS = {"too_many_bytes": 413, "not_an_image": 415, "unsupported_format
 _PARAMS = ("steps", "guidance_identity", "guidance_expression", "seed")
 _SCENE = ("background_prompt", "background_seed", "head_box")  # a background made from text
 MAX_SEED = 2**31 - 1
+FACE_INDEX_RANGE = (0, 1000)  # <field>_face_index
+MAX_VECTOR_ABS = 1000.0  # expression_vector values lie within +-this
 MAX_PROMPT_CHARS = 500  # CLIP reads 77 tokens (about 300 characters); the rest would be cut off
 MIN_HEAD_BOX = 0.1  # a head_box side, as a fraction of the scene's (smaller heads cannot be framed)
 
@@ -172,6 +174,19 @@ def multipart_fields(items: Sequence[tuple[str, Any]]) -> dict[str, Any]:
 # --- scalar fields ----------------------------------------------------------------------------
 
 
+def _integer(raw: Any) -> int:
+    """An integer field: 3, "3", or a number with no fraction (3.0, "3.0", "3e2"), as JSON Schema's
+    "integer" counts them; "2.5" raises ValueError."""
+    text = str(raw).strip()
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+        if not value.is_integer():
+            raise ValueError(f"{text!r} has a fraction") from None
+        return int(value)
+
+
 def _number(fields: Fields, name: str, kind: type, default: Any, lo: float, hi: float) -> Any:
     raw = fields.get(name)
     if raw is None or raw == "":
@@ -179,8 +194,8 @@ def _number(fields: Fields, name: str, kind: type, default: Any, lo: float, hi: 
     if isinstance(raw, bool) or isinstance(raw, (bytes, dict, list)):
         raise ApiError(422, "invalid_field", f"{name} must be a number, got {type(raw).__name__}", name)
     try:
-        value = kind(raw) if kind is float else int(str(raw).strip())
-    except (TypeError, ValueError):
+        value = kind(raw) if kind is float else _integer(raw)
+    except (TypeError, ValueError, OverflowError):
         raise ApiError(
             422,
             "invalid_field",
@@ -280,14 +295,14 @@ def expression_vector(fields: Fields, limits: Limits, name: str = "expression_ve
     if len(raw) != limits.expression_dim:
         raise ApiError(
             422,
-            "invalid_field",
+            "vector_length",
             f"{name} has {len(raw)} values; the loaded model's expression space "
             f"has {limits.expression_dim} (GET /v1/info lists it)",
             name,
         )
     values = tuple(float(v) for v in raw)
-    if not all(math.isfinite(v) and abs(v) <= 1e3 for v in values):
-        raise ApiError(422, "invalid_field", f"{name} values must be finite numbers within +-1000", name)
+    if not all(math.isfinite(v) and abs(v) <= MAX_VECTOR_ABS for v in values):
+        raise ApiError(422, "invalid_field", f"{name} values must be finite numbers within +-{MAX_VECTOR_ABS:g}", name)
     return values
 
 
@@ -356,7 +371,7 @@ def image_input(fields: Fields, name: str, limits: Limits, required: bool) -> Im
             require_images(fields, name)
         return None
     raw = fields[name]
-    face_index = _number(fields, f"{name}_face_index", int, None, 0, 1000)
+    face_index = _number(fields, f"{name}_face_index", int, None, *FACE_INDEX_RANGE)
     aligned = _bool(fields, f"{name}_aligned")
     return ImageInput(name, decode_field(raw, name, limits.image), face_index, aligned)
 
@@ -432,11 +447,12 @@ def head_box(fields: Fields, name: str = "head_box") -> tuple[float, float, floa
     if raw is None:
         return None
     box = tuple(float(v) for v in raw)
-    ok = len(box) == 4 and all(0.0 <= v <= 1.0 for v in box)
-    if not ok or box[2] - box[0] < MIN_HEAD_BOX or box[3] - box[1] < MIN_HEAD_BOX:
+    if len(box) != 4 or not all(0.0 <= v <= 1.0 for v in box):
+        raise ApiError(422, "invalid_field", f"{name} must be 4 numbers in [0, 1], got {list(box)[:6]}", name)
+    if box[2] - box[0] < MIN_HEAD_BOX or box[3] - box[1] < MIN_HEAD_BOX:  # what the schema cannot say
         raise ApiError(
             422,
-            "invalid_field",
+            "invalid_head_box",
             f"{name} must be 4 numbers x1, y1, x2, y2 in [0, 1] (fractions of the background's width and "
             f"height) with x2 - x1 and y2 - y1 at least {MIN_HEAD_BOX}, got {list(box)[:6]}",
             name,
@@ -449,7 +465,9 @@ def scene_fields(fields: Fields) -> tuple[str | None, int | None, tuple[float, f
     prompt = background_prompt(fields)
     seed = _number(fields, "background_seed", int, None, 0, MAX_SEED)
     box = head_box(fields)
-    if prompt is not None and _present(fields, "background"):
+    # by the fields sent, as the OpenAPI schema says (a blank prompt is sent, but makes no scene)
+    sent = "background_prompt" in fields
+    if sent and "background" in fields:
         raise ApiError(
             422,
             "conflicting_fields",
@@ -457,8 +475,8 @@ def scene_fields(fields: Fields) -> tuple[str | None, int | None, tuple[float, f
             "background), not both",
             "background_prompt",
         )
-    if prompt is None and (seed is not None or box is not None):
-        used = "background_seed" if seed is not None else "head_box"
+    if not sent and ("background_seed" in fields or "head_box" in fields):
+        used = "background_seed" if "background_seed" in fields else "head_box"
         raise ApiError(
             422,
             "missing_field",

@@ -11,6 +11,8 @@ Why each setting (FACTS.md):
 - `ray start --head` turns token auth on only if a token exists, so we create one first and point
   every process at it with RAY_AUTH_TOKEN_PATH; clients also need RAY_AUTH_MODE=token.
 - the S3 credentials are in the head's environment, so every job, task and actor inherits them.
+- RAY_preload_python_modules=deployments.replica_bind: Serve replicas' gRPC server would listen on
+  every interface (Ray has no setting for it); see deployments/replica_bind.py.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from sfsr import c2pa_sign
 
 LOOPBACK = "127.0.0.1"
 STATE_FILE = "platform.json"
@@ -239,6 +243,16 @@ def _dashboard_ready(cfg: PlatformConfig, token: str) -> bool:
         return False
 
 
+PRELOAD_ENV = "RAY_preload_python_modules"  # a Ray config: modules every Python worker imports first
+REPLICA_BIND_MODULE = "deployments.replica_bind"
+
+
+def preload_modules(existing: str) -> str:
+    """The comma-separated preload list with the replica-bind module added (kept once)."""
+    names = [n for n in existing.split(",") if n.strip()]
+    return ",".join(names if REPLICA_BIND_MODULE in names else [*names, REPLICA_BIND_MODULE])
+
+
 def start_ray(cfg: PlatformConfig, timeout: float = 90) -> int:
     """Start a Ray head with dashboard, bound to 127.0.0.1, token auth on; return its pid."""
     token = ensure_token(cfg.token_path)
@@ -267,6 +281,9 @@ def start_ray(cfg: PlatformConfig, timeout: float = 90) -> int:
     # queue length before trying another, so a dead replica costs ~1 s, not Ray's 5 s default.
     env.setdefault("RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S", "1.0")
     env.setdefault("RAY_SERVE_MAX_QUEUE_LENGTH_RESPONSE_DEADLINE_S", "2.0")
+    # Serve replicas' inter-deployment gRPC server binds [::] and Ray has no setting for it: every
+    # Python worker imports deployments/replica_bind.py first, which makes it bind the node's IP.
+    env[PRELOAD_ENV] = preload_modules(env.get(PRELOAD_ENV, ""))
     log = cfg.home / "logs" / "ray-head.log"
     pid = _spawn(cmd, env, log)
     _wait(f"Ray dashboard on {cfg.dashboard_url}", lambda: _dashboard_ready(cfg, token), timeout, log)
@@ -315,6 +332,7 @@ def up(cfg: PlatformConfig) -> dict:
     state["config"] = json.loads(json.dumps(asdict(cfg), default=str))
     (cfg.home / STATE_FILE).write_text(json.dumps(state, indent=2))
     write_env_file(cfg)
+    c2pa_sign.ensure_chain(cfg.home / "c2pa")  # the ingress signs outputs with it (sfsr/c2pa_sign.py)
     return state
 
 

@@ -33,12 +33,14 @@ import torch
 from sfsr import conditions
 from sfsr.conditions import SYNTH_IDENTITY_ENCODER, ConditionEncoders  # ConditionEncoders re-exported
 from sfsr.diffusion.sampling import generators_for, sample
+from sfsr.expressions.targets import interpolate
 from sfsr.io.cache import files_digest, local_folder
 from sfsr.io.images import resize_square_batch
 from sfsr.model.diffsfsr import DiffSFSR
 from sfsr.model.training import face_region
 
 CARD_NAME = "sfsr_card.json"
+MAX_TRAVEL_FRAMES = 32
 DEFAULT_SAMPLING = {
     "steps": 25,
     "guidance_identity": 2.0,
@@ -239,6 +241,37 @@ class Generator:
         items = list(expression) if isinstance(expression, (list, tuple)) else [expression]
         bg = _as_batch(background_images, "background_images")
         return self._run(identity_images, self.expression_vectors(items), bg, masks, seeds, "generate", sampling)
+
+    def travel_vectors(self, start: Any, end: Any, frames: int) -> np.ndarray:
+        """(frames, De) expression vectors from `start` to `end` inclusive, evenly spaced; each
+        end is a word, an (H, W, 3) uint8 face or a vector (as in `expression_vectors`)."""
+        if not 2 <= int(frames) <= MAX_TRAVEL_FRAMES:
+            raise ValueError(f"travel: frames={frames}; give 2 to {MAX_TRAVEL_FRAMES} (both ends included)")
+        a, b = self.expression_vectors([start, end])
+        return np.stack([interpolate(a, b, float(t)) for t in np.linspace(0.0, 1.0, int(frames))])
+
+    def travel(
+        self,
+        identity_image: Any,
+        *,
+        start: Any,
+        end: Any,
+        frames: int = 8,
+        background_image: Any = None,
+        mask: Any = None,
+        seed: int = 0,
+        **sampling: Any,
+    ) -> np.ndarray:
+        """Expression travel: (frames, S, S, 3), one identity, background and seed, the expression
+        moving from `start` to `end` (words, faces or vectors). The same seed in every frame keeps
+        the noise fixed, so only the expression changes from frame to frame."""
+        vectors = self.travel_vectors(start, end, frames)
+        background = identity_image if background_image is None else background_image
+        bg = _as_batch(background, "background_image")
+        if len(bg) != 1:
+            raise ValueError(f"travel: one background image, got {len(bg)}")
+        masks = None if mask is None else np.asarray(mask)[None]
+        return self._run(identity_image, vectors, bg, masks, [int(seed)] * len(vectors), "travel", sampling)
 
     def from_vectors(
         self,

@@ -2,8 +2,8 @@
 
 Both come from sfsr.cluster, the code `sfsr cluster up` runs, on free loopback ports in a state
 folder of their own, so a user's platform on the default ports is never touched. Tests that start
-servers must run in a loopback-only network namespace (Serve replicas and torch's rendezvous
-listen on every interface): `make test` does that; running them outside one is an error here.
+servers must run in a loopback-only network namespace (torch's rendezvous listens on every
+interface): `make test` does that; running them outside one is an error here.
 """
 
 from __future__ import annotations

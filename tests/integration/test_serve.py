@@ -20,9 +20,10 @@ import requests
 from PIL import Image
 
 from deployments.timing import parse_server_timing
-from sfsr import watermark
+from sfsr import c2pa_sign, watermark
 from sfsr.io.cache import files_digest
-from tests.fixtures import photos
+from tests.fixtures import listeners, photos
+from tests.fixtures.api_fuzz import fuzz
 from tests.fixtures.bad_images import bad_image_bytes
 from tests.fixtures.serve_app import COMMITTED_MODEL, TOKEN
 
@@ -56,6 +57,8 @@ def check_png(data: bytes, shape: tuple[int, int] | None = None) -> dict[str, st
     assert watermark.detect(image).marked
     text = watermark.read_png_text(data)
     assert text["Description"] == watermark.GENERATED_STATEMENT and text["sfsr:request_id"]
+    manifest = c2pa_sign.read_c2pa(data)  # signed by the test's chain (tests/fixtures/serve_app.py)
+    assert manifest.valid and manifest.generator == "sfsr" and manifest.request_id == text["sfsr:request_id"]
     return text
 
 
@@ -83,6 +86,29 @@ def test_open_routes_and_docs(base_url: str) -> None:
     body = spec["paths"]["/v1/swap"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
     assert requests.get(f"{base_url}/docs", timeout=30).status_code == 200
+
+
+def test_every_listener_is_on_loopback(base_url: str) -> None:
+    """With the app up, every TCP listener of the namespace (Ray's GCS, raylet, workers and
+    dashboard, Serve's proxy and replicas, SeaweedFS) is bound to loopback, not 0.0.0.0 or [::]."""
+    socks = listeners.listeners()
+    port = int(base_url.rsplit(":", 1)[1])
+    assert any(sock.port == port and sock.loopback for sock in socks), "the app's port is not listed"
+    # the replicas' own servers are among those read (one process per deployment at least)
+    replicas = {owner for owner in listeners.owners({s.inode for s in socks}).values() if "ServeReplica" in owner}
+    assert len(replicas) >= 3, replicas
+    assert listeners.beyond_loopback() == []
+
+
+def test_openapi_document_is_exact_under_a_fuzzer(base_url: str, tmp_path) -> None:
+    """schemathesis against the live app: no 5xx, every status, content type, header and body as
+    documented, schema-valid requests accepted (or refused only for their images' content) and
+    schema-invalid ones refused (tests/fixtures/api_fuzz.py)."""
+    spec = requests.get(f"{base_url}/openapi.json", timeout=30).json()
+    documented = {f"{method.upper()} {path}" for path, ops in spec["paths"].items() for method in ops}
+    result = fuzz(base_url, TOKEN, tmp_path)
+    assert (result.failures, result.errors) == (0, 0), result.output[-8000:]
+    assert documented <= result.operations and result.cases >= 100, result.output[-3000:]
 
 
 def test_token_is_required_and_checked(base_url: str) -> None:

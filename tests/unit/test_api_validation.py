@@ -137,6 +137,14 @@ def test_bad_numbers(name: str, value, code: str) -> None:
     assert (err.status, err.code, err.field) == (422, code, name)
 
 
+def test_integers_written_without_a_fraction_are_integers() -> None:
+    """JSON Schema's "integer" includes 80.0; the OpenAPI document says integer, so we take it."""
+    for raw, steps in ((80.0, 80), ("3.0", 3), ("1e1", 10), (" 7 ", 7)):
+        assert v.parse_swap({"identity": png(), "target": png(), "steps": raw}, LIMITS).params.steps == steps
+    for raw, code in (("1e400", "invalid_field"), (1e308, "out_of_range"), ("2.5", "invalid_field")):
+        assert refused(v.parse_swap, {"identity": png(), "target": png(), "seed": raw}, LIMITS).code == code
+
+
 def test_bad_image_list_gives_4xx_with_the_reason() -> None:
     for name, (data, expected) in bad_image_bytes().items():
         fields = {"identity": data, "target": png()}
@@ -192,7 +200,7 @@ def test_generate_expression_sources() -> None:
     assert v.parse_generate({"identity": png(), "expression_vector": [0] * 7}, LIMITS).expression_vector == (0.0,) * 7
     assert v.parse_generate({"identity": png(), "expression_image": png()}, LIMITS).expression_image is not None
     err = refused(v.parse_generate, {"identity": png(), "expression_vector": [0] * 6}, LIMITS)
-    assert err.field == "expression_vector" and "7" in err.message
+    assert (err.code, err.field) == ("vector_length", "expression_vector") and "7" in err.message
     err = refused(v.parse_generate, {"identity": png(), "expression_vector": [0, "x"]}, LIMITS)
     assert err.code == "invalid_field"
     assert refused(v.parse_generate, {"identity": png(), "expression_vector": [float("nan")] * 7}, LIMITS)

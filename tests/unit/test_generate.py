@@ -177,3 +177,27 @@ def test_pretrained_cpu_demo_folder():
         face_region(torch.from_numpy(masks[:, None] >= 128).float(), gen.model.config.mask_dilate)[:, 0].numpy() > 0
     )
     assert np.array_equal(out[~region], images[~region])
+
+
+def test_expression_travel_moves_only_the_expression(gen):
+    targets = expression_targets()
+    ident, bg, mask = _faces(1, seed=30), _faces(1, seed=31), _masks(1)[0]
+    frames = gen.travel(ident, start="contentment", end="rage", frames=5, background_image=bg, mask=mask, seed=9)
+    assert frames.shape == (5, S, S, 3) and frames.dtype == np.uint8
+    vecs = gen.travel_vectors("contentment", "rage", 5)
+    assert np.allclose(vecs[0], targets.target("contentment")) and np.allclose(vecs[-1], targets.target("rage"))
+    assert np.allclose(vecs[2], (vecs[0] + vecs[-1]) / 2, atol=1e-6)
+    # the ends are exactly what generate gives for those expressions with the same seed
+    for i, word in ((0, "contentment"), (-1, "rage")):
+        one = gen.generate(ident, expression=word, background_images=bg, masks=mask[None], seeds=[9])
+        assert np.abs(one[0].astype(int) - frames[i].astype(int)).max() <= 1
+    # the background stays, the face changes, and more between the ends than between neighbours
+    region = face_region(torch.from_numpy(mask[None, None].astype(np.float32)), gen.model.config.mask_dilate)
+    outside = region[0, 0].numpy() == 0  # (S, S) what is never regenerated
+    assert np.array_equal(frames[:, outside], np.repeat(bg, 5, 0)[:, outside])
+    step = [np.abs(frames[i + 1].astype(int) - frames[i].astype(int)).mean() for i in range(4)]
+    assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > max(step) > 0
+    with pytest.raises(ValueError, match="frames=1"):
+        gen.travel_vectors("joy", "rage", 1)
+    with pytest.raises(UnknownExpressionError):
+        gen.travel_vectors("joy", "not-a-word", 3)

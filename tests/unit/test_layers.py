@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # lowest first; packages on one floor do not import each other
 FLOORS: list[set[str]] = [
-    {"sfsr.io", "sfsr.provenance", "sfsr.diffusion", "sfsr.expressions", "sfsr.cli_settings"},
+    {"sfsr.io", "sfsr.provenance", "sfsr.diffusion", "sfsr.expressions", "sfsr.cli_settings", "sfsr.c2pa_sign"},
     {"sfsr.faces", "sfsr.watermark"},
     {"sfsr.conditions"},  # builds a model's encoders: face packs below, providers named by string
     {"sfsr.scenes"},  # text-to-image backgrounds and head placement: faces and io below
