@@ -1,4 +1,5 @@
-"""The sfsr Serve application: Ingress -> FaceAnalysis and Generator, through DeploymentHandles.
+"""The sfsr Serve application: Ingress -> FaceAnalysis, Generator and Scenes (text-to-image
+backgrounds), through DeploymentHandles.
 
     serve deploy deployments/serve_config.yaml        # what the quickstart and KubeRay use
     serve run deployments.app:app                      # the same application, for development
@@ -21,9 +22,10 @@ from ray.serve import Application
 from deployments.analysis import FaceAnalysis
 from deployments.generator import GeneratorDeployment
 from deployments.ingress import Ingress
+from deployments.scenes import Scenes
 
 SERVE_CONFIG = Path(__file__).resolve().with_name("serve_config.yaml")
-DEPLOYMENTS = {"Ingress": Ingress, "FaceAnalysis": FaceAnalysis, "Generator": GeneratorDeployment}
+DEPLOYMENTS = {"Ingress": Ingress, "FaceAnalysis": FaceAnalysis, "Generator": GeneratorDeployment, "Scenes": Scenes}
 
 
 def config_options(path: Path = SERVE_CONFIG, app_name: str = "sfsr") -> dict[str, dict[str, Any]]:
@@ -70,7 +72,7 @@ def build_app(
         if "num_replicas" in opts and opts["num_replicas"] not in (None, "auto"):
             opts.pop("autoscaling_config", None)  # a fixed count replaces autoscaling
     bound = {name: DEPLOYMENTS[name].options(**options.get(name, {})) for name in DEPLOYMENTS}
-    return bound["Ingress"].bind(bound["FaceAnalysis"].bind(), bound["Generator"].bind())
+    return bound["Ingress"].bind(bound["FaceAnalysis"].bind(), bound["Generator"].bind(), bound["Scenes"].bind())
 
 
 app = build_app()

@@ -41,12 +41,14 @@ from deployments import compose, validation
 from deployments.admission import Admission, Refusal
 from deployments.generator import GenJob, GenResult
 from deployments.openapi import PNGResponse, health_responses, png_responses, request_body, responses
+from deployments.scenes import Scene, not_configured
 from deployments.settings import ALLOW_OPEN_ENV, TOKEN_ENV, IngressSettings, from_dict, open_api_refusal
 from deployments.timing import StageTimer
 from sfsr import c2pa_sign, watermark
 from sfsr.expressions import FAMILIES, words_by_family
 from sfsr.io.images import ImageLimits
 from sfsr.io.images import encode_png as plain_png
+from sfsr.scenes import box_from_fractions, default_head_box, place_head
 
 logger = logging.getLogger("ray.serve")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -153,8 +155,8 @@ def _serve_http_host() -> str | None:
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, analysis: DeploymentHandle, generator: DeploymentHandle) -> None:
-        self.analysis, self.generator = analysis, generator
+    def __init__(self, analysis: DeploymentHandle, generator: DeploymentHandle, scenes: DeploymentHandle) -> None:
+        self.analysis, self.generator, self.scenes = analysis, generator, scenes
         self.settings = IngressSettings()
         self.token: str | None = None
         self._model: dict[str, Any] | None = None
@@ -304,6 +306,26 @@ class Ingress:
         self.faces.observe(len(faces), tags={"route": f"/v1/{route}", "field": inp.field})
         return validation.choose_face(faces, inp)
 
+    async def _scene(self, req: validation.GenerateRequest, seed: int, size: int) -> tuple[Any, Any, Scene]:
+        """A background made from req.background_prompt, and the face placed in it: at head_box,
+        else where the scene shows a face, else the default portrait placement (sfsr.scenes)."""
+        scene_seed = req.background_seed if req.background_seed is not None else seed
+        scene: Scene | None = await self._call(self.scenes.background, req.background_prompt, scene_seed)
+        if scene is None:
+            raise not_configured()
+        image = scene.image
+        h, w = image.shape[:2]
+        inp = validation.ImageInput("background_prompt", image)
+        if req.head_box is not None:
+            try:
+                return inp, place_head(image, box_from_fractions(req.head_box, w, h), size), scene
+            except ValueError as e:
+                raise validation.ApiError(
+                    422, "invalid_head_box", f"head_box in the {w}x{h} scene: {e}", "head_box"
+                ) from None
+        faces = await self._call(self.analysis.analyze, image, size)
+        return inp, faces[0] if faces else place_head(image, default_head_box(w, h), size), scene
+
     # --- the pipeline ---------------------------------------------------------------------------
 
     async def _run(self, request: Request, route: str) -> Response:
@@ -347,6 +369,7 @@ class Ingress:
         p = req.params
         seed = p.seed if p.seed is not None else seed_from(rid)
         size = info["resolution"]
+        scene: Scene | None = None
         common = dict(
             steps=p.steps, guidance_identity=p.guidance_identity, guidance_expression=p.guidance_expression, seed=seed
         )
@@ -365,11 +388,14 @@ class Ingress:
         else:
             primary, out = req.identity, req.background or req.identity
             expr = req.expression_image
-            pf, of, ef = await asyncio.gather(
+            pf, of, ef, made = await asyncio.gather(
                 self._face(primary, size, route),
                 self._face(out, size, route) if req.background else _none(),
                 self._face(expr, size, route) if expr else _none(),
+                self._scene(req, seed, size) if req.background_prompt else _none(),
             )
+            if made:
+                out, of, scene = made
             of = of or pf
             job = GenJob(
                 "generate",
@@ -402,6 +428,8 @@ class Ingress:
             "face": {"field": out.field, "bbox": [round(float(v), 1) for v in of.bbox], "aligned_input": out.aligned},
             "statement": watermark.GENERATED_STATEMENT,
         }
+        if scene is not None:
+            meta["background"] = {**scene.provenance(), "seconds": scene.seconds}
         png, shape = await asyncio.to_thread(self._finish, out.image, crop, of, meta)
         timing.lap("finish")
         meta.update(
@@ -412,7 +440,12 @@ class Ingress:
         )
         headers = {
             "X-Sfsr-Model": f"{info['name']} {info['version']}",
-            "Server-Timing": timing.header(queue=gen.queue_s, model=gen.model_s, batch=gen.batch_size),
+            "Server-Timing": timing.header(
+                queue=gen.queue_s,
+                model=gen.model_s,
+                batch=gen.batch_size,
+                **({"scene": scene.seconds} if scene else {}),
+            ),
         }
         if meta["warning"]:
             headers[WARNING_HEADER] = meta["warning"]
@@ -428,6 +461,8 @@ class Ingress:
             )
         else:
             response = Response(png, media_type="image/png", headers=headers)
+        if scene is not None:  # the admission learns overhead from latency - queue - model: not the scene's time
+            gen = dataclasses.replace(gen, queue_s=gen.queue_s + scene.seconds)
         response.gen = gen  # type: ignore[attr-defined]
         return response
 
@@ -443,6 +478,7 @@ class Ingress:
             trained_on=str(meta["trained_on"]),
             licence=str(meta["licence"]),
             **({"warning": meta["warning"]} if meta["warning"] else {}),
+            **{k: v for k, v in (meta.get("background") or {}).items() if k != "seconds"},
         )
         marked = watermark.embed(image)
         png = watermark.encode_png(marked, text)

@@ -22,7 +22,14 @@ from typing import Any
 from fastapi.responses import Response
 
 from deployments.settings import IngressSettings
-from deployments.validation import FACE_INDEX_RANGE, MAX_SEED, MAX_VECTOR_ABS, ROUTE_FIELDS
+from deployments.validation import (
+    FACE_INDEX_RANGE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_VECTOR_ABS,
+    MIN_HEAD_BOX,
+    ROUTE_FIELDS,
+)
 from sfsr.expressions import WORDS
 from sfsr.io.images import REASONS
 
@@ -64,12 +71,46 @@ SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
         {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
         "sampling seed (default: derived from the request id)",
     ),
+    "background_prompt": (
+        {"type": "string", "maxLength": MAX_PROMPT_CHARS},
+        "a background made from this text by the server's text-to-image model (Scenes "
+        "user_config.text_to_image; 422 text_to_image_not_configured without one); not with background "
+        "(blank: no prompt)",
+    ),
+    "background_seed": (
+        {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
+        "seed of the text-to-image background (default: the request's seed); needs background_prompt",
+    ),
+    "head_box": (
+        {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 4, "maxItems": 4},
+        "where the head goes in the prompted background: x1, y1, x2, y2 as fractions of its width and height "
+        f"(x2 - x1 and y2 - y1 at least {MIN_HEAD_BOX}, else 422 invalid_head_box; the face is fitted "
+        "inside, centred; default: a detected face, else centred, upper third, a third of the width); "
+        "needs background_prompt",
+    ),
 }
 # base64 as validation.image_bytes takes it: standard alphabet, padded, optionally as a data: URL
 BASE64_IMAGE = r"^(data:[^,]*;base64[^,]*,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$"
 # a multipart expression_vector: a JSON list or comma-separated numbers (within +-999, no spaces)
 _NUMBER = r"-?(0|[1-9][0-9]{0,2})(\.[0-9]+)?"
 VECTOR_TEXT = rf"^(\[{_NUMBER}(,{_NUMBER})*\]|{_NUMBER}(,{_NUMBER})*)$"
+# a multipart head_box: a JSON list or 4 comma-separated numbers in [0, 1] (no spaces)
+_UNIT = r"(0(\.[0-9]+)?|1(\.0+)?)"
+BOX_TEXT = rf"^(\[{_UNIT}(,{_UNIT}){{3}}\]|{_UNIT}(,{_UNIT}){{3}})$"
+# A prompted background (background_prompt) is not sent with a background photo, and its seed and
+# head placement need it (validation.scene_fields): a prompt without a photo, or neither a prompt
+# nor its options. Written as oneOf of present/absent properties, because schemathesis' coverage
+# phase fails on `not` beside a multipart file ("Unsupported type: 'Binary'").
+SCENE_RULES = {
+    "generate": [
+        {
+            "oneOf": [
+                {"required": ["background_prompt"], "properties": {"background": False}},
+                {"properties": {"background_prompt": False, "background_seed": False, "head_box": False}},
+            ]
+        }
+    ]
+}
 # Exactly one expression source, where a route needs one (validation.parse_reenact, parse_generate).
 ONE_OF = {
     "reenact": ["driver", "expression"],
@@ -89,6 +130,8 @@ CONTENT_REFUSALS = frozenset(
         "vector_length",  # the loaded model's expression_dim
         "unsupported_field",  # a model without an expression space takes no vector
         "request_too_large",  # the configured byte limits
+        "invalid_head_box",  # x1 < x2, y1 < y2 and the least size, which items' ranges cannot say
+        "text_to_image_not_configured",  # background_prompt on a server without a text-to-image folder
     }
 )
 
@@ -122,8 +165,8 @@ def _field_schema(name: str, encoding: str) -> dict[str, Any]:
         if name == f"{image}_aligned":
             return {"type": "boolean", "description": f"{image} already is a square aligned face crop: skip detection"}
     schema, help_text = SCALAR_HELP[name]
-    if name == "expression_vector" and encoding == "multipart":
-        schema = {"type": "string", "pattern": VECTOR_TEXT}
+    if name in ("expression_vector", "head_box") and encoding == "multipart":
+        schema = {"type": "string", "pattern": VECTOR_TEXT if name == "expression_vector" else BOX_TEXT}
         help_text += "; a JSON list or comma-separated numbers"
     return {**copy.deepcopy(schema), "description": help_text}
 
@@ -207,6 +250,8 @@ def request_body(route: str) -> dict[str, Any]:
         }
         if route in ONE_OF:
             schema["oneOf"] = [{"required": [n]} for n in ONE_OF[route]]
+        if route in SCENE_RULES:
+            schema["allOf"] = copy.deepcopy(SCENE_RULES[route])
         content[media] = {"schema": schema}
     return {
         "requestBody": {"required": True, "content": content},

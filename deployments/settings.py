@@ -200,3 +200,33 @@ class GeneratorSettings:
     @property
     def model_path(self) -> str:
         return resolve_path(self.model)
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    """The text-to-image deployment (backgrounds from background_prompt): which Stable Diffusion
+    folder, on what device, at what size and cost. No folder: prompts are refused with a 422."""
+
+    text_to_image: str | None = None  # a Stable Diffusion folder (diffusers layout), local or s3://
+    device: str = "auto"  # auto: cuda when this replica was given a GPU, else cpu
+    width: int = 512  # background size in pixels (multiples of 8; SD 1.5 was trained at 512)
+    height: int = 512
+    steps: int = 25
+    guidance: float = 7.5  # classifier-free guidance of the text prompt
+    torch_threads: int = 1
+
+    def check(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value % 8 or not 64 <= value <= 2048:
+                raise ValueError(f"SceneSettings: {name}={value} must be a multiple of 8 in [64, 2048]")
+        if not 1 <= self.steps <= 200:
+            raise ValueError(f"SceneSettings: steps={self.steps} must lie in [1, 200]")
+        if not 0 <= self.guidance <= 30:
+            raise ValueError(f"SceneSettings: guidance={self.guidance} must lie in [0, 30]")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"SceneSettings: device {self.device!r} is not auto, cpu or cuda[:N]")
+
+    @property
+    def folder(self) -> str | None:
+        return resolve_path(self.text_to_image) if self.text_to_image else None

@@ -32,9 +32,12 @@ Fields = Mapping[str, Any]  # field name -> bytes (file part), str, or a JSON va
 # everything else about the content (truncated, too small, animated...) is 422.
 _IMAGE_STATUS = {"too_many_bytes": 413, "not_an_image": 415, "unsupported_format": 415}
 _PARAMS = ("steps", "guidance_identity", "guidance_expression", "seed")
+_SCENE = ("background_prompt", "background_seed", "head_box")  # a background made from text
 MAX_SEED = 2**31 - 1
 FACE_INDEX_RANGE = (0, 1000)  # <field>_face_index
 MAX_VECTOR_ABS = 1000.0  # expression_vector values lie within +-this
+MAX_PROMPT_CHARS = 500  # CLIP reads 77 tokens (about 300 characters); the rest would be cut off
+MIN_HEAD_BOX = 0.1  # a head_box side, as a fraction of the scene's (smaller heads cannot be framed)
 
 
 class ApiError(Exception):
@@ -108,6 +111,9 @@ class GenerateRequest:
     expression_image: ImageInput | None = None
     expression_vector: tuple[float, ...] | None = None
     background: ImageInput | None = None  # None: keep the identity photo's background
+    background_prompt: str | None = None  # a background made from this text (deployments/scenes.py)
+    background_seed: int | None = None  # None: the request's seed
+    head_box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 fractions of the scene
 
 
 # --- raw bodies -> Fields ---------------------------------------------------------------------
@@ -254,7 +260,8 @@ def expression_word(fields: Fields, name: str = "expression") -> str | None:
         raise ApiError(422, "unknown_expression", str(e), name, suggestions=list(e.suggestions)) from None
 
 
-def expression_vector(fields: Fields, limits: Limits, name: str = "expression_vector") -> tuple[float, ...] | None:
+def _number_list(fields: Fields, name: str) -> list[Any] | None:
+    """A JSON list, or (multipart) its text or comma-separated numbers -> a list of numbers."""
     raw = fields.get(name)
     if raw is None or raw == "":
         return None
@@ -271,6 +278,13 @@ def expression_vector(fields: Fields, limits: Limits, name: str = "expression_ve
             ) from None
     if not isinstance(raw, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
         raise ApiError(422, "invalid_field", f"{name} must be a list of numbers", name)
+    return raw
+
+
+def expression_vector(fields: Fields, limits: Limits, name: str = "expression_vector") -> tuple[float, ...] | None:
+    raw = _number_list(fields, name)
+    if raw is None:
+        return None
     if limits.expression_dim is None:
         raise ApiError(
             422,
@@ -373,6 +387,7 @@ ROUTE_FIELDS: dict[str, frozenset[str]] = {
         _image_field_names("identity", "expression_image", "background")
         | {"expression", "expression_vector"}
         | set(_PARAMS)
+        | set(_SCENE)
     ),
 }
 
@@ -414,6 +429,63 @@ def parse_reenact(fields: Fields, limits: Limits) -> ReenactRequest:
     )
 
 
+def background_prompt(fields: Fields, name: str = "background_prompt") -> str | None:
+    text = _text(fields, name)
+    if text is not None and len(fields[name]) > MAX_PROMPT_CHARS:  # as sent, before stripping
+        raise ApiError(
+            422,
+            "out_of_range",
+            f"{name} has {len(fields[name])} characters, the limit is {MAX_PROMPT_CHARS}; describe the scene "
+            "more briefly (the text encoder reads about 75 words)",
+            name,
+        )
+    return text
+
+
+def head_box(fields: Fields, name: str = "head_box") -> tuple[float, float, float, float] | None:
+    raw = _number_list(fields, name)
+    if raw is None:
+        return None
+    box = tuple(float(v) for v in raw)
+    if len(box) != 4 or not all(0.0 <= v <= 1.0 for v in box):
+        raise ApiError(422, "invalid_field", f"{name} must be 4 numbers in [0, 1], got {list(box)[:6]}", name)
+    if box[2] - box[0] < MIN_HEAD_BOX or box[3] - box[1] < MIN_HEAD_BOX:  # what the schema cannot say
+        raise ApiError(
+            422,
+            "invalid_head_box",
+            f"{name} must be 4 numbers x1, y1, x2, y2 in [0, 1] (fractions of the background's width and "
+            f"height) with x2 - x1 and y2 - y1 at least {MIN_HEAD_BOX}, got {list(box)[:6]}",
+            name,
+        )
+    return box  # type: ignore[return-value]
+
+
+def scene_fields(fields: Fields) -> tuple[str | None, int | None, tuple[float, float, float, float] | None]:
+    """(background_prompt, background_seed, head_box): the background made from text, if asked."""
+    prompt = background_prompt(fields)
+    seed = _number(fields, "background_seed", int, None, 0, MAX_SEED)
+    box = head_box(fields)
+    # by the fields sent, as the OpenAPI schema says (a blank prompt is sent, but makes no scene)
+    sent = "background_prompt" in fields
+    if sent and "background" in fields:
+        raise ApiError(
+            422,
+            "conflicting_fields",
+            "send either background (a photo) or background_prompt (a text the server turns into a "
+            "background), not both",
+            "background_prompt",
+        )
+    if not sent and ("background_seed" in fields or "head_box" in fields):
+        used = "background_seed" if "background_seed" in fields else "head_box"
+        raise ApiError(
+            422,
+            "missing_field",
+            f"{used} applies to a background made from text; send background_prompt too, or drop {used}",
+            "background_prompt",
+        )
+    return prompt, seed, box
+
+
 def parse_generate(fields: Fields, limits: Limits) -> GenerateRequest:
     check_known_fields(fields, "generate")
     p = params(fields, limits)
@@ -421,6 +493,7 @@ def parse_generate(fields: Fields, limits: Limits) -> GenerateRequest:
     word = expression_word(fields)
     vector = expression_vector(fields, limits)
     has_image = _present(fields, "expression_image")
+    prompt, scene_seed, box = scene_fields(fields)
     given = [n for n, v in (("expression", word), ("expression_vector", vector), ("expression_image", has_image)) if v]
     if len(given) != 1:
         raise ApiError(
@@ -437,6 +510,9 @@ def parse_generate(fields: Fields, limits: Limits) -> GenerateRequest:
         expression_image=image_input(fields, "expression_image", limits, False),
         expression_vector=vector,
         background=image_input(fields, "background", limits, False),
+        background_prompt=prompt,
+        background_seed=scene_seed,
+        head_box=box,
     )
 
 

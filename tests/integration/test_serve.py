@@ -204,6 +204,32 @@ def test_generate_with_vector_image_and_aligned_example(base_url: str) -> None:
     check_png(r.content, photos.load("biden.jpg").shape[:2])
 
 
+def test_generate_with_a_background_prompt(base_url: str) -> None:
+    """The portrait flow: a photo, a word and a prompt; the Scenes deployment (scaled to zero
+    until now) makes the background with the app's tiny random text-to-image folder, and the face
+    goes at head_box. One generation: the cold start of Scenes is most of this test's time."""
+    fields = {
+        "expression": "joy",
+        "background_prompt": "a beach at sunset",
+        "background_seed": "7",
+        "head_box": "0.1, 0.5, 0.4, 0.9",
+    }
+    identity = {"identity": ("o.jpg", photo("obama.jpg"))}
+    r = post(base_url, "generate", files=identity, data=fields, headers={"Accept": "application/json"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    text = check_png(base64.b64decode(out["image"].split(",", 1)[1]), (256, 256))  # the scene's size
+    assert text["sfsr:background"] == "text-to-image" and text["sfsr:background_prompt"] == "a beach at sunset"
+    assert (text["sfsr:background_seed"], text["sfsr:text_to_image"]) == ("7", "tiny-sd")
+    meta = out["metadata"]
+    assert meta["face"] == {"field": "background_prompt", "bbox": [25.6, 128.0, 102.4, 230.4], "aligned_input": False}
+    timing = parse_server_timing(r.headers["Server-Timing"])  # the scene's time, inside detect (run beside it)
+    assert timing["scene"] == pytest.approx(meta["background"]["seconds"] * 1000, abs=1)
+    assert 0 < timing["scene"] <= timing["detect"]
+    r = post(base_url, "generate", files={**identity, "background": ("b.jpg", photo("biden.jpg"))}, data=fields)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "conflicting_fields"
+
+
 def test_face_count_errors_and_face_index(base_url: str) -> None:
     coffee = jpeg_bytes(photos.composite_no_face())
     r = post(base_url, "reenact", files={"source": ("c.jpg", coffee)}, data={"expression": "joy"})

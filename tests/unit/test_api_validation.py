@@ -20,7 +20,14 @@ import yaml
 from PIL import Image
 
 from deployments import validation as v
-from deployments.settings import AnalysisSettings, GeneratorSettings, IngressSettings, from_dict, open_api_refusal
+from deployments.settings import (
+    AnalysisSettings,
+    GeneratorSettings,
+    IngressSettings,
+    SceneSettings,
+    from_dict,
+    open_api_refusal,
+)
 from sfsr.faces import compose
 from sfsr.faces.analyze import downscale_face
 from sfsr.io.images import ImageLimits
@@ -298,12 +305,17 @@ def test_serve_config_user_configs_are_valid_settings() -> None:
     config = yaml.safe_load((REPO_ROOT / "deployments" / "serve_config.yaml").read_text())
     app = config["applications"][0]
     assert config["http_options"]["host"] == "127.0.0.1"
-    classes = {"Ingress": IngressSettings, "FaceAnalysis": AnalysisSettings, "Generator": GeneratorSettings}
+    classes = {
+        "Ingress": IngressSettings,
+        "FaceAnalysis": AnalysisSettings,
+        "Generator": GeneratorSettings,
+        "Scenes": SceneSettings,
+    }
     seen = set()
     for dep in app["deployments"]:
         from_dict(classes[dep["name"]], dep.get("user_config"), dep["name"])
         seen.add(dep["name"])
-        if dep["name"] != "Ingress":
+        if dep["name"] not in ("Ingress", "Scenes"):  # Scenes: one 4 GB pipeline, scaled to zero when idle
             assert dep["autoscaling_config"]["max_replicas"] >= 2, dep["name"]
         assert dep["max_queued_requests"] > 0 and dep["backpressure_config"]["retry_after_s"] > 0
     gen = next(d for d in app["deployments"] if d["name"] == "Generator")

@@ -27,6 +27,7 @@ FLOORS: list[set[str]] = [
     {"sfsr.progress", "sfsr.job_output"},  # the jobs' own progress lines; what a person sees of a job
     {"sfsr.faces", "sfsr.watermark"},
     {"sfsr.conditions"},  # builds a model's encoders: face packs below, providers named by string
+    {"sfsr.scenes"},  # text-to-image backgrounds and head placement: faces and io below
     {"sfsr.model", "sfsr.synth"},
     {"sfsr.generate"},
     {"sfsr.release", "evaluation"},
