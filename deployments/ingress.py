@@ -37,13 +37,14 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 from starlette.datastructures import UploadFile
 
-from deployments import compose, validation
+from deployments import compose, travel, validation
 from deployments.admission import Admission, Refusal
 from deployments.generator import GenJob, GenResult
 from deployments.openapi import PNGResponse, health_responses, png_responses, request_body, responses
 from deployments.scenes import Scene, not_configured
 from deployments.settings import ALLOW_OPEN_ENV, TOKEN_ENV, IngressSettings, from_dict, open_api_refusal
 from deployments.timing import StageTimer
+from deployments.travel import TravelRequest
 from sfsr import c2pa_sign, watermark
 from sfsr.expressions import FAMILIES, words_by_family
 from sfsr.io.images import ImageLimits
@@ -58,7 +59,12 @@ MODEL_INFO_TTL_S = 30.0  # re-read Generator.info this often (a reconfigure may 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Everything the Ingress methods use must be defined above the class: serve.ingress pickles the
 # class by value at decoration time, with the module globals that exist at that point.
-PARSERS = {"swap": validation.parse_swap, "reenact": validation.parse_reenact, "generate": validation.parse_generate}
+PARSERS = {
+    "swap": validation.parse_swap,
+    "reenact": validation.parse_reenact,
+    "generate": validation.parse_generate,
+    "travel": travel.parse_travel,
+}
 
 api = FastAPI(
     title="sfsr",
@@ -340,13 +346,17 @@ class Ingress:
             req = await asyncio.to_thread(PARSERS[route], fields, limits)
         del fields
         timing.lap("parse")
-        ticket = self.admission.ask(req.params.steps, time.monotonic())
+        work = req.params.steps * (req.frames if route == "travel" else 1)  # denoising steps asked for
+        ticket = self.admission.ask(work, time.monotonic())
         if isinstance(ticket, Refusal):
             self.refused.inc(1, tags={"route": f"/v1/{route}"})
             raise validation.ApiError(503, "overloaded", ticket.message(), retry_after=ticket.retry_after_s)
         response: Response | None = None
         try:
-            response = await self._generate(request, route, req, info, rid, timing)
+            if route == "travel":
+                response = await self._travel(request, req, info, rid, timing)
+            else:
+                response = await self._generate(request, route, req, info, rid, timing)
             return response
         finally:
             result: GenResult | None = getattr(response, "gen", None)
@@ -466,6 +476,83 @@ class Ingress:
         response.gen = gen  # type: ignore[attr-defined]
         return response
 
+    async def _travel(
+        self, request: Request, req: TravelRequest, info: dict[str, Any], rid: str, timing: StageTimer
+    ) -> Response:
+        """Expression travel (deployments/travel.py): one generate job per frame, batched together.
+        The response carries no `.gen`: a travel's cost per step would mislead the admission."""
+        p, size = req.params, info["resolution"]
+        seed = p.seed if p.seed is not None else seed_from(rid)
+        out = req.background or req.identity
+        pf, of, sf, ef = await asyncio.gather(
+            self._face(req.identity, size, "travel"),
+            self._face(out, size, "travel") if req.background else _none(),
+            self._face(req.start.image, size, "travel") if req.start.image else _none(),
+            self._face(req.end.image, size, "travel") if req.end.image else _none(),
+        )
+        of = of or pf
+        ends = [travel.end_item(e, f.crop if f is not None else None) for e, f in ((req.start, sf), (req.end, ef))]
+        vectors = await self._call(self.generator.travel_vectors, *ends, req.frames)
+        timing.lap("detect")
+        common = dict(steps=p.steps, guidance_identity=p.guidance_identity, guidance_expression=p.guidance_expression)
+        now = time.time()
+        jobs = [
+            GenJob("generate", pf.crop, target=of.crop, mask=of.mask, vector=vec, seed=seed, submitted=now, **common)
+            for vec in vectors
+        ]
+        results: list[GenResult] = await asyncio.gather(*(self._call(self.generator.run, j) for j in jobs))
+        timing.lap("generate")
+        meta = {
+            "request_id": rid,
+            "route": "travel",
+            "model": info["name"],
+            "model_version": info["version"],
+            "trained_on": info["trained_on"],
+            "licence": info.get("licence"),
+            "warning": info.get("warning"),
+            "seed": seed,
+            "steps": p.steps,
+            "guidance_identity": p.guidance_identity,
+            "guidance_expression": p.guidance_expression,
+            "start": req.start.word or ("image" if req.start.image else "vector"),
+            "end": req.end.word or ("image" if req.end.image else "vector"),
+            "frames": req.frames,
+            "frame_ms": req.frame_ms,
+            "face": {"field": out.field, "bbox": [round(float(x), 1) for x in of.bbox], "aligned_input": out.aligned},
+            "statement": watermark.GENERATED_STATEMENT,
+        }
+        want_json = "application/json" in request.headers.get("accept", "")
+        animation, frames = await asyncio.to_thread(
+            travel.finish_frames,
+            out.image,
+            [r.image for r in results],
+            of,
+            meta,
+            req.frame_ms,
+            want_json,
+            self.settings,
+        )
+        timing.lap("finish")
+        first = results[0]
+        headers = {
+            "X-Sfsr-Model": f"{info['name']} {info['version']}",
+            "Server-Timing": timing.header(queue=first.queue_s, model=first.model_s, batch=first.batch_size),
+        }
+        if meta["warning"]:
+            headers[WARNING_HEADER] = meta["warning"]
+        if not want_json:
+            return Response(animation, media_type="image/png", headers=headers)
+        meta["seconds"] = round(time.perf_counter() - timing.start, 3)
+        return JSONResponse(
+            {
+                "animation": "data:image/png;base64," + base64.b64encode(animation).decode(),
+                "frames": ["data:image/png;base64," + base64.b64encode(f).decode() for f in frames],
+                "metadata": meta,
+                "warning": meta["warning"],
+            },
+            headers=headers,
+        )
+
     def _finish(self, photo: np.ndarray, crop: np.ndarray, face: Any, meta: dict[str, Any]) -> tuple[bytes, tuple]:
         image = compose.paste_back(photo, crop, face.align_matrix, face.mask, self.settings.feather)
         image = compose.fit_output(image, self.settings.max_output_side)
@@ -510,6 +597,14 @@ class Ingress:
     )
     async def generate(self, request: Request) -> Response:
         return await self._run(request, "generate")
+
+    @api.post(
+        "/v1/travel",
+        summary="Expression travel: frames of one face from one expression (word, photo or vector) to another",
+        openapi_extra=request_body("travel"),
+    )
+    async def travel(self, request: Request) -> Response:
+        return await self._run(request, "travel")
 
     @api.get("/v1/expressions", summary="The 135 expression words, by family", responses=responses())
     async def expressions(self) -> dict[str, Any]:

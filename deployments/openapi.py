@@ -22,6 +22,7 @@ from typing import Any
 from fastapi.responses import Response
 
 from deployments.settings import IngressSettings
+from deployments.travel import DEFAULT_FRAME_MS, DEFAULT_FRAMES, FRAME_MS, FRAMES
 from deployments.validation import (
     FACE_INDEX_RANGE,
     MAX_PROMPT_CHARS,
@@ -40,6 +41,8 @@ IMAGE_HELP = {
     "driver": "photo whose expression to copy",
     "expression_image": "photo whose expression to use",
     "background": "photo whose background and head placement to use (default: the identity photo)",
+    "start_image": "travel: photo whose expression the first frame has",
+    "end_image": "travel: photo whose expression the last frame has",
 }
 _DEFAULTS = IngressSettings()  # the schema states the default limits (GET /v1/info has the configured ones)
 SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
@@ -54,6 +57,38 @@ SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
             "items": {"type": "number", "minimum": -MAX_VECTOR_ABS, "maximum": MAX_VECTOR_ABS},
         },
         "expression vector of the model's expression space (length: GET /v1/info model.expression_dim)",
+    ),
+    "start": (
+        {"type": "string", "enum": [w.word for w in WORDS]},
+        "travel: the first frame's expression, one of the 135 words of GET /v1/expressions",
+    ),
+    "end": (
+        {"type": "string", "enum": [w.word for w in WORDS]},
+        "travel: the last frame's expression, one of the 135 words of GET /v1/expressions",
+    ),
+    "start_vector": (
+        {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "number", "minimum": -MAX_VECTOR_ABS, "maximum": MAX_VECTOR_ABS},
+        },
+        "travel: the first frame's expression vector (length: GET /v1/info model.expression_dim)",
+    ),
+    "end_vector": (
+        {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "number", "minimum": -MAX_VECTOR_ABS, "maximum": MAX_VECTOR_ABS},
+        },
+        "travel: the last frame's expression vector (length: GET /v1/info model.expression_dim)",
+    ),
+    "frames": (
+        {"type": "integer", "minimum": FRAMES[0], "maximum": FRAMES[1]},
+        f"travel: frames, both ends included (default {DEFAULT_FRAMES})",
+    ),
+    "frame_ms": (
+        {"type": "integer", "minimum": FRAME_MS[0], "maximum": FRAME_MS[1]},
+        f"travel: milliseconds each frame shows in the animation (default {DEFAULT_FRAME_MS})",
     ),
     "steps": (
         {"type": "integer", "minimum": 1, "maximum": _DEFAULTS.max_steps},
@@ -116,7 +151,9 @@ ONE_OF = {
     "reenact": ["driver", "expression"],
     "generate": ["expression", "expression_image", "expression_vector"],
 }
-REQUIRED = {"swap": ["identity", "target"], "reenact": ["source"], "generate": ["identity"]}
+# Routes with two such choices: exactly one of each group (deployments/travel.py).
+ONE_OF_EACH = {"travel": [["start", "start_image", "start_vector"], ["end", "end_image", "end_vector"]]}
+REQUIRED = {"swap": ["identity", "target"], "reenact": ["source"], "generate": ["identity"], "travel": ["identity"]}
 
 # Error codes of 4xx answers to requests the schema allows: what no schema can say. An empty image
 # is not among them: the schema itself refuses that.
@@ -165,8 +202,8 @@ def _field_schema(name: str, encoding: str) -> dict[str, Any]:
         if name == f"{image}_aligned":
             return {"type": "boolean", "description": f"{image} already is a square aligned face crop: skip detection"}
     schema, help_text = SCALAR_HELP[name]
-    if name in ("expression_vector", "head_box") and encoding == "multipart":
-        schema = {"type": "string", "pattern": VECTOR_TEXT if name == "expression_vector" else BOX_TEXT}
+    if name in ("expression_vector", "start_vector", "end_vector", "head_box") and encoding == "multipart":
+        schema = {"type": "string", "pattern": BOX_TEXT if name == "head_box" else VECTOR_TEXT}
         help_text += "; a JSON list or comma-separated numbers"
     return {**copy.deepcopy(schema), "description": help_text}
 
@@ -252,8 +289,10 @@ def request_body(route: str) -> dict[str, Any]:
             schema["oneOf"] = [{"required": [n]} for n in ONE_OF[route]]
         if route in SCENE_RULES:
             schema["allOf"] = copy.deepcopy(SCENE_RULES[route])
+        if route in ONE_OF_EACH:
+            schema["allOf"] = [{"oneOf": [{"required": [n]} for n in group]} for group in ONE_OF_EACH[route]]
         content[media] = {"schema": schema}
-    return {
+    body: dict[str, Any] = {
         "requestBody": {"required": True, "content": content},
         "responses": {
             "200": {
@@ -296,6 +335,23 @@ def request_body(route: str) -> dict[str, Any]:
             **{str(status): answer for status, answer in responses(400, 413, 415, 422).items()},
         },
     }
+    if route == "travel":  # an animation, and with JSON each frame too
+        ok = body["responses"]["200"]
+        ok["description"] = (
+            "the expression travel: an animated PNG (APNG, every frame watermarked, provenance text, a signed "
+            "C2PA manifest), or with Accept: application/json the animation and each frame as data: URLs"
+        )
+        ok["content"]["application/json"]["schema"] = {
+            "type": "object",
+            "required": ["animation", "frames", "metadata", "warning"],
+            "properties": {
+                "animation": {"type": "string", "description": "data:image/png;base64,... (APNG)"},
+                "frames": {"type": "array", "items": {"type": "string"}, "description": "each frame, a PNG data: URL"},
+                "metadata": {"type": "object", "description": "request id, model, version, seed, steps, ends, frames"},
+                "warning": {"type": ["string", "null"], "description": "see the X-Sfsr-Warning header"},
+            },
+        }
+    return body
 
 
 def png_responses() -> dict[int | str, dict[str, Any]]:

@@ -33,6 +33,7 @@ Fields = Mapping[str, Any]  # field name -> bytes (file part), str, or a JSON va
 _IMAGE_STATUS = {"too_many_bytes": 413, "not_an_image": 415, "unsupported_format": 415}
 _PARAMS = ("steps", "guidance_identity", "guidance_expression", "seed")
 _SCENE = ("background_prompt", "background_seed", "head_box")  # a background made from text
+_TRAVEL = ("start", "end", "start_vector", "end_vector", "frames", "frame_ms")  # deployments/travel.py
 MAX_SEED = 2**31 - 1
 FACE_INDEX_RANGE = (0, 1000)  # <field>_face_index
 MAX_VECTOR_ABS = 1000.0  # expression_vector values lie within +-this
@@ -207,6 +208,11 @@ def _number(fields: Fields, name: str, kind: type, default: Any, lo: float, hi: 
     if not lo <= value <= hi:
         raise ApiError(422, "out_of_range", f"{name}={value} is outside [{lo}, {hi}]", name)
     return value
+
+
+def integer_field(fields: Fields, name: str, default: int, lo: int, hi: int) -> int:
+    """An optional integer field within [lo, hi] (`default` when absent)."""
+    return _number(fields, name, int, default, lo, hi)
 
 
 def _bool(fields: Fields, name: str) -> bool:
@@ -388,6 +394,9 @@ ROUTE_FIELDS: dict[str, frozenset[str]] = {
         | {"expression", "expression_vector"}
         | set(_PARAMS)
         | set(_SCENE)
+    ),
+    "travel": frozenset(
+        _image_field_names("identity", "background", "start_image", "end_image") | set(_TRAVEL) | set(_PARAMS)
     ),
 }
 

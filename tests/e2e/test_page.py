@@ -136,6 +136,32 @@ def test_upload_choose_a_word_and_generate(base_url: str, browser, tmp_path: Pat
         By.ID, "status"
     ).text
 
+    # expression travel from that word to another: the animation plays, the slider shows each frame
+    Select(browser.find_element(By.ID, "travel-to")).select_by_value("contentment")
+    frames = browser.find_element(By.ID, "travel-frames")
+    frames.clear()
+    frames.send_keys("4")
+    browser.find_element(By.ID, "steps").clear()
+    browser.find_element(By.ID, "steps").send_keys("4")
+    browser.find_element(By.ID, "travel-go").click()
+    _wait(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "travel-scrub").is_displayed()
+            or "error" in d.find_element(By.ID, "status").get_attribute("class")
+        ),
+    )
+    assert browser.find_element(By.ID, "travel-anim").is_displayed(), browser.find_element(By.ID, "status").text
+    slider = browser.find_element(By.ID, "travel-slider")
+    assert slider.get_attribute("max") == "3"
+    shown = browser.find_element(By.ID, "travel-frame").get_attribute("src")
+    browser.execute_script(
+        "const s = document.getElementById('travel-slider'); s.value = 3; s.dispatchEvent(new Event('input'));"
+    )
+    last = browser.find_element(By.ID, "travel-frame").get_attribute("src")
+    assert shown.startswith("data:image/png;base64,") and last.startswith("data:image/png;base64,") and last != shown
+    assert browser.find_element(By.ID, "travel-out").get_attribute("value") == "3"
+
 
 def test_page_reports_errors_in_words(base_url: str, browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By

@@ -204,6 +204,44 @@ def test_generate_with_vector_image_and_aligned_example(base_url: str) -> None:
     check_png(r.content, photos.load("biden.jpg").shape[:2])
 
 
+def test_expression_travel_as_frames_and_an_animation(base_url: str) -> None:
+    """POST /v1/travel: the frames go from one word to another on a fixed face, background and
+    seed; the first frame is what /v1/generate makes of the first word with that seed."""
+    example = requests.get(f"{base_url}/v1/examples/11.png", headers=auth(), timeout=30).content
+    common = {"identity_aligned": "true", "seed": "5", "steps": "3"}
+    r = post(
+        base_url,
+        "travel",
+        files={"identity": ("e.png", example)},
+        data={**common, "start": "contentment", "end": "rage", "frames": "4", "frame_ms": "100"},
+        headers={"Accept": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["metadata"]["frames"] == 4 and (body["metadata"]["start"], body["metadata"]["end"]) == (
+        "contentment",
+        "rage",
+    )
+    frames = [base64.b64decode(f.split(",", 1)[1]) for f in body["frames"]]
+    for f in frames:
+        check_png(f, (256, 256))
+    pixels = [np.asarray(Image.open(io.BytesIO(f)).convert("RGB"), np.int16) for f in frames]
+    assert np.abs(pixels[-1] - pixels[0]).mean() > np.abs(pixels[1] - pixels[0]).mean() > 0
+    animation = Image.open(io.BytesIO(base64.b64decode(body["animation"].split(",", 1)[1])))
+    assert animation.n_frames == 4
+    one = post(
+        base_url, "generate", files={"identity": ("e.png", example)}, data={**common, "expression": "contentment"}
+    )
+    assert one.status_code == 200, one.text
+    first = np.asarray(Image.open(io.BytesIO(one.content)).convert("RGB"), np.int16)
+    assert np.abs(first - pixels[0]).max() <= 2  # the same job (up to batched float round-off)
+    png = post(
+        base_url, "travel", files={"identity": ("e.png", example)}, data={**common, "start": "joy", "end": "awe"}
+    )
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).n_frames == 8  # the default
+
+
 def test_generate_with_a_background_prompt(base_url: str) -> None:
     """The portrait flow: a photo, a word and a prompt; the Scenes deployment (scaled to zero
     until now) makes the background with the app's tiny random text-to-image folder, and the face
