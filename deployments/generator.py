@@ -275,6 +275,11 @@ class GeneratorDeployment:
         """One job, run in the next batch the model takes (deployments/batcher.py)."""
         return await self.batcher.submit(job)
 
+    async def run_many(self, jobs: list[GenJob]) -> list[GenResult]:
+        """Several jobs of one request (a travel's frames) in one call: one queue slot of this
+        deployment, and the batcher runs them together."""
+        return list(await asyncio.gather(*(self.batcher.submit(j) for j in jobs)))
+
 
 def _jsonable(value: Any) -> Any:
     """Generator.info with anything JSON cannot hold turned into strings."""

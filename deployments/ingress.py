@@ -500,7 +500,7 @@ class Ingress:
             GenJob("generate", pf.crop, target=of.crop, mask=of.mask, vector=vec, seed=seed, submitted=now, **common)
             for vec in vectors
         ]
-        results: list[GenResult] = await asyncio.gather(*(self._call(self.generator.run, j) for j in jobs))
+        results: list[GenResult] = await self._call(self.generator.run_many, jobs)
         timing.lap("generate")
         meta = {
             "request_id": rid,

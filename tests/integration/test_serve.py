@@ -236,7 +236,7 @@ def test_expression_travel_as_frames_and_an_animation(base_url: str) -> None:
     first = np.asarray(Image.open(io.BytesIO(one.content)).convert("RGB"), np.int16)
     assert np.abs(first - pixels[0]).max() <= 2  # the same job (up to batched float round-off)
     png = post(
-        base_url, "travel", files={"identity": ("e.png", example)}, data={**common, "start": "joy", "end": "awe"}
+        base_url, "travel", files={"identity": ("e.png", example)}, data={**common, "start": "joy", "end": "amazement"}
     )
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(png.content)).n_frames == 8  # the default
