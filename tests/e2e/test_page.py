@@ -162,6 +162,24 @@ def test_upload_choose_a_word_and_generate(base_url: str, browser, tmp_path: Pat
     assert shown.startswith("data:image/png;base64,") and last.startswith("data:image/png;base64,") and last != shown
     assert browser.find_element(By.ID, "travel-out").get_attribute("value") == "3"
 
+    # the paper's portrait: an uploaded photo, a word and a scene described in words (the app's
+    # tiny random text-to-image folder, tests/fixtures/text_to_image.py)
+    browser.find_element(By.ID, "identity-file").send_keys(str(selfie))
+    Select(browser.find_element(By.ID, "word")).select_by_value("contentment")
+    browser.find_element(By.ID, "background-prompt").send_keys("a lighthouse on a cliff")
+    before = browser.find_element(By.ID, "result").get_attribute("src")
+    browser.find_element(By.ID, "go").click()
+    _wait(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "result").get_attribute("src") != before
+            or "error" in d.find_element(By.ID, "status").get_attribute("class")
+        ),
+    )
+    meta = json.loads(browser.find_element(By.ID, "metadata").text)
+    assert meta["expression"] == "contentment", browser.find_element(By.ID, "status").text
+    assert meta["background"]["background_prompt"] == "a lighthouse on a cliff"
+
 
 def test_page_reports_errors_in_words(base_url: str, browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
