@@ -144,6 +144,23 @@ async def _none() -> None:
     return None
 
 
+def provenance_fields(info: dict[str, Any], rid: str, route: str, seed: int, p: validation.Params) -> dict[str, Any]:
+    """What every answer's metadata says of where it came from: request, model, sampling."""
+    return {
+        "request_id": rid,
+        "route": route,
+        "model": info["name"],
+        "model_version": info["version"],
+        "trained_on": info["trained_on"],
+        "licence": info.get("licence"),
+        "warning": info.get("warning"),
+        "seed": seed,
+        "steps": p.steps,
+        "guidance_identity": p.guidance_identity,
+        "guidance_expression": p.guidance_expression,
+    }
+
+
 def _serve_http_host() -> str | None:
     """The host Serve's HTTP proxies bind, from the controller (None if it cannot be read)."""
     try:
@@ -422,17 +439,7 @@ class Ingress:
         timing.lap("generate")
         crop = gen.image
         meta = {
-            "request_id": rid,
-            "route": route,
-            "model": info["name"],
-            "model_version": info["version"],
-            "trained_on": info["trained_on"],
-            "licence": info.get("licence"),
-            "warning": info.get("warning"),
-            "seed": seed,
-            "steps": p.steps,
-            "guidance_identity": p.guidance_identity,
-            "guidance_expression": p.guidance_expression,
+            **provenance_fields(info, rid, route, seed, p),
             "expression": job.word,
             "expression_source": "target" if route == "swap" else job.expression_kind,
             "face": {"field": out.field, "bbox": [round(float(v), 1) for v in of.bbox], "aligned_input": out.aligned},
@@ -503,17 +510,7 @@ class Ingress:
         results: list[GenResult] = await self._call(self.generator.run_many, jobs)
         timing.lap("generate")
         meta = {
-            "request_id": rid,
-            "route": "travel",
-            "model": info["name"],
-            "model_version": info["version"],
-            "trained_on": info["trained_on"],
-            "licence": info.get("licence"),
-            "warning": info.get("warning"),
-            "seed": seed,
-            "steps": p.steps,
-            "guidance_identity": p.guidance_identity,
-            "guidance_expression": p.guidance_expression,
+            **provenance_fields(info, rid, "travel", seed, p),
             "start": req.start.word or ("image" if req.start.image else "vector"),
             "end": req.end.word or ("image" if req.end.image else "vector"),
             "frames": req.frames,
