@@ -27,7 +27,7 @@ from ray import serve
 from ray.serve.metrics import Counter, Histogram
 
 from deployments.batcher import ContinuousBatcher
-from deployments.settings import GeneratorSettings, from_dict
+from deployments.settings import GeneratorSettings, from_dict, torch_device
 
 logger = logging.getLogger("ray.serve")
 OPS = ("swap", "reenact", "generate")
@@ -208,9 +208,7 @@ class GeneratorDeployment:
         from sfsr.generate import Generator
 
         torch.set_num_threads(settings.torch_threads)
-        device = settings.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch_device(settings.device)
         t0 = time.perf_counter()
         try:
             model = Generator.from_pretrained(settings.model_path, device=device)

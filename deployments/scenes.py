@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.settings import SceneSettings, from_dict
+from deployments.settings import SceneSettings, from_dict, torch_device
 from deployments.validation import ApiError
 
 logger = logging.getLogger("ray.serve")
@@ -88,9 +88,7 @@ class Scenes:
         from sfsr.scenes import TextToImage
 
         torch.set_num_threads(settings.torch_threads)
-        device = settings.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch_device(settings.device)
         t0 = time.perf_counter()
         try:
             model = TextToImage.from_pretrained(settings.folder, device=device)

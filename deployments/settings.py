@@ -48,6 +48,16 @@ def resolve_path(path: str) -> str:
     return str(REPO_ROOT / path)
 
 
+def torch_device(device: str) -> str:
+    """A deployment's `device` setting as torch takes it: "auto" is cuda when this replica was
+    given a GPU, else cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def open_api_refusal(token: str | None, host: str | None, allow_open: bool) -> str | None:
     """Why the ingress must not start (None: it may): without a token, only a loopback proxy is
     acceptable, unless the operator says a gateway in front authenticates (allow_open)."""
