@@ -7,10 +7,12 @@ A target is the vector the model's expression condition is given in place of an 
    labelled faces: one row per word with its mean expression vector and face count);
 2. family: no faces for the word, but some for its family. Expression is modelled as linear in
    intensity along the family's direction from neutral:
-       target = neutral + (intensity / family_intensity) * (family_mean - neutral)
+       target = neutral + (intensity / family_intensity) * (family_mean - neutral) + offset
    where family_mean and family_intensity are the count-weighted mean vector and mean word
    intensity of the family's bank rows, and neutral is the bank's "neutral" row, else the
-   prototype at intensity 0, else the bank's overall mean;
+   prototype at intensity 0, else the bank's overall mean; offset is how the prototype of the
+   word differs from its family's prototype at the same intensity (its subcluster and nuance),
+   so words without faces of their own still get targets of their own;
 3. prototype: `prototype_fn(family, intensity)`, for the synthetic-face space
    `sfsr.synth.factors.family_prototype` (sfsr/synth/conditioning.py builds those targets), for
    the builtin face pack `FerPrototypes` below.
@@ -49,11 +51,35 @@ FAMILY_MIXTURES: dict[str, dict[str, float]] = {
     "sadness": {"sad": 1.0},
     "fear": {"fear": 1.0},
 }
-# Subclusters whose faces FER2013 tells apart from their family's: disgust, revulsion and
-# contempt are mostly FER's disgust class, with some anger.
+# (family, subcluster) -> its FER2013 mixture at full intensity, where it differs from the
+# family's: how FER's classes would split such faces (zest and enthrallment carry surprise,
+# disgust is mostly FER's disgust class, torment and suffering carry fear). Every subcluster of a
+# family differs, so words of different subclusters get different targets.
 SUBCLUSTER_MIXTURES: dict[tuple[str, str], dict[str, float]] = {
+    ("love", "lust"): {"happy": 0.5, "surprise": 0.1, "neutral": 0.4},
+    ("love", "longing"): {"sad": 0.4, "happy": 0.3, "neutral": 0.3},
+    ("joy", "zest"): {"happy": 0.8, "surprise": 0.2},
+    ("joy", "contentment"): {"happy": 0.7, "neutral": 0.3},
+    ("joy", "pride"): {"happy": 0.75, "angry": 0.05, "neutral": 0.2},
+    ("joy", "optimism"): {"happy": 0.85, "surprise": 0.05, "neutral": 0.1},
+    ("joy", "enthrallment"): {"happy": 0.6, "surprise": 0.4},
+    ("joy", "relief"): {"happy": 0.7, "sad": 0.1, "neutral": 0.2},
+    ("anger", "irritation"): {"angry": 0.9, "disgust": 0.1},
+    ("anger", "exasperation"): {"angry": 0.7, "sad": 0.2, "disgust": 0.1},
     ("anger", "disgust"): {"disgust": 0.7, "angry": 0.3},
+    ("anger", "envy"): {"angry": 0.5, "disgust": 0.3, "sad": 0.2},
+    ("anger", "torment"): {"angry": 0.4, "sad": 0.3, "fear": 0.3},
+    ("sadness", "suffering"): {"sad": 0.7, "fear": 0.3},
+    ("sadness", "disappointment"): {"sad": 0.8, "angry": 0.2},
+    ("sadness", "shame"): {"sad": 0.7, "fear": 0.1, "disgust": 0.2},
+    ("sadness", "neglect"): {"sad": 0.8, "fear": 0.05, "neutral": 0.15},
+    ("sadness", "sympathy"): {"sad": 0.6, "happy": 0.1, "neutral": 0.3},
+    ("fear", "horror"): {"fear": 0.8, "surprise": 0.2},
+    ("fear", "nervousness"): {"fear": 0.8, "sad": 0.2},
 }
+# A word's nuance (vocabulary.py) moves this much probability, times its intensity, from the
+# mixture's first class to its second (to neutral when it has one class).
+FER_NUANCE_MASS = 0.03
 
 
 @dataclass(frozen=True)
@@ -159,8 +185,13 @@ class FerPrototypes:
         return self._vector(FAMILY_MIXTURES[family], intensity)
 
     def for_word(self, word: ExpressionWord) -> np.ndarray:
-        key = (word.family, word.subcluster)
-        mixture = SUBCLUSTER_MIXTURES.get(key, FAMILY_MIXTURES[word.family])
+        """The word's own target: its subcluster's mixture at its intensity, moved by its nuance."""
+        mixture = dict(SUBCLUSTER_MIXTURES.get((word.family, word.subcluster), FAMILY_MIXTURES[word.family]))
+        first, *rest = list(mixture)
+        second = rest[0] if rest else "neutral"
+        moved = word.nuance * FER_NUANCE_MASS
+        mixture[first] -= moved
+        mixture[second] = mixture.get(second, 0.0) + moved
         return self._vector(mixture, word.intensity)
 
 
@@ -260,7 +291,7 @@ class ExpressionTargets:
             return self._check(self.bank.means[x.word], f"bank row {x.word!r}"), "bank"
         vec = self._from_family_mean(x.family, x.intensity)
         if vec is not None:
-            return vec, "family"
+            return self._project(vec + self._word_offset(x)), "family"
         self._need_prototype(x.family)
         return self._project(self._prototype(x.family, x.intensity, x)), "prototype"
 
@@ -274,6 +305,16 @@ class ExpressionTargets:
         neutral = self.neutral(family)
         vec = neutral + intensity / mean_intensity * (mean - neutral)  # (dim,)
         return self._project(vec.astype(np.float32))
+
+    def _word_offset(self, word: ExpressionWord) -> np.ndarray:
+        """How the prototype of the word differs from its family's at the same intensity (its
+        subcluster and nuance), added to a family-mean target so words keep their own targets;
+        zero without a word-aware prototype function."""
+        if not isinstance(self.prototype_fn, WordPrototypes):
+            return np.zeros(self.space.dim, np.float32)
+        own = self._prototype(word.family, word.intensity, word)
+        line = self._prototype(word.family, word.intensity, None)
+        return (own - line).astype(np.float32)
 
     def _need_prototype(self, family: str) -> None:
         if self.prototype_fn is None:

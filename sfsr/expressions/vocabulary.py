@@ -17,6 +17,12 @@ Intensity is ours, not Shaver's: Shaver gives no intensity ratings. Each word's 
   stronger (fury +0.2) than that typical feeling, judged from the word's dictionary meaning.
 So irritation = 0.3, anger = 0.6, rage = fury = 1.0, satisfaction = 0.4, ecstasy = 1.0.
 Intensity 0 would be a neutral face; no word sits there, the mildest are 0.2.
+
+Nuance tells apart words that share family, subcluster and intensity (gaiety, jolliness,
+joviality and happiness are all cheerfulness at 0.6): the k-th of n such words, in words.json
+order, has nuance (2k - (n - 1)) / (n - 1), evenly spread over [-1, 1]; a word alone in its group
+has 0. Each expression space turns nuance into a small shift that leaves the word's intensity
+alone (sfsr.synth.words, targets.FerPrototypes), so every word has its own target.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,6 +47,7 @@ class ExpressionWord:
     family: str
     subcluster: str
     intensity: float
+    nuance: float = 0.0  # in [-1, 1]: which of the words sharing family, subcluster, intensity
 
 
 class UnknownExpressionError(ValueError):
@@ -77,6 +84,7 @@ def _load_words(path: Path = _WORDS_FILE) -> tuple[ExpressionWord, ...]:
                 # round() keeps 0.6 + 0.1 from printing as 0.7000000000000001.
                 intensity = round(min(1.0, max(0.0, base + float(adjustment))), 3)
                 words.append(ExpressionWord(word, family, subcluster, intensity))
+    words = _with_nuance(words)
     names = [w.word for w in words]
     if len(names) != 135 or len(set(names)) != 135:
         raise ValueError(
@@ -84,6 +92,19 @@ def _load_words(path: Path = _WORDS_FILE) -> tuple[ExpressionWord, ...]:
             f"exactly 135 unique words; restore words.json from the repository"
         )
     return tuple(words)
+
+
+def _with_nuance(words: list[ExpressionWord]) -> list[ExpressionWord]:
+    groups: dict[tuple[str, str, float], list[int]] = {}
+    for i, w in enumerate(words):
+        groups.setdefault((w.family, w.subcluster, w.intensity), []).append(i)
+    out = list(words)
+    for members in groups.values():
+        n = len(members)
+        for k, i in enumerate(members):
+            nuance = 0.0 if n == 1 else round((2 * k - (n - 1)) / (n - 1), 6)
+            out[i] = replace(words[i], nuance=nuance)
+    return out
 
 
 WORDS: tuple[ExpressionWord, ...] = _load_words()

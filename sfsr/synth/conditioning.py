@@ -1,5 +1,5 @@
 """The synthetic faces' condition provider (see sfsr.conditions): the 32 px judges read identity
-and expression factors, and words map to the renderer's family prototypes. The cpu-demo model is
+and expression factors, and each word maps to its own target (sfsr.synth.words). The cpu-demo model is
 conditioned on these."""
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from sfsr.synth import factors
 
 
 def expression_targets(bank: Any | None = None) -> ExpressionTargets:
-    """Targets in the synthetic-face space, prototypes from sfsr.synth.factors.family_prototype."""
+    """Targets in the synthetic-face space: a family at an intensity is
+    sfsr.synth.factors.family_prototype, a word its own target (sfsr.synth.words)."""
+    from sfsr.synth.words import SynthWordPrototypes
+
     space = ExpressionSpace(
         "synth",
         len(factors.EXPRESSION_FACTORS),
@@ -21,7 +24,7 @@ def expression_targets(bank: Any | None = None) -> ExpressionTargets:
         low=tuple(float(v) for v in factors.EXPRESSION_LOW),
         high=tuple(float(v) for v in factors.EXPRESSION_HIGH),
     )
-    return ExpressionTargets(space, bank=bank, prototype_fn=factors.family_prototype)
+    return ExpressionTargets(space, bank=bank, prototype_fn=SynthWordPrototypes())
 
 
 def condition_encoders() -> ConditionEncoders:

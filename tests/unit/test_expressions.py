@@ -25,6 +25,7 @@ from sfsr.expressions import (
 )
 from sfsr.expressions.cli import register
 from sfsr.synth.conditioning import expression_targets
+from sfsr.synth.words import word_target
 
 # Shaver et al. (1987), Figure 1: words per family and the subclusters of each family.
 SHAVER_COUNTS = {"love": 16, "joy": 33, "surprise": 3, "anger": 29, "sadness": 37, "fear": 17}
@@ -317,8 +318,54 @@ def test_synth_space_uses_synth_prototypes():
 
     t = expression_targets()
     assert t.space.dim == len(factors.EXPRESSION_FACTORS)
-    np.testing.assert_array_equal(t.target("rage"), factors.family_prototype("anger", lookup("rage").intensity))
+    rage = lookup("rage")
+    np.testing.assert_array_equal(t.target("rage"), word_target(rage))
+    np.testing.assert_array_equal(
+        t.family_target("anger", rage.intensity), factors.family_prototype("anger", rage.intensity)
+    )
     np.testing.assert_array_equal(t.neutral(), factors.NEUTRAL_EXPRESSION)
+
+
+@pytest.mark.parametrize("space", ["synth", "builtin"])
+def test_every_word_has_its_own_target(space):
+    """135 distinct targets (issue 14): family, subcluster, intensity and nuance all count."""
+    t = expression_targets() if space == "synth" else ExpressionTargets.for_builtin()
+    vecs = np.stack([t.target(w.word) for w in WORDS])  # (135, dim)
+    dist = np.linalg.norm(vecs[:, None] - vecs[None], axis=-1) + np.eye(len(WORDS))
+    i, j = np.unravel_index(np.argmin(dist), dist.shape)
+    assert dist.min() > 0.005, f"{WORDS[i].word} and {WORDS[j].word} are {dist.min():.4f} apart"
+
+
+def test_synth_word_targets_keep_the_word_intensity():
+    """Subcluster and nuance move a word off its family's line, not along it: the projection on
+    the family's direction is the word's intensity (within what clipping to the ranges costs)."""
+    from sfsr.synth.words import SUBCLUSTER_SHIFT, family_intensity
+
+    errors = [abs(family_intensity(w.family, word_target(w)) - w.intensity) for w in WORDS]
+    assert max(errors) < 0.08
+    assert np.median(errors) < 1e-5
+    # a subcluster's shift shows: contentment smiles with a closed mouth, cheerfulness does not
+    shifted = {sub for _, sub in SUBCLUSTER_SHIFT}
+    assert "contentment" in shifted and "cheerfulness" not in shifted
+    open_ = factors_index("mouth_open")
+    assert word_target("contentment")[open_] < word_target("cheerfulness")[open_]
+
+
+def test_words_with_a_bank_row_only_for_their_family_keep_their_own_targets():
+    """A bank with one row per family (the old synthetic ingest) still gives 135 targets."""
+    from sfsr.synth.factors import family_prototype
+
+    bank = {f: family_prototype(f, lookup(f).intensity) for f in FAMILIES}
+    t = expression_targets(bank=bank)
+    vecs = {tuple(np.round(t.target(w.word), 6)) for w in WORDS}
+    assert len(vecs) == 135
+    assert t.resolve("gaiety")[1] == "family"
+
+
+def factors_index(name: str) -> int:
+    from sfsr.synth import factors
+
+    return factors.EXPRESSION_FACTORS.index(name)
 
 
 # -- CLI ---------------------------------------------------------------------------------------
