@@ -11,6 +11,7 @@ directly).
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import numpy as np
@@ -161,21 +162,21 @@ def render_synthetic(batch: pa.Table, *, seed: int, n_identities: int, crop_size
     The renderer draws faces already aligned to the table's frame, so there is nothing to detect:
     landmarks are the template's, the matrix is the identity, pose and labels are ground truth."""
     from sfsr.faces.align import template
-    from sfsr.synth.dataset import draw_sample, expression_region
-    from sfsr.synth.factors import FAMILIES, synth_params_json
+    from sfsr.synth.dataset import draw_labelled
+    from sfsr.synth.factors import synth_params_json
     from sfsr.synth.render import render
 
     rows = []
     for row in batch.to_pylist():
-        sample = draw_sample(int(row["index"]), seed, n_identities, row["split"])
+        sample, word = draw_labelled(int(row["index"]), seed, n_identities, row["split"])
         image, mask = render(sample, crop_size)
         out = _empty_row(FACES)
         out.update(
             source_uri=f"synthetic://seed{seed}/{row['split']}/{int(row['index'])}",
             identity_label=f"synth-{sample.identity_id:05d}",
-            # the family whose neutral -> apex segment the expression is nearest to; the family
-            # names are words of the vocabulary, so the expression bank gets one row per family
-            expression_label=FAMILIES[expression_region(sample.expression_array)],
+            # the word the expression was drawn from (None for faces drawn off the words), so the
+            # expression bank gets a row per word (sfsr.synth.dataset)
+            expression_label=word,
             face_index=0,
             crop=image.tobytes(),
             mask=mask.tobytes(),
@@ -195,8 +196,15 @@ def render_synthetic(batch: pa.Table, *, seed: int, n_identities: int, crop_size
 class Encode:
     """Stage 3 (actor pool, GPU when there is one): identity and expression of aligned crops."""
 
-    def __init__(self, pack_spec: str, face_schema: pa.Schema, splits: dict[str, float]) -> None:
+    def __init__(
+        self, pack_spec: str, face_schema: pa.Schema, splits: dict[str, float], synthetic_expression: str = "factors"
+    ) -> None:
         from sfsr.faces.pack import open_pack
+
+        # synthetic faces: "factors" stores the renderer's exact expression (the judge reads it
+        # back with some error, and a model conditioned on the readings learns that blur),
+        # "judge" the judge's reading; the two live in the same 7-factor space
+        self.exact_expression = pack_spec == "synthetic" and synthetic_expression == "factors"
 
         self.pack = open_pack(pack_spec) if pack_spec != "synthetic" else None
         if self.pack is None:
@@ -230,6 +238,8 @@ class Encode:
             size = ok[0]["crop_size"]
             crops = np.stack([np.frombuffer(r["crop"], np.uint8).reshape(size, size, 3) for r in ok])
             identity, expression = self._encode(crops)
+            if self.exact_expression:
+                expression = np.stack([_synth_factors(r["synth_params"]) for r in ok])
             finite = np.isfinite(identity).all(1) & np.isfinite(expression).all(1)
             for r, good in zip(ok, finite):
                 if not good:  # never let a NaN vector into the table (validate_table refuses it)
@@ -269,6 +279,12 @@ class Encode:
         for r in errors:
             out.append({"source_uri": r["source_uri"], "error": {k: r[k] for k in ("stage", "reason", "message")}})
         return pa.Table.from_pylist(out, schema=encoded_schema(self.schema))
+
+
+def _synth_factors(params_json: str) -> np.ndarray:
+    from sfsr.synth.factors import sample_from_params
+
+    return sample_from_params(json.loads(params_json)).expression_array
 
 
 def encoded_schema(face_schema: pa.Schema) -> pa.Schema:

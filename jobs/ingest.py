@@ -5,7 +5,7 @@ image bytes, identity_label, expression_label), or `--synthetic N` procedural fa
 or s3://:
   Y/faces/            the face table (one row per face; sfsr.io.schema)
   Y/errors/           one row per input that gave no face, with the stage and reason
-  Y/expression_bank.parquet   mean expression vector per labelled word (when labels exist)
+  Y/expression_bank.parquet   per labelled word: mean expression vector and --exemplars typical faces
   Y/run.json          the resolved configuration and the accounting of this run
 
 Ray Data end to end, streaming: read + validate in CPU tasks, detect + align in an actor pool,
@@ -30,6 +30,7 @@ from jobs import _ingest_stages as st
 from jobs._quiet import quiet_ray_data
 from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.conditions import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER, encoder_ref
+from sfsr.expressions.bank import BANK_FILE
 from sfsr.io import storage, table
 from sfsr.io.schema import ERROR_SCHEMA, face_table_schema
 from sfsr.progress import VERBOSE_HELP, Counter, verbose_requested
@@ -50,6 +51,12 @@ class IngestConfig:
     synthetic_split: str = setting("split of the synthetic faces", "train", choices=["train", "test", "all"])
     seed: int = setting("seed of the synthetic dataset", 0)
     identities: int = setting("number of synthetic identities", 200)
+    synthetic_expression: str = setting(
+        "expression vector of synthetic faces: 'factors', the renderer's exact values, or 'judge', "
+        "the 32 px judge's reading of the crop (what a driver face gets)",
+        "factors",
+        choices=["factors", "judge"],
+    )
     pack: str = setting("face pack: builtin, a folder or an s3:// prefix", "builtin")
     crop_size: int = setting("side of the aligned crops stored in the table", 256)
     min_face: int = setting("smallest face (box side, source pixels) to keep", 32)
@@ -58,6 +65,7 @@ class IngestConfig:
     encode_actors: int = setting("encoder actors (0: a quarter of the CPUs, or one per GPU)", 0)
     test_fraction: float = setting("fraction of identities (or files) in the test split", 0.1)
     identity_from_folder: bool = setting("label identities by their parent folder's name", False)
+    exemplars: int = setting("exemplar faces kept per labelled word in the expression bank", 4)
     retry_errors: bool = setting("process inputs that failed in an earlier run again", False)
     verbose: bool = setting(VERBOSE_HELP, False)
 
@@ -120,34 +128,22 @@ def build_schema(cfg: IngestConfig) -> pa.Schema:
     )
 
 
-def write_expression_bank(faces_uri: str, out_uri: str) -> int:
-    """Mean expression vector per labelled word, one part file at a time (bounded memory)."""
+def write_expression_bank(faces_uri: str, out_uri: str, exemplars: int) -> int:
+    """Mean expression vector and the `exemplars` most typical faces per labelled word
+    (sfsr.expressions.bank.build_bank: one part file at a time, bounded memory)."""
     import pyarrow.parquet as pq
 
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for part in storage.list_files(faces_uri, (".parquet",)):
-        t = table.read_table(part, columns=["expression_label", "expression"])
-        labels = t.column("expression_label").to_pylist()
-        vecs = np.asarray(t.column("expression").to_pylist(), np.float64) if t.num_rows else np.zeros((0, 0))
-        for word, v in zip(labels, vecs):
-            if word:
-                sums[word] = sums.get(word, 0) + v
-                counts[word] = counts.get(word, 0) + 1
-    if not counts:
+    from sfsr.expressions.bank import build_bank
+
+    parts = storage.list_files(faces_uri, (".parquet",))
+    readers = [lambda columns, part=part: table.read_table(part, columns=columns) for part in parts]
+    bank = build_bank(readers, exemplars=exemplars)
+    if not bank.means:
         return 0
-    words = sorted(counts)
-    bank = pa.table(
-        {
-            "word": words,
-            "vector": pa.array(
-                [(sums[w] / counts[w]).astype(np.float32).tolist() for w in words], pa.list_(pa.float32())
-            ),
-            "count": pa.array([counts[w] for w in words], pa.int64()),
-        }
-    )
-    storage.write_atomic(out_uri, lambda f: pq.write_table(bank, f))
-    return len(words)
+    if bank.skipped:
+        print(f"ingest: expression labels outside the vocabulary, not in the bank: {sorted(set(bank.skipped))[:10]}")
+    storage.write_atomic(out_uri, lambda f: pq.write_table(bank.to_table(), f))
+    return len(bank.means)
 
 
 def actor_plan(cpus: int, gpus: float, detect: int = 0, encode: int = 0) -> dict[str, float]:
@@ -229,6 +225,7 @@ def run(cfg: IngestConfig) -> dict:
                 "pack_spec": pack_spec,
                 "face_schema": schema,
                 "splits": {"test": cfg.test_fraction},
+                "synthetic_expression": cfg.synthetic_expression,
             },
             compute=ray.data.ActorPoolStrategy(size=plan["encode"]),
             batch_format="pyarrow",
@@ -254,7 +251,7 @@ def run(cfg: IngestConfig) -> dict:
     # an input that failed before and has faces now (--retry-errors) leaves the error table
     recovered = table.read_keys(faces_uri, "source_uri") & table.read_keys(errors_uri, "source_uri")
     table.delete_rows(errors_uri, "source_uri", recovered)
-    bank_words = write_expression_bank(faces_uri, storage.join(cfg.output, "expression_bank.parquet"))
+    bank_words = write_expression_bank(faces_uri, storage.join(cfg.output, BANK_FILE), cfg.exemplars)
     accounted = counts["face_inputs"] + counts["error_rows"]
     summary = {
         "config": asdict(cfg),
