@@ -33,7 +33,9 @@ import torch
 from sfsr import conditions
 from sfsr.conditions import SYNTH_IDENTITY_ENCODER, ConditionEncoders  # ConditionEncoders re-exported
 from sfsr.diffusion.sampling import generators_for, sample
+from sfsr.expressions.bank import BANK_FILE, ExpressionBank
 from sfsr.expressions.targets import interpolate
+from sfsr.expressions.vocabulary import lookup
 from sfsr.io.cache import files_digest, local_folder
 from sfsr.io.images import resize_square_batch
 from sfsr.model.diffsfsr import DiffSFSR
@@ -110,6 +112,7 @@ class Generator:
         self.card = card or {}
         self.sampling = sampling_defaults(self.card)
         self.weights_digest = ""  # sha256 of config + weights when loaded from a folder (sfsr.io.cache)
+        self.bank: ExpressionBank | None = None  # the folder's expression bank: words' exemplar faces
 
     @classmethod
     def from_pretrained(
@@ -127,7 +130,23 @@ class Generator:
         card = read_card(local)
         gen = cls(model, encoders or encoders_for(model), device=device, name=card.get("name", local.name), card=card)
         gen.weights_digest = files_digest(local)  # what was loaded, whatever the folder is called
+        if (local / BANK_FILE).is_file():
+            import pyarrow.parquet as pq
+
+            gen.bank = ExpressionBank(pq.read_table(local / BANK_FILE), model.config.expression_dim, unknown="skip")
         return gen
+
+    def exemplar_target(self, word: str, index: int | None = None, seed: int = 0) -> tuple[np.ndarray, int]:
+        """(expression vector, index) of one of the word's exemplar faces in the model's bank:
+        `index`, or the one `seed` picks. The paper's retrieval; words otherwise resolve to their
+        prototype target (self.encoders.targets)."""
+        if self.bank is None:
+            raise ValueError(
+                f"model {self.name!r} has no expression bank ({BANK_FILE}): ask for the word's prototype target"
+            )
+        key = lookup(word).word  # UnknownExpressionError, naming the nearest words
+        k = int(seed) % max(len(self.bank.exemplars.get(key, [])), 1) if index is None else int(index)
+        return self.bank.exemplar(key, k).vector.copy(), k
 
     @property
     def resolution(self) -> int:

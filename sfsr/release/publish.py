@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
+from sfsr.expressions.bank import BANK_FILE
 from sfsr.generate import CARD_NAME, DEFAULT_SAMPLING
+from sfsr.io import storage
 from sfsr.model import checkpoint
 from sfsr.model.diffsfsr import DiffSFSR
 
@@ -61,8 +63,12 @@ def publish(
     licence: str,
     note: str = "",
     sampling: dict | None = None,
+    expression_bank: str | None = None,
 ) -> dict:
-    """Write DEST (weights in float16, config, card); returns the card."""
+    """Write DEST (weights in float16, config, card, and the expression bank); returns the card.
+
+    The bank (word means and exemplar faces, jobs/ingest.py) is `expression_bank`, else the one
+    the ingest wrote next to the last stage's training table, when there is one."""
     src, dest = Path(model_dir), Path(dest)
     if not (src / checkpoint.RUN_CARD).is_file():
         raise FileNotFoundError(
@@ -107,8 +113,20 @@ def publish(
     }
     if note:
         card["training_note"] = note
+    bank = expression_bank or _bank_beside(job.get("table") or "")
+    if bank:
+        (dest / BANK_FILE).write_bytes(storage.read_bytes(bank))
+        card["expression_bank"] = {"from": bank, "file": BANK_FILE}
     (dest / CARD_NAME).write_text(json.dumps(card, indent=1))
     return card
+
+
+def _bank_beside(table: str) -> str | None:
+    """TABLE_ROOT/expression_bank.parquet for a table at TABLE_ROOT/faces, if it exists."""
+    if not table:
+        return None
+    candidate = storage.join(table.rstrip("/").rsplit("/", 1)[0], BANK_FILE)
+    return candidate if storage.exists(candidate) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trained-on", required=True, help="what data it was trained on")
     p.add_argument("--licence", required=True, help="licence of the weights")
     p.add_argument("--note", default="", help="anything the card should say about how it was trained")
+    p.add_argument(
+        "--expression-bank",
+        default=None,
+        help=f"{BANK_FILE} to ship with the model (default: the one beside the training table, if any)",
+    )
     p.add_argument("--steps", type=int, default=20, help="default sampling steps (evaluate_synth measures with 20)")
     a = p.parse_args(argv)
     card = publish(
@@ -131,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         licence=a.licence,
         note=a.note,
         sampling={"steps": a.steps},
+        expression_bank=a.expression_bank,
     )
     print(f"{a.dest}: {card['steps']} steps, {card['train_minutes']} min, commit {card['git_commit'] or '?'}")
     return 0
