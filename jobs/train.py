@@ -397,9 +397,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[JobConfig, bool]:
     job, a = parse_settings(JobConfig, p, argv)
     if a.smoke_test:
         job = replace(job, steps=min(job.steps, 6), checkpoint_every=3, sample_every=6, batch_size=8)
+    # the train workers run in another folder: local paths are made absolute here, at the driver
+    local = {k: _absolute(getattr(job, k)) for k in ("storage", "init_from")}
     return replace(
-        job, table=job.table or "", name=job.name or f"{job.preset}{'-smoke' if a.smoke_test else ''}"
+        job,
+        **local,
+        table=_absolute(job.table) or "",
+        name=job.name or f"{job.preset}{'-smoke' if a.smoke_test else ''}",
     ), a.smoke_test
+
+
+def _absolute(path: str | None) -> str | None:
+    return path if not path or "://" in path else os.path.abspath(path)
 
 
 def main(argv: list[str] | None = None) -> int:
