@@ -56,9 +56,9 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     words = [w for w in WORDS if args.family in (None, w.family)]
-    rows = [(w.word, w.family, w.subcluster, f"{w.intensity:.2f}") for w in words]
-    print(_table(("word", "family", "subcluster", "intensity"), rows))
-    print(f"\n{len(words)} words")
+    rows = [(w.word, w.family, w.subcluster, f"{w.intensity:.2f}", f"{w.nuance:+.2f}") for w in words]
+    print(_table(("word", "family", "subcluster", "intensity", "nuance"), rows))
+    print(f"\n{len(words)} words; nuance tells apart words of one subcluster at one intensity")
     return 0
 
 
@@ -85,8 +85,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 2
     print(
         _table(
-            ("word", "family", "subcluster", "intensity"),
-            [(word.word, word.family, word.subcluster, f"{word.intensity:.2f}")],
+            ("word", "family", "subcluster", "intensity", "nuance"),
+            [(word.word, word.family, word.subcluster, f"{word.intensity:.2f}", f"{word.nuance:+.2f}")],
         )
     )
     targets = _targets(args.space, args.bank)
@@ -96,4 +96,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     names = space.components or tuple(f"c{i}" for i in range(space.dim))
     rows = [(n, f"{v:+.4f}") for n, v in zip(names, np.asarray(vec, np.float64))]
     print(_table(("component", "value"), rows))
+    if source == "prototype":
+        print(
+            "\nEach of the 135 words has its own target: its family's face at its intensity, moved by its "
+            "subcluster and its nuance (no two words share one)."
+        )
     return 0

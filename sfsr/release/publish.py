@@ -43,7 +43,8 @@ def loss_history(run: Path) -> list[dict]:
 
 def stages(model_dir: Path) -> list[dict]:
     """The run cards of a model and of the models it was fine-tuned from (job.init_from, when
-    that folder is local and has one), oldest first."""
+    that folder is local and has one), oldest first. A published folder (a card, no run card,
+    such as the committed cpu-demo) contributes the stages its card lists."""
     chain, seen, here = [], set(), model_dir
     while here is not None and (here / checkpoint.RUN_CARD).is_file() and here.resolve() not in seen:
         seen.add(here.resolve())
@@ -51,6 +52,19 @@ def stages(model_dir: Path) -> list[dict]:
         chain.append({"model": str(here), **card})
         parent = (card.get("job") or {}).get("init_from")
         here = Path(parent) if parent and not str(parent).startswith("s3://") else None
+    if here is not None and not (here / checkpoint.RUN_CARD).is_file() and (here / CARD_NAME).is_file():
+        published = json.loads((here / CARD_NAME).read_text()).get("stages", [])
+        chain += [
+            {
+                "model": st.get("model", str(here)),
+                "provenance": st.get("provenance", {}),
+                "job": st.get("job", {}),
+                "train": st.get("train_config", {}),
+                "metrics": st.get("final_metrics", {}),
+                "loss_history": st.get("loss_history", []),
+            }
+            for st in published[::-1]
+        ]
     return chain[::-1]
 
 
@@ -105,7 +119,7 @@ def publish(
                 "job": c.get("job", {}),
                 "train_config": c.get("train", {}),
                 "final_metrics": c.get("metrics", {}),
-                "loss_history": loss_history(Path(c["model"]).parent),
+                "loss_history": c["loss_history"] if "loss_history" in c else loss_history(Path(c["model"]).parent),
             }
             for c in chain
         ],

@@ -81,6 +81,20 @@ def test_a_fine_tuned_model_lists_every_stage_and_their_total_time(exported, tmp
     assert [len(st["loss_history"]) for st in card["stages"]] == [2, 1] and card["seed"] == 1
 
 
+def test_a_model_fine_tuned_from_a_published_one_keeps_its_stages(exported, tmp_path):
+    """The committed cpu-demo is a published folder (a card, no run card): a model fine-tuned from
+    it lists the published stages first, then its own."""
+    published = tmp_path / "published"
+    publish(exported / "model", published, name="p", trained_on="x", licence="x")
+    stage2 = _export(
+        tmp_path / "runs" / "ft2", {"seed": 2, "init_from": str(published)}, 60.0, "python -m jobs.train --words", "f00"
+    )
+    card = publish(stage2 / "model", tmp_path / "out2", name="x", trained_on="x", licence="x")
+    assert card["command"] == "python -m jobs.train --preset tiny --steps 20 && python -m jobs.train --words"
+    assert card["git_commit"] == "stage 1: abc123; stage 2: f00" and card["steps"] == 40
+    assert card["train_minutes"] == 2.5 and [len(st["loss_history"]) for st in card["stages"]] == [2, 2]
+
+
 def test_publish_refuses_a_folder_without_a_run_card(tmp_path):
     make_model("tiny").save_pretrained(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match="run_card.json"):
