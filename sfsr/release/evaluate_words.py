@@ -10,7 +10,11 @@ request is a real change. Word reenactments are then read two ways:
   face's exact renders with the requested word's target, with each other family's own word
   (anger, fear, ...) and with its own expression. `retrieval_rate` is the fraction read as the
   requested word; `retrieval_kept_rate` read as unchanged. The same read of the exact renders
-  themselves is 1.0 by construction, so it is not reported.
+  themselves is 1.0 by construction, so it is not reported. "Requested" is always the word's
+  prototype target, whichever target the model was given (below).
+- progress, with the synth judge: how far the reenactment moved from the face's own expression
+  toward the word's prototype target (evaluate_synth.progress; 1 = all the way), its mean and the
+  fraction that moved at least halfway.
 - granularity, with the synth expression judge (the expression reader the model is conditioned
   through): a reenactment's family intensity is the judge's reading projected on its family's
   neutral -> apex direction (sfsr.synth.words.family_intensity). Per family, `intensity_rank_
@@ -20,8 +24,9 @@ request is a real change. Word reenactments are then read two ways:
   against chance 1 / (subclusters); surprise has one subcluster and is left out. Both are also
   given for the exact renders (the `_exact` keys): what the judge itself can tell apart.
 
-`--targets exemplar` asks through an expression bank's exemplars instead of the prototypes (the
-paper's retrieval, sfsr.expressions.bank), when the model's bank has them.
+`--targets exemplar` gives the model one of the word's exemplar faces' encodings (the one each
+request's seed picks) instead of the prototype: the paper's retrieval of an expression image for
+a word (sfsr.expressions.bank). Every figure is still measured against the word's prototype.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from scipy.stats import spearmanr
 from sfsr.expressions.vocabulary import FAMILIES, WORDS, ExpressionWord, lookup
 from sfsr.generate import Generator
 from sfsr.model.training import face_region
-from sfsr.release.evaluate_synth import held_out_set, record_in_card
+from sfsr.release.evaluate_synth import held_out_set, progress, record_in_card
 from sfsr.synth import readers as R
 from sfsr.synth.dataset import expression_region
 from sfsr.synth.judges import load_judges
@@ -111,10 +116,11 @@ def evaluate(gen: Generator, data: dict, repeats: int, targets: str = "prototype
     masks = data["masks"][faces]
     samples = [data["samples"][i] for i in faces]
     seeds = list(range(5000, 5000 + len(faces)))
+    asked = np.stack([gen.encoders.targets.target(w.word) for w in words])  # the words' prototype targets
     if targets == "exemplar":
         vectors = np.stack([gen.exemplar_target(w.word, seed=s)[0] for w, s in zip(words, seeds)])
     else:
-        vectors = np.stack([gen.encoders.targets.target(w.word) for w in words])
+        vectors = asked
     t0 = time.time()
     out = gen.generate(img, expression=list(vectors), background_images=img, masks=masks, seeds=seeds, **sampling)
     seconds = time.time() - t0
@@ -123,7 +129,7 @@ def evaluate(gen: Generator, data: dict, repeats: int, targets: str = "prototype
     fam_vecs = {f: word_target(f) for f in FAMILIES}
     cands = np.stack(
         [
-            np.stack([vectors[k]] + [fam_vecs[f] for f in FAMILIES if f != w.family] + [samples[k].expression_array])
+            np.stack([asked[k]] + [fam_vecs[f] for f in FAMILIES if f != w.family] + [samples[k].expression_array])
             for k, w in enumerate(words)
         ]
     )  # (B, 7, F): asked, the 5 other families, own
@@ -132,11 +138,13 @@ def evaluate(gen: Generator, data: dict, repeats: int, targets: str = "prototype
     judges = load_judges(32)
     exact = np.stack(
         [
-            np.where(region[k][..., None], render(replace(s, expression=tuple(map(float, vectors[k]))), 32)[0], img[k])
+            np.where(region[k][..., None], render(replace(s, expression=tuple(map(float, asked[k]))), 32)[0], img[k])
             for k, s in enumerate(samples)
         ]
     )
-    model_read = granularity(judges.expression_np(out), words)
+    e_out = judges.expression_np(out)
+    p = progress(e_out, judges.expression_np(img), asked)
+    model_read = granularity(e_out, words)
     exact_read = granularity(judges.expression_np(exact), words)
     per_family = {
         f: round(float(np.mean([read[k] == 0 for k, w in enumerate(words) if w.family == f])), 4) for f in FAMILIES
@@ -148,6 +156,8 @@ def evaluate(gen: Generator, data: dict, repeats: int, targets: str = "prototype
         "retrieval_rate": round(float(np.mean(read == 0)), 4),
         "retrieval_kept_rate": round(float(np.mean(read == cands.shape[1] - 1)), 4),
         "retrieval_rate_per_family": per_family,
+        "progress_mean": round(float(np.mean(p)), 4),
+        "halfway_rate": round(float(np.mean(p >= 0.5)), 4),
         **model_read,
         **{f"{k}_exact": v for k, v in exact_read.items() if k != "subcluster_chance"},
         "generate_seconds": round(seconds, 1),
@@ -163,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=90, help="held-out faces the requests are spread over")
     p.add_argument("--seed", type=int, default=1, help="seed of the held-out test set")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    p.add_argument("--guidance-identity", type=float, default=None, help="identity guidance (default: model card)")
     p.add_argument("--guidance-expression", type=float, default=None, help="expression guidance (default: model card)")
     p.add_argument(
         "--targets", choices=["prototype", "exemplar"], default="prototype", help="where word targets come from"
@@ -174,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     data = held_out_set(a.n, a.seed)
     sampling: dict = {"steps": a.steps}
-    if a.guidance_expression is not None:
-        sampling["guidance_expression"] = a.guidance_expression
+    for key in ("guidance_identity", "guidance_expression"):
+        if getattr(a, key) is not None:
+            sampling[key] = getattr(a, key)
     measured_with = shlex.join(
         ["python", "-m", "sfsr.release.evaluate_words", *(sys.argv[1:] if argv is None else argv)]
     )
