@@ -44,13 +44,12 @@ from sfsr.synth.factors import (
     make_sample,
 )
 from sfsr.synth.render import render
-from sfsr.synth.words import all_word_targets, word_target
+from sfsr.synth.words import word_target
 
 SPLITS: tuple[str, ...] = ("train", "test", "all")
 _SPLIT_CODE = {"train": 1, "test": 2, "all": 3}
 _BG_HALF = 2**30
 _APEX = np.stack([family_prototype(f, 1.0) for f in FAMILIES])  # (6, F)
-_WORD_TARGETS = all_word_targets()  # (135, F)
 _FAMILY_WORDS = {f: [w.word for w in WORDS if w.family == f] for f in FAMILIES}
 
 
@@ -83,12 +82,6 @@ def _random_expression(rng: np.random.Generator, family: int) -> tuple[np.ndarra
     else:
         e = rng.uniform(EXPRESSION_LOW, EXPRESSION_HIGH).astype(np.float32)
     return np.clip(e, EXPRESSION_LOW, EXPRESSION_HIGH).astype(np.float32), word
-
-
-def nearest_word(expression: np.ndarray) -> str:
-    """The vocabulary word whose synthetic target is nearest `expression` (F,)."""
-    d = np.linalg.norm(_WORD_TARGETS - np.asarray(expression, np.float32), axis=1)
-    return WORDS[int(np.argmin(d))].word
 
 
 def draw_sample(index: int, seed: int, n_identities: int, split: str = "train", pose_scale: float = 1.0) -> SynthSample:
