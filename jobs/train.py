@@ -397,22 +397,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[JobConfig, bool]:
     job, a = parse_settings(JobConfig, p, argv)
     if a.smoke_test:
         job = replace(job, steps=min(job.steps, 6), checkpoint_every=3, sample_every=6, batch_size=8)
-    # the train workers run in another folder: local paths are made absolute here, at the driver
-    local = {k: _absolute(getattr(job, k)) for k in ("storage", "init_from")}
     return replace(
-        job,
-        **local,
-        table=_absolute(job.table) or "",
-        name=job.name or f"{job.preset}{'-smoke' if a.smoke_test else ''}",
+        job, table=job.table or "", name=job.name or f"{job.preset}{'-smoke' if a.smoke_test else ''}"
     ), a.smoke_test
 
 
-def _absolute(path: str | None) -> str | None:
-    return path if not path or "://" in path else os.path.abspath(path)
+def with_absolute_paths(job: JobConfig) -> JobConfig:
+    """`job` with its local --table/--storage/--init-from made absolute: the train workers run in
+    another folder, so a relative path must be resolved here, at the driver."""
+
+    def absolute(path: str | None) -> str | None:
+        return path if not path or "://" in path else os.path.abspath(path)
+
+    return replace(job, **{k: absolute(getattr(job, k)) for k in ("table", "storage", "init_from")})
 
 
 def main(argv: list[str] | None = None) -> int:
     job, smoke = parse_args(argv)
+    job = with_absolute_paths(job)
     argv = sys.argv[1:] if argv is None else argv
     # taken now, not at export: the checkout may move on during a two-hour run
     provenance = {

@@ -177,3 +177,12 @@ def test_values_reach_the_settings_converted(monkeypatch) -> None:
     assert train.parse_args(["--table", "t"])[0].storage == "s3://bucket/runs"
     assert train.parse_args(["--table", "t", "--storage", "local"])[0].storage == "local"
     assert doctor.parse_args([]).storage == "s3://bucket/runs"
+
+
+def test_the_train_driver_resolves_local_paths_for_its_workers(tmp_path, monkeypatch) -> None:
+    # the workers run in another folder: a relative --init-from once failed there
+    monkeypatch.chdir(tmp_path)
+    job, _ = train.parse_args(["--table", "t/faces", "--init-from", "m", "--storage", "s3://bucket/runs"])
+    assert (job.table, job.init_from) == ("t/faces", "m")  # parse_args reads the line as written
+    job = train.with_absolute_paths(job)
+    assert (job.table, job.init_from, job.storage) == (str(tmp_path / "t/faces"), str(tmp_path / "m"), "s3://bucket/runs")
