@@ -36,8 +36,9 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deployments import compose, travel, validation
+from deployments import compose, expressions, travel, validation
 from deployments.admission import Admission, Refusal
 from deployments.generator import GenJob, GenResult
 from deployments.openapi import PNGResponse, health_responses, png_responses, request_body, responses
@@ -81,6 +82,17 @@ api = FastAPI(
 async def _api_error(request: Request, exc: validation.ApiError) -> JSONResponse:
     headers = {"Retry-After": str(exc.extra.pop("retry_after"))} if "retry_after" in exc.extra else None
     return JSONResponse(exc.body(getattr(request.state, "request_id", None)), status_code=exc.status, headers=headers)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own refusals (no such path, e.g. a word with a '/'; wrong method) as ApiErrors."""
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    response = await _api_error(
+        request, validation.ApiError(exc.status_code, code, f"{exc.detail}: {request.url.path}")
+    )
+    response.headers.update(exc.headers or {})  # 405's Allow
+    return response
 
 
 @api.middleware("http")
@@ -400,6 +412,11 @@ class Ingress:
         common = dict(
             steps=p.steps, guidance_identity=p.guidance_identity, guidance_expression=p.guidance_expression, seed=seed
         )
+        word, target = getattr(req, "expression", None), getattr(req, "expression_target", None)
+        choice = None  # the word's exemplar face, when the request asks for one (deployments/expressions.py)
+        if word is not None and target.kind == "exemplar":
+            choice = expressions.served(await self._call(self.generator.exemplar_vector, word, target.index, seed))
+        expression = expressions.job_expression(word, getattr(req, "expression_vector", None), choice)
         if route == "swap":
             primary, out = req.identity, req.target
             pf, of = await asyncio.gather(self._face(primary, size, route), self._face(out, size, route))
@@ -410,7 +427,7 @@ class Ingress:
                 self._face(out, size, route), self._face(req.driver, size, route) if req.driver else _none()
             )
             job = GenJob(
-                "reenact", of.crop, mask=of.mask, driver=None if df is None else df.crop, word=req.expression, **common
+                "reenact", of.crop, mask=of.mask, driver=None if df is None else df.crop, **expression, **common
             )
         else:
             primary, out = req.identity, req.background or req.identity
@@ -430,8 +447,7 @@ class Ingress:
                 target=of.crop,
                 mask=of.mask,
                 driver=None if ef is None else ef.crop,
-                word=req.expression,
-                vector=req.expression_vector,
+                **expression,
                 **common,
             )
         timing.lap("detect")
@@ -440,8 +456,9 @@ class Ingress:
         crop = gen.image
         meta = {
             **provenance_fields(info, rid, route, seed, p),
-            "expression": job.word,
-            "expression_source": "target" if route == "swap" else job.expression_kind,
+            "expression": word,
+            "expression_source": "target" if route == "swap" else "word" if word else job.expression_kind,
+            **expressions.target_metadata(word, target, choice),
             "face": {"field": out.field, "bbox": [round(float(v), 1) for v in of.bbox], "aligned_input": out.aligned},
             "statement": watermark.GENERATED_STATEMENT,
         }
@@ -615,6 +632,24 @@ class Ingress:
         }
 
     @api.get(
+        "/v1/expressions/{word}",
+        summary="One word: family, subcluster, intensity, nuance, its target vector and its exemplar faces",
+        responses=responses(404),
+    )
+    async def expression(self, word: str) -> dict[str, Any]:
+        return await self._call(self.generator.expression_entry, expressions.known_word(word).word)
+
+    @api.get(
+        "/v1/expressions/{word}/exemplars/{index}.png",
+        summary="One of a word's exemplar faces (a crop from the model's expression bank)",
+        response_class=PNGResponse,
+        responses=png_responses("the exemplar face crop"),
+    )
+    async def exemplar(self, word: str, index: int) -> Response:
+        png = await self._call(self.generator.exemplar_png, expressions.known_word(word).word, index)
+        return Response(expressions.served(png), media_type="image/png")
+
+    @api.get(
         "/v1/info",
         summary="The loaded model (name, version, what it was trained on) and request limits",
         responses=responses(),
@@ -647,7 +682,7 @@ class Ingress:
         "/v1/examples/{identity}.png",
         summary="One example face, 256 px, already aligned",
         response_class=PNGResponse,
-        responses=png_responses(),
+        responses=png_responses("the example face"),
     )
     async def example(self, identity: int) -> Response:
         if identity not in EXAMPLE_IDENTITIES:

@@ -24,12 +24,14 @@ from fastapi.responses import Response
 from deployments.settings import IngressSettings
 from deployments.travel import DEFAULT_FRAME_MS, DEFAULT_FRAMES, FRAME_MS, FRAMES
 from deployments.validation import (
+    EXEMPLAR_RANGE,
     FACE_INDEX_RANGE,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_VECTOR_ABS,
     MIN_HEAD_BOX,
     ROUTE_FIELDS,
+    TARGET_KINDS,
 )
 from sfsr.expressions import WORDS
 from sfsr.io.images import REASONS
@@ -57,6 +59,17 @@ SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
             "items": {"type": "number", "minimum": -MAX_VECTOR_ABS, "maximum": MAX_VECTOR_ABS},
         },
         "expression vector of the model's expression space (length: GET /v1/info model.expression_dim)",
+    ),
+    "expression_target": (
+        {"type": "string", "enum": list(TARGET_KINDS)},
+        "where the word's target comes from: its prototype (default), or one of its exemplar faces in the "
+        "model's expression bank (GET /v1/expressions/{word} lists them; 422 no_expression_bank when the "
+        "model has none); only with expression",
+    ),
+    "expression_exemplar": (
+        {"type": "integer", "minimum": EXEMPLAR_RANGE[0], "maximum": EXEMPLAR_RANGE[1]},
+        "which exemplar face of the word (default: the request's seed picks one; 422 exemplar_out_of_range "
+        "past the word's count); only with expression_target=exemplar",
     ),
     "start": (
         {"type": "string", "enum": [w.word for w in WORDS]},
@@ -146,6 +159,27 @@ SCENE_RULES = {
         }
     ]
 }
+# expression_target and expression_exemplar choose a word's target: both need expression, and an
+# exemplar index needs expression_target=exemplar (validation.expression_target). oneOf of
+# present/absent properties, as SCENE_RULES.
+TARGET_RULES = [
+    {
+        "oneOf": [
+            {"required": ["expression"]},
+            {"properties": {"expression": False, "expression_target": False, "expression_exemplar": False}},
+        ]
+    },
+    {
+        "oneOf": [
+            {
+                "required": ["expression_exemplar", "expression_target"],
+                "properties": {"expression_target": {"const": "exemplar"}},
+            },
+            {"properties": {"expression_exemplar": False}},
+        ]
+    },
+]
+RULES = {"reenact": TARGET_RULES, "generate": SCENE_RULES["generate"] + TARGET_RULES}
 # Exactly one expression source, where a route needs one (validation.parse_reenact, parse_generate).
 ONE_OF = {
     "reenact": ["driver", "expression"],
@@ -169,6 +203,9 @@ CONTENT_REFUSALS = frozenset(
         "request_too_large",  # the configured byte limits
         "invalid_head_box",  # x1 < x2, y1 < y2 and the least size, which items' ranges cannot say
         "text_to_image_not_configured",  # background_prompt on a server without a text-to-image folder
+        "no_expression_bank",  # expression_target=exemplar with a model that ships no expression bank
+        "no_exemplars",  # ... or whose bank keeps no exemplar of the word
+        "exemplar_out_of_range",  # expression_exemplar past the word's count in the loaded model's bank
     }
 )
 
@@ -260,7 +297,7 @@ def responses(*statuses: int, token: bool = True) -> dict[int | str, dict[str, A
         415: lambda: _error("not multipart/JSON, or an image format we do not take"),
         422: lambda: _error(
             "a field is missing or invalid, the image cannot be used (no face, several faces, not square), "
-            "or the loaded model does not take the expression vector"
+            "the loaded model does not take the expression vector, or has no such exemplar face"
         ),
         500: lambda: _error("a bug: the server log has the details under the request id"),
         503: lambda: _error(
@@ -287,8 +324,8 @@ def request_body(route: str) -> dict[str, Any]:
         }
         if route in ONE_OF:
             schema["oneOf"] = [{"required": [n]} for n in ONE_OF[route]]
-        if route in SCENE_RULES:
-            schema["allOf"] = copy.deepcopy(SCENE_RULES[route])
+        if route in RULES:
+            schema["allOf"] = copy.deepcopy(RULES[route])
         if route in ONE_OF_EACH:
             schema["allOf"] = [{"oneOf": [{"required": [n]} for n in group]} for group in ONE_OF_EACH[route]]
         content[media] = {"schema": schema}
@@ -354,11 +391,11 @@ def request_body(route: str) -> dict[str, Any]:
     return body
 
 
-def png_responses() -> dict[int | str, dict[str, Any]]:
-    """`responses=` of GET /v1/examples/{identity}.png: a PNG, or 404 for an unknown id."""
+def png_responses(description: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a GET route answering a PNG, or 404 for one that does not exist."""
     return {
         200: {
-            "description": "the example face",
+            "description": description,
             "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
         },
         **responses(404),
