@@ -150,14 +150,16 @@ def job_expression(word: str | None, vector: tuple[float, ...] | None, choice: E
     return {"word": word, "vector": vector}
 
 
-def target_metadata(word: str | None, target: ExpressionTarget, choice: ExemplarChoice | None) -> dict[str, Any]:
+def target_metadata(
+    word: str | None, target: ExpressionTarget, choice: ExemplarChoice | None, key: str = "expression_target"
+) -> dict[str, Any]:
     """The answer's metadata on where a word's target came from (nothing for other expressions)."""
     if word is None:
         return {}
     if choice is None:
-        return {"expression_target": {"kind": target.kind}}
+        return {key: {"kind": target.kind}}
     return {
-        "expression_target": {
+        key: {
             "kind": "exemplar",
             "index": choice.index,
             "source": choice.source,

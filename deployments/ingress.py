@@ -361,6 +361,14 @@ class Ingress:
         faces = await self._call(self.analysis.analyze, image, size)
         return inp, faces[0] if faces else place_head(image, default_head_box(w, h), size), scene
 
+    async def _exemplar(
+        self, word: str | None, target: validation.ExpressionTarget | None, seed: int
+    ) -> expressions.ExemplarChoice | None:
+        """The word's exemplar face, when the request asks for one (deployments/expressions.py)."""
+        if word is None or target is None or target.kind != "exemplar":
+            return None
+        return expressions.served(await self._call(self.generator.exemplar_vector, word, target.index, seed))
+
     # --- the pipeline ---------------------------------------------------------------------------
 
     async def _run(self, request: Request, route: str) -> Response:
@@ -413,9 +421,7 @@ class Ingress:
             steps=p.steps, guidance_identity=p.guidance_identity, guidance_expression=p.guidance_expression, seed=seed
         )
         word, target = getattr(req, "expression", None), getattr(req, "expression_target", None)
-        choice = None  # the word's exemplar face, when the request asks for one (deployments/expressions.py)
-        if word is not None and target.kind == "exemplar":
-            choice = expressions.served(await self._call(self.generator.exemplar_vector, word, target.index, seed))
+        choice = await self._exemplar(word, target, seed)
         expression = expressions.job_expression(word, getattr(req, "expression_vector", None), choice)
         if route == "swap":
             primary, out = req.identity, req.target
@@ -515,7 +521,11 @@ class Ingress:
             self._face(req.end.image, size, "travel") if req.end.image else _none(),
         )
         of = of or pf
-        ends = [travel.end_item(e, f.crop if f is not None else None) for e, f in ((req.start, sf), (req.end, ef))]
+        chosen = [await self._exemplar(e.word, e.target, seed) for e in (req.start, req.end)]
+        ends = [
+            travel.end_item(e, f.crop if f is not None else None, c.vector if c else None)
+            for e, f, c in ((req.start, sf, chosen[0]), (req.end, ef, chosen[1]))
+        ]
         vectors = await self._call(self.generator.travel_vectors, *ends, req.frames)
         timing.lap("detect")
         common = dict(steps=p.steps, guidance_identity=p.guidance_identity, guidance_expression=p.guidance_expression)
@@ -530,6 +540,8 @@ class Ingress:
             **provenance_fields(info, rid, "travel", seed, p),
             "start": req.start.word or ("image" if req.start.image else "vector"),
             "end": req.end.word or ("image" if req.end.image else "vector"),
+            **expressions.target_metadata(req.start.word, req.start.target, chosen[0], "start_target"),
+            **expressions.target_metadata(req.end.word, req.end.target, chosen[1], "end_target"),
             "frames": req.frames,
             "frame_ms": req.frame_ms,
             "face": {"field": out.field, "bbox": [round(float(x), 1) for x in of.bbox], "aligned_input": out.aligned},

@@ -32,6 +32,7 @@ from deployments.validation import (
     MIN_HEAD_BOX,
     ROUTE_FIELDS,
     TARGET_KINDS,
+    target_fields,
 )
 from sfsr.expressions import WORDS
 from sfsr.io.images import REASONS
@@ -59,17 +60,6 @@ SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
             "items": {"type": "number", "minimum": -MAX_VECTOR_ABS, "maximum": MAX_VECTOR_ABS},
         },
         "expression vector of the model's expression space (length: GET /v1/info model.expression_dim)",
-    ),
-    "expression_target": (
-        {"type": "string", "enum": list(TARGET_KINDS)},
-        "where the word's target comes from: its prototype (default), or one of its exemplar faces in the "
-        "model's expression bank (GET /v1/expressions/{word} lists them; 422 no_expression_bank when the "
-        "model has none); only with expression",
-    ),
-    "expression_exemplar": (
-        {"type": "integer", "minimum": EXEMPLAR_RANGE[0], "maximum": EXEMPLAR_RANGE[1]},
-        "which exemplar face of the word (default: the request's seed picks one; 422 exemplar_out_of_range "
-        "past the word's count); only with expression_target=exemplar",
     ),
     "start": (
         {"type": "string", "enum": [w.word for w in WORDS]},
@@ -137,6 +127,27 @@ SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
         "needs background_prompt",
     ),
 }
+
+
+def _target_help(word_field: str, what: str) -> dict[str, tuple[dict[str, Any], str]]:
+    """<word_field>_target and <word_field>_exemplar: where the word's target comes from."""
+    target, exemplar = target_fields(word_field)
+    return {
+        target: (
+            {"type": "string", "enum": list(TARGET_KINDS)},
+            f"{what}where the word's target comes from: its prototype (default), or one of its exemplar faces in "
+            "the model's expression bank (GET /v1/expressions/{word} lists them; 422 no_expression_bank when "
+            f"the model has none); only with {word_field}",
+        ),
+        exemplar: (
+            {"type": "integer", "minimum": EXEMPLAR_RANGE[0], "maximum": EXEMPLAR_RANGE[1]},
+            f"{what}which exemplar face of the word (default: the request's seed picks one; 422 "
+            f"exemplar_out_of_range past the word's count); only with {target}=exemplar",
+        ),
+    }
+
+
+SCALAR_HELP |= _target_help("expression", "") | _target_help("start", "travel: ") | _target_help("end", "travel: ")
 # base64 as validation.image_bytes takes it: standard alphabet, padded, optionally as a data: URL
 BASE64_IMAGE = r"^(data:[^,]*;base64[^,]*,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$"
 # a multipart expression_vector: a JSON list or comma-separated numbers (within +-999, no spaces)
@@ -159,27 +170,29 @@ SCENE_RULES = {
         }
     ]
 }
-# expression_target and expression_exemplar choose a word's target: both need expression, and an
-# exemplar index needs expression_target=exemplar (validation.expression_target). oneOf of
-# present/absent properties, as SCENE_RULES.
-TARGET_RULES = [
-    {
-        "oneOf": [
-            {"required": ["expression"]},
-            {"properties": {"expression": False, "expression_target": False, "expression_exemplar": False}},
-        ]
-    },
-    {
-        "oneOf": [
-            {
-                "required": ["expression_exemplar", "expression_target"],
-                "properties": {"expression_target": {"const": "exemplar"}},
-            },
-            {"properties": {"expression_exemplar": False}},
-        ]
-    },
-]
-RULES = {"reenact": TARGET_RULES, "generate": SCENE_RULES["generate"] + TARGET_RULES}
+
+
+def target_rules(word_field: str) -> list[dict[str, Any]]:
+    """<word_field>_target and _exemplar choose a word's target: both need the word, and an
+    exemplar index needs <word_field>_target=exemplar (validation.expression_target). oneOf of
+    present/absent properties, as SCENE_RULES."""
+    target, exemplar = target_fields(word_field)
+    return [
+        {
+            "oneOf": [
+                {"required": [word_field]},
+                {"properties": {word_field: False, target: False, exemplar: False}},
+            ]
+        },
+        {
+            "oneOf": [
+                {"required": [exemplar, target], "properties": {target: {"const": "exemplar"}}},
+                {"properties": {exemplar: False}},
+            ]
+        },
+    ]
+
+
 # Exactly one expression source, where a route needs one (validation.parse_reenact, parse_generate).
 ONE_OF = {
     "reenact": ["driver", "expression"],
@@ -187,6 +200,14 @@ ONE_OF = {
 }
 # Routes with two such choices: exactly one of each group (deployments/travel.py).
 ONE_OF_EACH = {"travel": [["start", "start_image", "start_vector"], ["end", "end_image", "end_vector"]]}
+# Everything a route's body must satisfy besides its fields' own schemas: its allOf.
+RULES = {
+    "reenact": target_rules("expression"),
+    "generate": SCENE_RULES["generate"] + target_rules("expression"),
+    "travel": [{"oneOf": [{"required": [n]} for n in group]} for group in ONE_OF_EACH["travel"]]
+    + target_rules("start")
+    + target_rules("end"),
+}
 REQUIRED = {"swap": ["identity", "target"], "reenact": ["source"], "generate": ["identity"], "travel": ["identity"]}
 
 # Error codes of 4xx answers to requests the schema allows: what no schema can say. An empty image
@@ -326,8 +347,6 @@ def request_body(route: str) -> dict[str, Any]:
             schema["oneOf"] = [{"required": [n]} for n in ONE_OF[route]]
         if route in RULES:
             schema["allOf"] = copy.deepcopy(RULES[route])
-        if route in ONE_OF_EACH:
-            schema["allOf"] = [{"oneOf": [{"required": [n]} for n in group]} for group in ONE_OF_EACH[route]]
         content[media] = {"schema": schema}
     body: dict[str, Any] = {
         "requestBody": {"required": True, "content": content},

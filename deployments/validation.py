@@ -33,8 +33,24 @@ Fields = Mapping[str, Any]  # field name -> bytes (file part), str, or a JSON va
 _IMAGE_STATUS = {"too_many_bytes": 413, "not_an_image": 415, "unsupported_format": 415}
 _PARAMS = ("steps", "guidance_identity", "guidance_expression", "seed")
 _SCENE = ("background_prompt", "background_seed", "head_box")  # a background made from text
-_TRAVEL = ("start", "end", "start_vector", "end_vector", "frames", "frame_ms")  # deployments/travel.py
-_TARGET = ("expression_target", "expression_exemplar")  # where a word's target comes from
+
+
+def target_fields(word_field: str) -> tuple[str, str]:
+    """The fields that choose where the target of the word in `word_field` comes from."""
+    return f"{word_field}_target", f"{word_field}_exemplar"
+
+
+_TARGET = target_fields("expression")
+_TRAVEL = (
+    "start",
+    "end",
+    "start_vector",
+    "end_vector",
+    "frames",
+    "frame_ms",
+    *target_fields("start"),
+    *target_fields("end"),
+)
 TARGET_KINDS = ("prototype", "exemplar")  # expression_target values; the first is the default
 EXEMPLAR_RANGE = (0, 1000)  # expression_exemplar (the loaded model's bank says how many a word has)
 MAX_SEED = 2**31 - 1
@@ -280,38 +296,38 @@ def expression_word(fields: Fields, name: str = "expression") -> str | None:
         raise ApiError(422, "unknown_expression", str(e), name, suggestions=list(e.suggestions)) from None
 
 
-def expression_target(fields: Fields, word: str | None) -> ExpressionTarget:
-    """expression_target and expression_exemplar: they choose the target of a word, so they come
-    with `expression` only, and an exemplar index only with expression_target=exemplar (as the
-    schema says: deployments/openapi.py TARGET_RULES). Whether the model has that exemplar is the
-    generator's to say (deployments/expressions.py)."""
-    index = _number(fields, "expression_exemplar", int, None, *EXEMPLAR_RANGE)
-    sent = [n for n in _TARGET if n in fields]
+def expression_target(fields: Fields, word: str | None, word_field: str = "expression") -> ExpressionTarget:
+    """<word_field>_target and <word_field>_exemplar (expression_target, start_target, ...): they
+    choose the target of a word, so they come with the word only, and an exemplar index only with
+    <word_field>_target=exemplar (as the schema says: deployments/openapi.py target_rules). Whether
+    the model has that exemplar is the generator's to say (deployments/expressions.py)."""
+    target, exemplar = target_fields(word_field)
+    index = _number(fields, exemplar, int, None, *EXEMPLAR_RANGE)
+    sent = [n for n in (target, exemplar) if n in fields]
     if sent and word is None:
         raise ApiError(
             422,
             "conflicting_fields",
-            f"{' and '.join(sent)} choose where the target of a word (expression) comes from; a driver photo, "
-            f"expression image or vector is its own target: drop {' and '.join(sent)}",
+            f"{' and '.join(sent)} choose where the target of a word ({word_field}) comes from; an image or a "
+            f"vector is its own target: drop {' and '.join(sent)}",
             sent[0],
         )
-    raw = fields.get("expression_target", TARGET_KINDS[0])
+    raw = fields.get(target, TARGET_KINDS[0])
     kind = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     if kind not in TARGET_KINDS:
         raise ApiError(
             422,
             "invalid_field",
-            f"expression_target must be one of {list(TARGET_KINDS)} (default {TARGET_KINDS[0]!r}), "
-            f"got {str(kind)[:40]!r}",
-            "expression_target",
+            f"{target} must be one of {list(TARGET_KINDS)} (default {TARGET_KINDS[0]!r}), got {str(kind)[:40]!r}",
+            target,
         )
-    if "expression_exemplar" in fields and kind != "exemplar":
+    if exemplar in fields and kind != "exemplar":
         raise ApiError(
             422,
             "missing_field",
-            "expression_exemplar picks one of the word's exemplar faces: send expression_target=exemplar with it "
+            f"{exemplar} picks one of the word's exemplar faces: send {target}=exemplar with it "
             "(or drop it for the word's prototype target)",
-            "expression_target",
+            target,
         )
     return ExpressionTarget(kind, index)
 
