@@ -26,6 +26,7 @@ import numpy as np
 from ray import serve
 from ray.serve.metrics import Counter, Histogram
 
+from deployments import expressions
 from deployments.batcher import ContinuousBatcher
 from deployments.settings import GeneratorSettings, from_dict, torch_device
 
@@ -38,7 +39,8 @@ class GenJob:
     """One generation on aligned crops (S, S, 3) uint8, S = the model's resolution.
 
     swap:      primary = identity crop, target = target crop.
-    reenact:   primary = source crop; driver = driver crop, or word.
+    reenact:   primary = source crop; one of driver (driver crop), word or vector (a word's
+               exemplar target, deployments/expressions.py).
     generate:  primary = identity crop, target = background crop; one of driver (expression
                image crop), word or vector.
     mask: the face region of the crop that is regenerated (target, source or background).
@@ -115,6 +117,9 @@ def run_group(model: Any, jobs: list[GenJob]) -> np.ndarray:
     if first.op == "reenact":
         if first.expression_kind == "image":
             return model.reenact(primary, driver_images=np.stack([j.driver for j in jobs]), **common)
+        if first.expression_kind == "vector":  # reenact is generate with the source as identity and background
+            vectors = [np.asarray(j.vector, np.float32) for j in jobs]
+            return model.generate(primary, expression=vectors, background_images=primary, **common)
         return model.reenact(primary, words=[j.word for j in jobs], **common)
     # Generator.generate takes one item per sample in a list: a word, an (S, S, 3) face or a (D,) vector
     if first.expression_kind == "image":
@@ -239,6 +244,19 @@ class GeneratorDeployment:
         job per frame, which the batcher runs together."""
         vectors = await asyncio.to_thread(self.model.travel_vectors, start, end, frames)
         return [tuple(float(x) for x in v) for v in vectors]
+
+    # A word's targets (deployments/expressions.py): reads of the bank, no model call, no batching.
+
+    def expression_entry(self, word: str) -> dict[str, Any]:
+        return expressions.entry(self.model, word)
+
+    def exemplar_png(self, word: str, index: int) -> bytes | expressions.Refused:
+        return expressions.exemplar_png(self.model, word, index)
+
+    def exemplar_vector(
+        self, word: str, index: int | None, seed: int
+    ) -> expressions.ExemplarChoice | expressions.Refused:
+        return expressions.exemplar_choice(self.model, word, index, seed)
 
     def check_health(self) -> None:
         if self.model is None:

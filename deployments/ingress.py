@@ -36,8 +36,9 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deployments import compose, travel, validation
+from deployments import compose, expressions, travel, validation
 from deployments.admission import Admission, Refusal
 from deployments.generator import GenJob, GenResult
 from deployments.openapi import PNGResponse, health_responses, png_responses, request_body, responses
@@ -81,6 +82,17 @@ api = FastAPI(
 async def _api_error(request: Request, exc: validation.ApiError) -> JSONResponse:
     headers = {"Retry-After": str(exc.extra.pop("retry_after"))} if "retry_after" in exc.extra else None
     return JSONResponse(exc.body(getattr(request.state, "request_id", None)), status_code=exc.status, headers=headers)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own refusals (no such path, e.g. a word with a '/'; wrong method) as ApiErrors."""
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    response = await _api_error(
+        request, validation.ApiError(exc.status_code, code, f"{exc.detail}: {request.url.path}")
+    )
+    response.headers.update(exc.headers or {})  # 405's Allow
+    return response
 
 
 @api.middleware("http")
@@ -349,6 +361,14 @@ class Ingress:
         faces = await self._call(self.analysis.analyze, image, size)
         return inp, faces[0] if faces else place_head(image, default_head_box(w, h), size), scene
 
+    async def _exemplar(
+        self, word: str | None, target: validation.ExpressionTarget | None, seed: int
+    ) -> expressions.ExemplarChoice | None:
+        """The word's exemplar face, when the request asks for one (deployments/expressions.py)."""
+        if word is None or target is None or target.kind != "exemplar":
+            return None
+        return expressions.served(await self._call(self.generator.exemplar_vector, word, target.index, seed))
+
     # --- the pipeline ---------------------------------------------------------------------------
 
     async def _run(self, request: Request, route: str) -> Response:
@@ -400,6 +420,9 @@ class Ingress:
         common = dict(
             steps=p.steps, guidance_identity=p.guidance_identity, guidance_expression=p.guidance_expression, seed=seed
         )
+        word, target = getattr(req, "expression", None), getattr(req, "expression_target", None)
+        choice = await self._exemplar(word, target, seed)
+        expression = expressions.job_expression(word, getattr(req, "expression_vector", None), choice)
         if route == "swap":
             primary, out = req.identity, req.target
             pf, of = await asyncio.gather(self._face(primary, size, route), self._face(out, size, route))
@@ -410,7 +433,7 @@ class Ingress:
                 self._face(out, size, route), self._face(req.driver, size, route) if req.driver else _none()
             )
             job = GenJob(
-                "reenact", of.crop, mask=of.mask, driver=None if df is None else df.crop, word=req.expression, **common
+                "reenact", of.crop, mask=of.mask, driver=None if df is None else df.crop, **expression, **common
             )
         else:
             primary, out = req.identity, req.background or req.identity
@@ -430,8 +453,7 @@ class Ingress:
                 target=of.crop,
                 mask=of.mask,
                 driver=None if ef is None else ef.crop,
-                word=req.expression,
-                vector=req.expression_vector,
+                **expression,
                 **common,
             )
         timing.lap("detect")
@@ -440,8 +462,9 @@ class Ingress:
         crop = gen.image
         meta = {
             **provenance_fields(info, rid, route, seed, p),
-            "expression": job.word,
-            "expression_source": "target" if route == "swap" else job.expression_kind,
+            "expression": word,
+            "expression_source": "target" if route == "swap" else "word" if word else job.expression_kind,
+            **expressions.target_metadata(word, target, choice),
             "face": {"field": out.field, "bbox": [round(float(v), 1) for v in of.bbox], "aligned_input": out.aligned},
             "statement": watermark.GENERATED_STATEMENT,
         }
@@ -498,7 +521,11 @@ class Ingress:
             self._face(req.end.image, size, "travel") if req.end.image else _none(),
         )
         of = of or pf
-        ends = [travel.end_item(e, f.crop if f is not None else None) for e, f in ((req.start, sf), (req.end, ef))]
+        chosen = [await self._exemplar(e.word, e.target, seed) for e in (req.start, req.end)]
+        ends = [
+            travel.end_item(e, f.crop if f is not None else None, c.vector if c else None)
+            for e, f, c in ((req.start, sf, chosen[0]), (req.end, ef, chosen[1]))
+        ]
         vectors = await self._call(self.generator.travel_vectors, *ends, req.frames)
         timing.lap("detect")
         common = dict(steps=p.steps, guidance_identity=p.guidance_identity, guidance_expression=p.guidance_expression)
@@ -513,6 +540,8 @@ class Ingress:
             **provenance_fields(info, rid, "travel", seed, p),
             "start": req.start.word or ("image" if req.start.image else "vector"),
             "end": req.end.word or ("image" if req.end.image else "vector"),
+            **expressions.target_metadata(req.start.word, req.start.target, chosen[0], "start_target"),
+            **expressions.target_metadata(req.end.word, req.end.target, chosen[1], "end_target"),
             "frames": req.frames,
             "frame_ms": req.frame_ms,
             "face": {"field": out.field, "bbox": [round(float(x), 1) for x in of.bbox], "aligned_input": out.aligned},
@@ -615,6 +644,24 @@ class Ingress:
         }
 
     @api.get(
+        "/v1/expressions/{word}",
+        summary="One word: family, subcluster, intensity, nuance, its target vector and its exemplar faces",
+        responses=responses(404),
+    )
+    async def expression(self, word: str) -> dict[str, Any]:
+        return await self._call(self.generator.expression_entry, expressions.known_word(word).word)
+
+    @api.get(
+        "/v1/expressions/{word}/exemplars/{index}.png",
+        summary="One of a word's exemplar faces (a crop from the model's expression bank)",
+        response_class=PNGResponse,
+        responses=png_responses("the exemplar face crop"),
+    )
+    async def exemplar(self, word: str, index: int) -> Response:
+        png = await self._call(self.generator.exemplar_png, expressions.known_word(word).word, index)
+        return Response(expressions.served(png), media_type="image/png")
+
+    @api.get(
         "/v1/info",
         summary="The loaded model (name, version, what it was trained on) and request limits",
         responses=responses(),
@@ -647,7 +694,7 @@ class Ingress:
         "/v1/examples/{identity}.png",
         summary="One example face, 256 px, already aligned",
         response_class=PNGResponse,
-        responses=png_responses(),
+        responses=png_responses("the example face"),
     )
     async def example(self, identity: int) -> Response:
         if identity not in EXAMPLE_IDENTITIES:

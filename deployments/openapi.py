@@ -24,12 +24,15 @@ from fastapi.responses import Response
 from deployments.settings import IngressSettings
 from deployments.travel import DEFAULT_FRAME_MS, DEFAULT_FRAMES, FRAME_MS, FRAMES
 from deployments.validation import (
+    EXEMPLAR_RANGE,
     FACE_INDEX_RANGE,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_VECTOR_ABS,
     MIN_HEAD_BOX,
     ROUTE_FIELDS,
+    TARGET_KINDS,
+    target_fields,
 )
 from sfsr.expressions import WORDS
 from sfsr.io.images import REASONS
@@ -124,6 +127,27 @@ SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
         "needs background_prompt",
     ),
 }
+
+
+def _target_help(word_field: str, what: str) -> dict[str, tuple[dict[str, Any], str]]:
+    """<word_field>_target and <word_field>_exemplar: where the word's target comes from."""
+    target, exemplar = target_fields(word_field)
+    return {
+        target: (
+            {"type": "string", "enum": list(TARGET_KINDS)},
+            f"{what}where the word's target comes from: its prototype (default), or one of its exemplar faces in "
+            "the model's expression bank (GET /v1/expressions/{word} lists them; 422 no_expression_bank when "
+            f"the model has none); only with {word_field}",
+        ),
+        exemplar: (
+            {"type": "integer", "minimum": EXEMPLAR_RANGE[0], "maximum": EXEMPLAR_RANGE[1]},
+            f"{what}which exemplar face of the word (default: the request's seed picks one; 422 "
+            f"exemplar_out_of_range past the word's count); only with {target}=exemplar",
+        ),
+    }
+
+
+SCALAR_HELP |= _target_help("expression", "") | _target_help("start", "travel: ") | _target_help("end", "travel: ")
 # base64 as validation.image_bytes takes it: standard alphabet, padded, optionally as a data: URL
 BASE64_IMAGE = r"^(data:[^,]*;base64[^,]*,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$"
 # a multipart expression_vector: a JSON list or comma-separated numbers (within +-999, no spaces)
@@ -146,6 +170,29 @@ SCENE_RULES = {
         }
     ]
 }
+
+
+def target_rules(word_field: str) -> list[dict[str, Any]]:
+    """<word_field>_target and _exemplar choose a word's target: both need the word, and an
+    exemplar index needs <word_field>_target=exemplar (validation.expression_target). oneOf of
+    present/absent properties, as SCENE_RULES."""
+    target, exemplar = target_fields(word_field)
+    return [
+        {
+            "oneOf": [
+                {"required": [word_field]},
+                {"properties": {word_field: False, target: False, exemplar: False}},
+            ]
+        },
+        {
+            "oneOf": [
+                {"required": [exemplar, target], "properties": {target: {"const": "exemplar"}}},
+                {"properties": {exemplar: False}},
+            ]
+        },
+    ]
+
+
 # Exactly one expression source, where a route needs one (validation.parse_reenact, parse_generate).
 ONE_OF = {
     "reenact": ["driver", "expression"],
@@ -153,6 +200,14 @@ ONE_OF = {
 }
 # Routes with two such choices: exactly one of each group (deployments/travel.py).
 ONE_OF_EACH = {"travel": [["start", "start_image", "start_vector"], ["end", "end_image", "end_vector"]]}
+# Everything a route's body must satisfy besides its fields' own schemas: its allOf.
+RULES = {
+    "reenact": target_rules("expression"),
+    "generate": SCENE_RULES["generate"] + target_rules("expression"),
+    "travel": [{"oneOf": [{"required": [n]} for n in group]} for group in ONE_OF_EACH["travel"]]
+    + target_rules("start")
+    + target_rules("end"),
+}
 REQUIRED = {"swap": ["identity", "target"], "reenact": ["source"], "generate": ["identity"], "travel": ["identity"]}
 
 # Error codes of 4xx answers to requests the schema allows: what no schema can say. An empty image
@@ -169,6 +224,9 @@ CONTENT_REFUSALS = frozenset(
         "request_too_large",  # the configured byte limits
         "invalid_head_box",  # x1 < x2, y1 < y2 and the least size, which items' ranges cannot say
         "text_to_image_not_configured",  # background_prompt on a server without a text-to-image folder
+        "no_expression_bank",  # expression_target=exemplar with a model that ships no expression bank
+        "no_exemplars",  # ... or whose bank keeps no exemplar of the word
+        "exemplar_out_of_range",  # expression_exemplar past the word's count in the loaded model's bank
     }
 )
 
@@ -260,7 +318,7 @@ def responses(*statuses: int, token: bool = True) -> dict[int | str, dict[str, A
         415: lambda: _error("not multipart/JSON, or an image format we do not take"),
         422: lambda: _error(
             "a field is missing or invalid, the image cannot be used (no face, several faces, not square), "
-            "or the loaded model does not take the expression vector"
+            "the loaded model does not take the expression vector, or has no such exemplar face"
         ),
         500: lambda: _error("a bug: the server log has the details under the request id"),
         503: lambda: _error(
@@ -287,10 +345,8 @@ def request_body(route: str) -> dict[str, Any]:
         }
         if route in ONE_OF:
             schema["oneOf"] = [{"required": [n]} for n in ONE_OF[route]]
-        if route in SCENE_RULES:
-            schema["allOf"] = copy.deepcopy(SCENE_RULES[route])
-        if route in ONE_OF_EACH:
-            schema["allOf"] = [{"oneOf": [{"required": [n]} for n in group]} for group in ONE_OF_EACH[route]]
+        if route in RULES:
+            schema["allOf"] = copy.deepcopy(RULES[route])
         content[media] = {"schema": schema}
     body: dict[str, Any] = {
         "requestBody": {"required": True, "content": content},
@@ -354,11 +410,11 @@ def request_body(route: str) -> dict[str, Any]:
     return body
 
 
-def png_responses() -> dict[int | str, dict[str, Any]]:
-    """`responses=` of GET /v1/examples/{identity}.png: a PNG, or 404 for an unknown id."""
+def png_responses(description: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a GET route answering a PNG, or 404 for one that does not exist."""
     return {
         200: {
-            "description": "the example face",
+            "description": description,
             "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
         },
         **responses(404),

@@ -38,6 +38,7 @@ class End:
     word: str | None = None
     image: v.ImageInput | None = None
     vector: tuple[float, ...] | None = None
+    target: v.ExpressionTarget = v.ExpressionTarget()  # of the word: <field>_target, <field>_exemplar
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,9 @@ def _end(fields: v.Fields, limits: v.Limits, name: str) -> End:
             f"travel needs exactly one of {name} (a word), {name}_image or {name}_vector; got {given or 'none'}",
             given[1] if len(given) > 1 else name,
         )
-    return End(name, word=word, image=v.image_input(fields, f"{name}_image", limits, False), vector=vector)
+    target = v.expression_target(fields, word, name)
+    image = v.image_input(fields, f"{name}_image", limits, False)
+    return End(name, word=word, image=image, vector=vector, target=target)
 
 
 def parse_travel(fields: v.Fields, limits: v.Limits) -> TravelRequest:
@@ -84,8 +87,11 @@ def parse_travel(fields: v.Fields, limits: v.Limits) -> TravelRequest:
     )
 
 
-def end_item(end: End, crop: np.ndarray | None) -> Any:
-    """What Generator.travel_vectors takes for this end: the word, the aligned face crop or the vector."""
+def end_item(end: End, crop: np.ndarray | None, exemplar: tuple[float, ...] | None = None) -> Any:
+    """What Generator.travel_vectors takes for this end: the word (or the vector of the word's
+    exemplar face, when one was chosen), the aligned face crop or the vector."""
+    if exemplar is not None:
+        return np.asarray(exemplar, np.float32)
     if end.word is not None:
         return end.word
     if end.vector is not None:

@@ -33,7 +33,26 @@ Fields = Mapping[str, Any]  # field name -> bytes (file part), str, or a JSON va
 _IMAGE_STATUS = {"too_many_bytes": 413, "not_an_image": 415, "unsupported_format": 415}
 _PARAMS = ("steps", "guidance_identity", "guidance_expression", "seed")
 _SCENE = ("background_prompt", "background_seed", "head_box")  # a background made from text
-_TRAVEL = ("start", "end", "start_vector", "end_vector", "frames", "frame_ms")  # deployments/travel.py
+
+
+def target_fields(word_field: str) -> tuple[str, str]:
+    """The fields that choose where the target of the word in `word_field` comes from."""
+    return f"{word_field}_target", f"{word_field}_exemplar"
+
+
+_TARGET = target_fields("expression")
+_TRAVEL = (
+    "start",
+    "end",
+    "start_vector",
+    "end_vector",
+    "frames",
+    "frame_ms",
+    *target_fields("start"),
+    *target_fields("end"),
+)
+TARGET_KINDS = ("prototype", "exemplar")  # expression_target values; the first is the default
+EXEMPLAR_RANGE = (0, 1000)  # expression_exemplar (the loaded model's bank says how many a word has)
 MAX_SEED = 2**31 - 1
 FACE_INDEX_RANGE = (0, 1000)  # <field>_face_index
 MAX_VECTOR_ABS = 1000.0  # expression_vector values lie within +-this
@@ -97,11 +116,21 @@ class SwapRequest:
 
 
 @dataclass(frozen=True)
+class ExpressionTarget:
+    """Where a word's target vector comes from: its prototype, or one of its exemplar faces in the
+    model's expression bank (`index` None: the request's seed picks one; deployments/expressions.py)."""
+
+    kind: str = TARGET_KINDS[0]
+    index: int | None = None
+
+
+@dataclass(frozen=True)
 class ReenactRequest:
     source: ImageInput
     params: Params
     driver: ImageInput | None = None
     expression: str | None = None  # a vocabulary word (normalised)
+    expression_target: ExpressionTarget = ExpressionTarget()
 
 
 @dataclass(frozen=True)
@@ -111,6 +140,7 @@ class GenerateRequest:
     expression: str | None = None
     expression_image: ImageInput | None = None
     expression_vector: tuple[float, ...] | None = None
+    expression_target: ExpressionTarget = ExpressionTarget()  # of the word `expression`
     background: ImageInput | None = None  # None: keep the identity photo's background
     background_prompt: str | None = None  # a background made from this text (deployments/scenes.py)
     background_seed: int | None = None  # None: the request's seed
@@ -266,6 +296,42 @@ def expression_word(fields: Fields, name: str = "expression") -> str | None:
         raise ApiError(422, "unknown_expression", str(e), name, suggestions=list(e.suggestions)) from None
 
 
+def expression_target(fields: Fields, word: str | None, word_field: str = "expression") -> ExpressionTarget:
+    """<word_field>_target and <word_field>_exemplar (expression_target, start_target, ...): they
+    choose the target of a word, so they come with the word only, and an exemplar index only with
+    <word_field>_target=exemplar (as the schema says: deployments/openapi.py target_rules). Whether
+    the model has that exemplar is the generator's to say (deployments/expressions.py)."""
+    target, exemplar = target_fields(word_field)
+    index = _number(fields, exemplar, int, None, *EXEMPLAR_RANGE)
+    sent = [n for n in (target, exemplar) if n in fields]
+    if sent and word is None:
+        raise ApiError(
+            422,
+            "conflicting_fields",
+            f"{' and '.join(sent)} choose where the target of a word ({word_field}) comes from; an image or a "
+            f"vector is its own target: drop {' and '.join(sent)}",
+            sent[0],
+        )
+    raw = fields.get(target, TARGET_KINDS[0])
+    kind = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if kind not in TARGET_KINDS:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"{target} must be one of {list(TARGET_KINDS)} (default {TARGET_KINDS[0]!r}), got {str(kind)[:40]!r}",
+            target,
+        )
+    if exemplar in fields and kind != "exemplar":
+        raise ApiError(
+            422,
+            "missing_field",
+            f"{exemplar} picks one of the word's exemplar faces: send {target}=exemplar with it "
+            "(or drop it for the word's prototype target)",
+            target,
+        )
+    return ExpressionTarget(kind, index)
+
+
 def _number_list(fields: Fields, name: str) -> list[Any] | None:
     """A JSON list, or (multipart) its text or comma-separated numbers -> a list of numbers."""
     raw = fields.get(name)
@@ -388,10 +454,11 @@ def _image_field_names(*names: str) -> set[str]:
 
 ROUTE_FIELDS: dict[str, frozenset[str]] = {
     "swap": frozenset(_image_field_names("identity", "target") | set(_PARAMS)),
-    "reenact": frozenset(_image_field_names("source", "driver") | {"expression"} | set(_PARAMS)),
+    "reenact": frozenset(_image_field_names("source", "driver") | {"expression"} | set(_TARGET) | set(_PARAMS)),
     "generate": frozenset(
         _image_field_names("identity", "expression_image", "background")
         | {"expression", "expression_vector"}
+        | set(_TARGET)
         | set(_PARAMS)
         | set(_SCENE)
     ),
@@ -430,11 +497,13 @@ def parse_reenact(fields: Fields, limits: Limits) -> ReenactRequest:
             "(a word from GET /v1/expressions)",
             "driver" if has_driver else "expression",
         )
+    target = expression_target(fields, word)
     return ReenactRequest(
         image_input(fields, "source", limits, True),
         p,
         driver=image_input(fields, "driver", limits, False),
         expression=word,
+        expression_target=target,
     )
 
 
@@ -512,12 +581,14 @@ def parse_generate(fields: Fields, limits: Limits) -> GenerateRequest:
             f"got {given or 'none'}",
             given[1] if len(given) > 1 else "expression",
         )
+    target = expression_target(fields, word)
     return GenerateRequest(
         image_input(fields, "identity", limits, True),
         p,
         expression=word,
         expression_image=image_input(fields, "expression_image", limits, False),
         expression_vector=vector,
+        expression_target=target,
         background=image_input(fields, "background", limits, False),
         background_prompt=prompt,
         background_seed=scene_seed,

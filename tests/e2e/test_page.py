@@ -120,9 +120,17 @@ def test_upload_choose_a_word_and_generate(base_url: str, browser, tmp_path: Pat
     browser.save_screenshot(str(SCREENSHOT))
     print(f"\nscreenshot: {SCREENSHOT}")
 
-    # an example face, already aligned, with a driving-photo-free word from another family
+    # an example face, already aligned, with a word from another family and one of its exemplar
+    # faces from the model's expression bank as the target (the thumbnails follow the word)
     browser.find_elements(By.CSS_SELECTOR, "#examples img")[1].click()
     Select(browser.find_element(By.ID, "word")).select_by_value("fury")
+    thumbs = _wait(
+        browser,
+        lambda d: len(found := d.find_elements(By.CSS_SELECTOR, "#exemplars img[alt$=' of fury']")) >= 2 and found,
+        timeout=30,
+    )
+    thumbs[1].click()
+    assert browser.find_element(By.ID, "target-exemplar").is_selected()
     first = browser.find_element(By.ID, "result").get_attribute("src")
     browser.find_element(By.ID, "go").click()
     _wait(
@@ -132,9 +140,9 @@ def test_upload_choose_a_word_and_generate(base_url: str, browser, tmp_path: Pat
             or "error" in d.find_element(By.ID, "status").get_attribute("class")
         ),
     )
-    assert '"expression": "fury"' in browser.find_element(By.ID, "metadata").text, browser.find_element(
-        By.ID, "status"
-    ).text
+    meta = browser.find_element(By.ID, "metadata").text
+    assert '"expression": "fury"' in meta, browser.find_element(By.ID, "status").text
+    assert json.loads(meta)["expression_target"]["index"] == 1
 
     # expression travel from that word to another: the animation plays, the slider shows each frame
     Select(browser.find_element(By.ID, "travel-to")).select_by_value("contentment")

@@ -242,6 +242,112 @@ def test_expression_travel_as_frames_and_an_animation(base_url: str) -> None:
     assert Image.open(io.BytesIO(png.content)).n_frames == 8  # the default
 
 
+def test_a_words_exemplars_over_http_and_as_a_target(base_url: str) -> None:
+    """GET /v1/expressions/{word} lists the committed model's exemplar faces of a word, each a PNG;
+    expression_target=exemplar generates exactly what sending that exemplar's vector does."""
+    r = requests.get(f"{base_url}/v1/expressions/%20Jo%20Y", headers=auth(), timeout=30)  # case, spaces
+    assert r.status_code == 200, r.text
+    entry = r.json()
+    assert (entry["word"], entry["family"], entry["subcluster"]) == ("joy", "joy", "cheerfulness")
+    assert len(entry["target"]) == 7 and entry["exemplars"]["count"] == len(entry["exemplars"]["items"]) >= 2
+    for item in entry["exemplars"]["items"]:
+        crop = requests.get(base_url + item["url"], headers=auth(), timeout=30)
+        assert crop.status_code == 200 and crop.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(crop.content)).size == (32, 32)  # the bank's crops are the model's size
+    count = entry["exemplars"]["count"]
+    missing = requests.get(f"{base_url}/v1/expressions/joy/exemplars/{count}.png", headers=auth(), timeout=30)
+    assert missing.status_code == 404 and f"keeps {count}" in missing.json()["error"]["message"]
+    unknown = requests.get(f"{base_url}/v1/expressions/hapiness", headers=auth(), timeout=30)
+    assert unknown.status_code == 404 and "happiness" in unknown.json()["error"]["suggestions"]
+    slash = requests.get(f"{base_url}/v1/expressions/a%2Fb", headers=auth(), timeout=30)  # matches no route
+    assert slash.status_code == 404 and slash.json()["error"]["code"] == "not_found"
+
+    import pyarrow.parquet as pq
+
+    bank = pq.read_table(COMMITTED_MODEL / "expression_bank.parquet").to_pylist()
+    vectors = next(row["exemplar_vectors"] for row in bank if row["word"] == "joy")
+    example = requests.get(f"{base_url}/v1/examples/27.png", headers=auth(), timeout=30).content
+    common = {"identity_aligned": "true", "seed": "4", "expression": "joy"}
+
+    def pixels(data: dict) -> tuple[np.ndarray, dict]:
+        r = post(
+            base_url,
+            "generate",
+            files={"identity": ("e.png", example)},
+            data=data,
+            headers={"Accept": "application/json"},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        png = base64.b64decode(body["image"].split(",", 1)[1])
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.int16), body["metadata"]
+
+    by_seed, meta = pixels({**common, "expression_target": "exemplar"})
+    k = 4 % count  # the seed picks it
+    assert meta["expression_target"] == {
+        "kind": "exemplar",
+        "index": k,
+        "source": entry["exemplars"]["items"][k]["source"],
+        "count": count,
+        "chosen_by": "seed",
+    }
+    assert (meta["expression"], meta["expression_source"]) == ("joy", "word")
+    as_vector, _ = pixels({"identity_aligned": "true", "seed": "4", "expression_vector": json.dumps(vectors[k])})
+    assert np.abs(by_seed - as_vector).max() <= 2  # the same job (up to batched float round-off)
+    prototype, meta = pixels(common)
+    assert meta["expression_target"] == {"kind": "prototype"} and np.abs(prototype - by_seed).mean() > 0
+    # a travel from that exemplar starts where the generation above is
+    r = post(
+        base_url,
+        "travel",
+        files={"identity": ("e.png", example)},
+        data={
+            "identity_aligned": "true",
+            "seed": "4",
+            "start": "joy",
+            "start_target": "exemplar",
+            "end": "rage",
+            "frames": "2",
+        },
+        headers={"Accept": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["metadata"]["start_target"]["index"] == k and r.json()["metadata"]["end_target"] == {
+        "kind": "prototype"
+    }
+    first = base64.b64decode(r.json()["frames"][0].split(",", 1)[1])
+    assert np.abs(np.asarray(Image.open(io.BytesIO(first)).convert("RGB"), np.int16) - by_seed).max() <= 2
+    r = post(
+        base_url,
+        "reenact",
+        files={"source": ("e.png", example)},
+        data={
+            "source_aligned": "true",
+            "expression": "joy",
+            "expression_target": "exemplar",
+            "expression_exemplar": "0",
+        },
+        headers={"Accept": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["metadata"]["expression_target"]["index"] == 0
+    for extra, code, field in (
+        (
+            {"expression_target": "exemplar", "expression_exemplar": str(count)},
+            "exemplar_out_of_range",
+            "expression_exemplar",
+        ),
+        ({"expression_exemplar": "0"}, "missing_field", "expression_target"),
+    ):
+        r = post(
+            base_url,
+            "reenact",
+            files={"source": ("e.png", example)},
+            data={"source_aligned": "true", "expression": "joy", **extra},
+        )
+        assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["field"]) == (422, code, field), r.text
+
+
 def test_generate_with_a_background_prompt(base_url: str) -> None:
     """The portrait flow: a photo, a word and a prompt; the Scenes deployment (scaled to zero
     until now) makes the background with the app's tiny random text-to-image folder, and the face

@@ -212,6 +212,66 @@ def test_generate_expression_sources() -> None:
     assert err.code == "conflicting_fields"
 
 
+def test_expression_target_chooses_prototype_or_exemplar_of_a_word() -> None:
+    r = v.parse_reenact({"source": png(), "expression": "joy"}, LIMITS)
+    assert r.expression_target == v.ExpressionTarget("prototype", None)
+    r = v.parse_reenact({"source": png(), "expression": "joy", "expression_target": "exemplar"}, LIMITS)
+    assert r.expression_target == v.ExpressionTarget("exemplar", None)  # the seed picks one
+    fields = {"identity": png(), "expression": "rage", "expression_target": "exemplar", "expression_exemplar": "2"}
+    assert v.parse_generate(fields, LIMITS).expression_target == v.ExpressionTarget("exemplar", 2)
+    as_json = {**fields, "expression_exemplar": 2}
+    assert v.parse_generate(as_json, LIMITS).expression_target == v.ExpressionTarget("exemplar", 2)
+
+
+@pytest.mark.parametrize(
+    "route,fields,code,field",
+    [
+        # a driver photo, an expression image or a vector is its own target
+        ("reenact", {"driver": "IMG", "expression_target": "exemplar"}, "conflicting_fields", "expression_target"),
+        (
+            "generate",
+            {"expression_image": "IMG", "expression_target": "prototype"},
+            "conflicting_fields",
+            "expression_target",
+        ),
+        (
+            "generate",
+            {"expression_vector": [0] * 7, "expression_exemplar": 1},
+            "conflicting_fields",
+            "expression_exemplar",
+        ),
+        # an exemplar index only with expression_target=exemplar
+        ("reenact", {"expression": "joy", "expression_exemplar": 0}, "missing_field", "expression_target"),
+        (
+            "generate",
+            {"expression": "joy", "expression_target": "prototype", "expression_exemplar": 0},
+            "missing_field",
+            "expression_target",
+        ),
+        ("reenact", {"expression": "joy", "expression_target": "Exemplar"}, "invalid_field", "expression_target"),
+        ("reenact", {"expression": "joy", "expression_target": ""}, "invalid_field", "expression_target"),
+        ("generate", {"expression": "joy", "expression_target": None}, "invalid_field", "expression_target"),
+        (
+            "reenact",
+            {"expression": "joy", "expression_target": "exemplar", "expression_exemplar": -1},
+            "out_of_range",
+            "expression_exemplar",
+        ),
+        (
+            "reenact",
+            {"expression": "joy", "expression_target": "exemplar", "expression_exemplar": "1.5"},
+            "invalid_field",
+            "expression_exemplar",
+        ),
+    ],
+)
+def test_expression_target_refusals_name_the_field(route: str, fields: dict, code: str, field: str) -> None:
+    first = {"reenact": "source", "generate": "identity"}[route]
+    body = {first: png(), **{k: png(seed=5) if val == "IMG" else val for k, val in fields.items()}}
+    err = refused(v.parse_reenact if route == "reenact" else v.parse_generate, body, LIMITS)
+    assert (err.status, err.code, err.field) == (422, code, field), err.message
+
+
 @dataclass
 class FakeFace:  # only what choose_face reads
     bbox: tuple
@@ -406,3 +466,12 @@ def test_generator_batches_group_compatible_jobs() -> None:
     # Generator.generate wants a list with one (D,) vector per sample, masks stacked
     assert isinstance(kw["expression"], list) and kw["expression"][0].shape == (7,)
     assert kw["masks"].shape == (3, 16, 16) and kw["background_images"].shape == (3, 16, 16, 3)
+    # a word's exemplar target makes a reenact job a vector job: generate with the source as identity
+    # and background (what Generator.reenact is), one (D,) vector per sample
+    src = [np.full((16, 16, 3), i, np.uint8) for i in range(2)]
+    vec = [GenJob("reenact", s, seed=i, vector=(float(i),) * 7, **common) for i, s in enumerate(src)]
+    assert group_jobs(vec + [jobs[0]]) == [[0, 1], [2]]
+    run_group(rec, vec)
+    name, kw = rec.calls[-1]
+    assert name == "generate" and np.array_equal(kw["background_images"], np.stack(src))
+    assert [e[0] for e in kw["expression"]] == [0.0, 1.0] and kw["seeds"] == [0, 1]

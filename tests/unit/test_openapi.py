@@ -74,6 +74,34 @@ JSON_CASES = [
     ("generate", {"identity": B64, "expression_vector": []}, False),
     ("generate", {"identity": B64, "expression": "joy", "expression_image": B64}, False),
     ("generate", {"identity": B64}, False),
+    # expression_target / expression_exemplar: with a word only; an index only with "exemplar"
+    ("reenact", {"source": B64, "expression": "joy", "expression_target": "exemplar"}, True),
+    ("reenact", {"source": B64, "expression": "joy", "expression_target": "prototype"}, True),
+    (
+        "generate",
+        {"identity": B64, "expression": "joy", "expression_target": "exemplar", "expression_exemplar": 1000},
+        True,
+    ),
+    (
+        "generate",
+        {"identity": B64, "expression": "joy", "expression_target": "exemplar", "expression_exemplar": 1001},
+        False,
+    ),
+    (
+        "generate",
+        {"identity": B64, "expression": "joy", "expression_target": "exemplar", "expression_exemplar": -1},
+        False,
+    ),
+    ("generate", {"identity": B64, "expression": "joy", "expression_exemplar": 0}, False),
+    (
+        "generate",
+        {"identity": B64, "expression": "joy", "expression_target": "prototype", "expression_exemplar": 0},
+        False,
+    ),
+    ("reenact", {"source": B64, "expression": "joy", "expression_target": "nearest"}, False),
+    ("reenact", {"source": B64, "driver": B64, "expression_target": "prototype"}, False),
+    ("generate", {"identity": B64, "expression_vector": [0] * 7, "expression_target": "exemplar"}, False),
+    ("generate", {"identity": B64, "expression_image": B64, "expression_exemplar": 0}, False),
 ]
 
 
@@ -90,6 +118,8 @@ MULTIPART_CASES = [
     ("generate", {"identity": PNG, "expression_vector": "[0,0.5,0,0,0,0,-1]"}, True),
     ("generate", {"identity": PNG, "expression_vector": "0,,1"}, False),
     ("generate", {"identity": PNG, "expression_vector": "[0,1"}, False),
+    ("reenact", {"source": PNG, "expression": "joy", "expression_target": "exemplar", "expression_exemplar": 2}, True),
+    ("reenact", {"source": PNG, "driver": PNG, "expression_target": "exemplar"}, False),
 ]
 
 
@@ -116,6 +146,8 @@ def test_every_route_declares_its_errors_and_types() -> None:
             answers = op["responses"]
             assert {"500", "503"} <= set(answers), (method, path)
             assert ("401" in answers) is (path != "/v1/healthz"), (method, path)
-    png_route = SPEC["paths"]["/v1/examples/{identity}.png"]["get"]["responses"]
-    assert set(png_route["200"]["content"]) == {"image/png"} and "404" in png_route
+    for path in ("/v1/examples/{identity}.png", "/v1/expressions/{word}/exemplars/{index}.png"):
+        png_route = SPEC["paths"][path]["get"]["responses"]
+        assert set(png_route["200"]["content"]) == {"image/png"} and "404" in png_route
+    assert "404" in SPEC["paths"]["/v1/expressions/{word}"]["get"]["responses"]
     assert {"400", "413", "415", "422"} <= set(SPEC["paths"]["/v1/swap"]["post"]["responses"])

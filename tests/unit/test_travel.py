@@ -15,6 +15,7 @@ from deployments.openapi import request_body
 from deployments.settings import IngressSettings
 from sfsr import c2pa_sign, watermark
 from sfsr.faces.compose import aligned_face
+from tests.fixtures.api_fuzz import body_is_schema_valid
 
 LIMITS = v.Limits(expression_dim=7)
 
@@ -55,6 +56,13 @@ def test_parse_words_images_and_vectors_in_both_encodings() -> None:
         ({"identity": b"x", "start": "joy", "end": "glee-ish"}, "unknown_expression", "end"),
         ({"identity": b"x", "start": "joy", "end_vector": "1,2"}, "vector_length", "end_vector"),
         ({"identity": b"x", "start": "joy", "end": "rage", "expression": "joy"}, "unknown_field", "expression"),
+        (
+            {"identity": b"x", "start_vector": [0] * 7, "start_target": "exemplar", "end": "rage"},
+            "conflicting_fields",
+            "start_target",
+        ),
+        ({"identity": b"x", "start": "joy", "end": "rage", "end_exemplar": "1"}, "missing_field", "end_target"),
+        ({"identity": b"x", "start": "joy", "end": "rage", "end_target": "nearest"}, "invalid_field", "end_target"),
     ],
 )
 def test_bad_travel_requests_name_the_field(fields: dict, code: str, field: str) -> None:
@@ -63,11 +71,39 @@ def test_bad_travel_requests_name_the_field(fields: dict, code: str, field: str)
     assert (e.value.code, e.value.field) == (code, field)
 
 
+def test_each_word_end_may_take_an_exemplar_target() -> None:
+    fields = {"identity": _png(1), "start": "joy", "start_target": "exemplar", "end": "rage", "end_exemplar": "2"}
+    fields["end_target"] = "exemplar"
+    req = travel.parse_travel(fields, LIMITS)
+    assert req.start.target == v.ExpressionTarget("exemplar", None) and req.end.target == v.ExpressionTarget(
+        "exemplar", 2
+    )
+    assert travel.parse_travel({**fields, "start_target": "prototype"}, LIMITS).start.target.kind == "prototype"
+    # a chosen exemplar's vector replaces the word; otherwise the word goes to Generator.travel_vectors
+    item = travel.end_item(req.end, None, (0.25,) * 7)
+    assert item.dtype == np.float32 and item.tolist() == [0.25] * 7
+    assert travel.end_item(req.start, None) == "joy"
+    schema = request_body("travel")["requestBody"]["content"]["application/json"]["schema"]
+    b64 = base64.b64encode(_png(1)).decode()
+    for body, valid in (
+        ({"identity": b64, "start": "joy", "end": "rage", "end_target": "exemplar", "end_exemplar": 2}, True),
+        ({"identity": b64, "start": "joy", "end": "rage", "end_exemplar": 2}, False),
+        ({"identity": b64, "start_vector": [0] * 7, "start_target": "prototype", "end": "rage"}, False),
+    ):
+        assert body_is_schema_valid(schema, body) is valid, body
+        try:
+            travel.parse_travel(body, LIMITS)
+            accepted = True
+        except v.ApiError:
+            accepted = False
+        assert accepted is valid, body
+
+
 def test_the_schema_names_every_field_and_one_source_per_end() -> None:
     schema = request_body("travel")["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["properties"]) == set(v.ROUTE_FIELDS["travel"])
     assert schema["required"] == ["identity"]
-    groups = [[r["required"][0] for r in g["oneOf"]] for g in schema["allOf"]]
+    groups = [[r["required"][0] for r in g["oneOf"]] for g in schema["allOf"][:2]]
     assert groups == [["start", "start_image", "start_vector"], ["end", "end_image", "end_vector"]]
     assert schema["properties"]["frames"]["minimum"] == 2 and schema["properties"]["frames"]["maximum"] == 32
 
