@@ -9,7 +9,9 @@ wrong and how to fix it); nothing here reads an image or imports Ray, so the uni
 all. A request is identified by its `id` (given, or derived from its content) and fingerprinted
 by `digest` (everything that decides its output, the model's weights included): a re-run skips
 an id whose earlier ok row has the same digest and whose PNG exists, and an id whose earlier
-error row has the same digest unless errors are retried.
+error row has the same digest unless errors are retried. A row with a background_prompt also
+fingerprints its prompt, scene seed and head box and the text-to-image folder's name and settings
+(SceneSettings): a changed prompt makes a new background, so the request is generated again.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ import pyarrow as pa
 
 from sfsr.expressions import UnknownExpressionError, lookup
 from sfsr.io import storage, table
+from sfsr.scenes import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, SIZE_MULTIPLE, folder_name
 
 COLUMNS = (
     "id",
     "identity",
     "background",
     "background_prompt",
+    "background_seed",
+    "head_box",
     "expression",
     "driver",
     "expression_vector",
@@ -42,6 +47,17 @@ COLUMNS = (
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_SEED = 2**31 - 1  # the API's bound too (deployments/validation.py)
 MAX_STEPS = 1000
+# Columns added after request tables were first written: part of a row's content (derived id, the
+# digest of a refused row) only when given, so the rows of earlier tables keep their ids.
+ADDED_COLUMNS = ("background_seed", "head_box")
+# The API's bounds too (deployments/validation.py): CLIP reads about 300 characters; a smaller
+# head box side than this fraction of the scene cannot be framed.
+MAX_PROMPT_CHARS = 500
+MIN_HEAD_BOX = 0.1
+# Scene settings a run accepts (the Serve app's Scenes settings have the same bounds).
+SCENE_SIDES = (64, 2048)
+SCENE_STEPS = (1, 200)
+SCENE_GUIDANCE = (0.0, 30.0)
 RESULTS = pa.schema(
     [
         ("id", pa.string()),
@@ -63,13 +79,49 @@ class RequestTableError(ValueError):
 
 
 @dataclass(frozen=True)
+class SceneSettings:
+    """How the backgrounds of background_prompt rows are made (sfsr.scenes), the same for every
+    row of a run: the text-to-image folder (local or s3://) and its pipeline's settings."""
+
+    folder: str
+    width: int = DEFAULT_SIZE
+    height: int = DEFAULT_SIZE
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+
+    def __post_init__(self) -> None:
+        (lo, hi), m = SCENE_SIDES, SIZE_MULTIPLE
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value % m or not lo <= value <= hi:
+                raise ValueError(f"--scene-{name} {value}: give a multiple of {m} from {lo} to {hi}")
+        if not SCENE_STEPS[0] <= self.steps <= SCENE_STEPS[1]:
+            raise ValueError(f"--scene-steps {self.steps}: give {SCENE_STEPS[0]} to {SCENE_STEPS[1]}")
+        if not SCENE_GUIDANCE[0] <= self.guidance <= SCENE_GUIDANCE[1]:
+            raise ValueError(f"--scene-guidance {self.guidance}: give {SCENE_GUIDANCE[0]} to {SCENE_GUIDANCE[1]}")
+
+    @property
+    def name(self) -> str:
+        return folder_name(self.folder)
+
+    def fingerprint(self) -> dict:
+        """What of these settings decides a scene: the folder's name (not where it lies) and the
+        pipeline's settings."""
+        return {
+            "text_to_image": self.name,
+            "scene": [self.width, self.height, self.steps, self.guidance],
+        }
+
+
+@dataclass(frozen=True)
 class Defaults:
-    """What a row leaves out: the job's steps and the model's expression size and version."""
+    """What a row leaves out: the job's steps, the model's expression size and version, and how
+    backgrounds are made from prompts (None: no text-to-image folder, prompt rows are refused)."""
 
     steps: int
     expression_dim: int
     model_version: str
-    text_to_image: str | None = None
+    scenes: SceneSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -86,10 +138,14 @@ class Request:
     steps: int
     aligned: bool  # the images are aligned face crops: no detection (the API's *_aligned)
     digest: str
+    background_prompt: str | None = None  # the background is made from this text (sfsr.scenes)
+    background_seed: int | None = None  # the scene's seed (set with background_prompt; default: seed)
+    head_box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 fractions of the scene
 
     def to_row(self) -> dict:
         d = asdict(self)
-        d["expression_vector"] = list(self.expression_vector) if self.expression_vector else None
+        for name in ("expression_vector", "head_box"):
+            d[name] = list(d[name]) if d[name] else None
         return d
 
 
@@ -175,17 +231,24 @@ def _bool(value: object) -> bool:
     raise ValueError(f"aligned {value!r} is not true or false")
 
 
-def _vector(value: object, dim: int) -> tuple[float, ...] | None:
-    """A list of floats, or its JSON text (CSV), of exactly `dim` finite values."""
+def _numbers(value: object, name: str, example: str) -> tuple[float, ...] | None:
+    """A list column's value: a list of numbers, or its JSON text (CSV); None when empty."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
         items = json.loads(value) if isinstance(value, str) else list(value)  # type: ignore[arg-type]
-        vec = tuple(float(v) for v in items)
+        return tuple(float(v) for v in items)
     except (TypeError, ValueError):
         raise ValueError(
-            f"expression_vector {str(value)[:60]!r} is not a list of numbers; write it as JSON, e.g. [0.1, -0.2, ...]"
+            f"{name} {str(value)[:60]!r} is not a list of numbers; write it as JSON, e.g. {example}"
         ) from None
+
+
+def _vector(value: object, dim: int) -> tuple[float, ...] | None:
+    """A list of floats, or its JSON text (CSV), of exactly `dim` finite values."""
+    vec = _numbers(value, "expression_vector", "[0.1, -0.2, ...]")
+    if vec is None:
+        return None
     if len(vec) != dim:
         raise ValueError(f"expression_vector has {len(vec)} values, this model's expression space has {dim}")
     if not all(math.isfinite(v) for v in vec):
@@ -193,14 +256,48 @@ def _vector(value: object, dim: int) -> tuple[float, ...] | None:
     return vec
 
 
+def _head_box(value: object) -> tuple[float, float, float, float] | None:
+    """Where the person goes in a scene made from a prompt: x1, y1, x2, y2 as fractions of the
+    scene's width and height (the API's head_box)."""
+    box = _numbers(value, "head_box", "[0.35, 0.1, 0.65, 0.5] (x1, y1, x2, y2)")
+    if box is None:
+        return None
+    if len(box) != 4 or not all(0.0 <= v <= 1.0 for v in box):  # NaN fails the range check too
+        raise ValueError(
+            f"head_box {list(box)[:6]} must be 4 numbers x1, y1, x2, y2 in [0, 1] (fractions of the scene's "
+            "width and height)"
+        )
+    if box[2] - box[0] < MIN_HEAD_BOX or box[3] - box[1] < MIN_HEAD_BOX:
+        raise ValueError(
+            f"head_box {list(box)}: x2 - x1 and y2 - y1 must each be at least {MIN_HEAD_BOX} (a smaller head "
+            "cannot be framed); give x1 < x2 and y1 < y2"
+        )
+    return box  # type: ignore[return-value]
+
+
+def _prompt(value: object) -> str | None:
+    prompt = _text(value)
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(
+            f"background_prompt has {len(prompt)} characters, the limit is {MAX_PROMPT_CHARS}; describe the "
+            "scene more briefly (the text encoder reads about 75 words)"
+        )
+    return prompt
+
+
 def _digest(fields: dict, model_version: str) -> str:
     blob = json.dumps({**fields, "model_version": model_version}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def _content(row: dict) -> dict:
+    """A row's columns, the later-added ones only when given (ADDED_COLUMNS)."""
+    return {k: row.get(k) for k in COLUMNS if k not in ADDED_COLUMNS or _text(row.get(k)) is not None}
+
+
 def derived_id(row: dict) -> str:
     """An id from a row's content (everything but `id`), for tables without ids."""
-    content = {k: row.get(k) for k in COLUMNS if k != "id"}
+    content = {k: v for k, v in _content(row).items() if k != "id"}
     return "r-" + hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -227,7 +324,7 @@ def assign_ids(rows: Sequence[dict]) -> list[str]:
 
 def parse_request(row: dict, rid: str, defaults: Defaults) -> Request | Invalid:
     """Check one row, cheapest checks first; the first problem found becomes its error."""
-    raw_digest = _digest({k: row.get(k) for k in COLUMNS}, defaults.model_version)
+    raw_digest = _digest(_content(row), defaults.model_version)
     seed: int | None = None
     steps: int | None = None
     try:
@@ -242,19 +339,23 @@ def parse_request(row: dict, rid: str, defaults: Defaults) -> Request | Invalid:
         seed = _int(row.get("seed"), "seed", 0, MAX_SEED)
         seed = seed_for(rid) if seed is None else seed
         steps = _int(row.get("steps"), "steps", 1, MAX_STEPS) or defaults.steps
-        prompt, background = _text(row.get("background_prompt")), _text(row.get("background"))
+        prompt, background = _prompt(row.get("background_prompt")), _text(row.get("background"))
+        scene_seed = _int(row.get("background_seed"), "background_seed", 0, MAX_SEED)
+        box = _head_box(row.get("head_box"))
+        if prompt is None and (scene_seed is not None or box is not None):
+            used = "background_seed" if scene_seed is not None else "head_box"
+            raise ValueError(
+                f"{used} applies to a background made from text; give background_prompt too, or drop {used}"
+            )
         if prompt is not None:
             if background is not None:
                 raise ValueError("give background or background_prompt, not both")
-            if defaults.text_to_image is None:
+            if defaults.scenes is None:
                 raise ValueError(
                     "background_prompt given but no text-to-image folder configured; pass --text-to-image "
                     "FOLDER to jobs.generate, or give a background image instead"
                 )
-            raise ValueError(
-                f"background_prompt: text-to-image backgrounds are not implemented in this job yet "
-                f"(--text-to-image {defaults.text_to_image} was given); give a background image instead"
-            )
+            scene_seed = seed if scene_seed is None else scene_seed  # as the API: the request's seed
         word, driver = _text(row.get("expression")), _text(row.get("driver"))
         vector = _vector(row.get("expression_vector"), defaults.expression_dim)
         given = [n for n, v in (("expression", word), ("driver", driver), ("expression_vector", vector)) if v]
@@ -278,7 +379,12 @@ def parse_request(row: dict, rid: str, defaults: Defaults) -> Request | Invalid:
         steps=steps,
         aligned=aligned,
     )
-    return Request(id=rid, digest=_digest(fields, defaults.model_version), **fields)
+    scene: dict = {}
+    if prompt is not None and defaults.scenes is not None:
+        scene = dict(background_prompt=prompt, background_seed=scene_seed, head_box=box)
+    # a row without a prompt keeps the digest it had before prompts were possible
+    fingerprint = {**fields, **scene, **(defaults.scenes.fingerprint() if scene else {})}
+    return Request(id=rid, digest=_digest(fingerprint, defaults.model_version), **fields, **scene)
 
 
 def parse_requests(rows: Sequence[dict], defaults: Defaults) -> list[Request | Invalid]:

@@ -4,12 +4,17 @@ T --output OUT`.
 The table (Parquet file or folder, or CSV; local or s3://) has one request per row:
   id                 optional; else derived from the row's content (ids name the output files)
   identity           image URI (local path or s3://) of the person to paint: required
-  background         image URI whose face is replaced (default: the identity photo itself)
-  background_prompt  text for a generated background: needs --text-to-image (else the row errors)
+  background         image URI whose face is replaced (default: the identity photo itself), or
+  background_prompt  text the --text-to-image folder turns into the background (without the flag
+                     the row errors); with it, optionally:
+    background_seed  the scene's seed (default: the row's seed)
+    head_box         where the person goes: x1, y1, x2, y2 fractions of the scene, a list (JSON
+                     text in CSV); default: on a face the scene shows, else a portrait placement
   expression         a word of sfsr.expressions (`sfsr expressions list`), or
   driver             an image URI whose face's expression is copied, or
   expression_vector  a list (JSON text in CSV) of the model's expression values;
-                     none of the three: the background face keeps its own expression (a swap)
+                     none of the three: the background face keeps its own expression (a swap),
+                     or, on a background made from a prompt, the person keeps their own
   seed, steps        optional integers (default seed: a hash of the id; steps: --steps)
   aligned            optional true/false: the images are aligned face crops (no detection)
 
@@ -17,6 +22,9 @@ Ray Data feeds the requests to an actor pool (a GPU per actor when the cluster h
 actor builds sfsr.generate.Generator from --model and the face pack once, detects and aligns the
 faces the way the Serve API does, generates, pastes the face back into the background photo,
 watermarks it and writes OUT/images/<id>.png with provenance text (jobs/_generate_stages.py).
+For a background_prompt row the actor makes the scene with the --text-to-image pipeline
+(sfsr.scenes, loaded at its first such row) and places the person in it as the Serve API does; the
+provenance names the prompt, the scene's seed and the folder.
 OUT/results/ holds one row per request (id, status ok | error, output URI, the error naming what
 was wrong, model and version, seed, steps, seconds), committed by id: every request ends as one
 ok row or one error row, and a bad row never stops the others. A re-run skips requests already
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 import uuid
@@ -45,6 +54,7 @@ from sfsr.cli_settings import parse_settings, setting, settings_parser
 from sfsr.io import storage, table
 from sfsr.progress import VERBOSE_HELP, verbose_requested
 from sfsr.provenance import REPO_ROOT
+from sfsr.scenes import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
 
 DEFAULT_MODEL = "sfsr/model/pretrained/cpu-demo"
 REQUEST_ROWS = pa.schema(
@@ -59,6 +69,9 @@ REQUEST_ROWS = pa.schema(
         ("steps", pa.int64()),
         ("aligned", pa.bool_()),
         ("digest", pa.string()),
+        ("background_prompt", pa.string()),
+        ("background_seed", pa.int64()),
+        ("head_box", pa.list_(pa.float64())),
     ]
 )
 
@@ -76,14 +89,30 @@ class GenerateConfig:
     pack: str = setting("face pack that detects and aligns the faces in photos", "builtin")
     steps: int | None = setting("denoising steps for rows without steps (default: the model's)", None)
     text_to_image: str | None = setting(
-        "text-to-image model folder for rows with background_prompt (without it those rows error)", None
+        "Stable Diffusion folder (diffusers layout, local or s3://) that makes the backgrounds of rows "
+        "with background_prompt (without it those rows error)",
+        None,
     )
+    scene_width: int = setting("width of backgrounds made from prompts (a multiple of 8)", DEFAULT_SIZE)
+    scene_height: int = setting("height of backgrounds made from prompts (a multiple of 8)", DEFAULT_SIZE)
+    scene_steps: int = setting("text-to-image denoising steps per background", DEFAULT_STEPS)
+    scene_guidance: float = setting("text-to-image guidance of the prompt", DEFAULT_GUIDANCE)
     batch_size: int = setting("requests per actor call", 16)
     actors: int = setting("generator actors (0: one per GPU, or one per 2 CPUs)", 0)
     gpus_per_actor: float | None = setting("GPUs per actor (default: 1 when the cluster has GPUs, else 0)", None)
     max_output_side: int = setting("outputs with a longer side are downscaled", 2048)
     retry_errors: bool = setting("generate requests that failed in an earlier run again", False)
     verbose: bool = setting(VERBOSE_HELP, False)
+
+
+def scene_settings(cfg: GenerateConfig) -> rq.SceneSettings | None:
+    """How prompt rows' backgrounds are made (None without --text-to-image); raises ValueError
+    naming a setting out of range. A local folder is made absolute here, at the driver: the
+    actors run in another folder."""
+    if not cfg.text_to_image:
+        return None
+    folder = cfg.text_to_image if storage.is_s3(cfg.text_to_image) else os.path.abspath(cfg.text_to_image)
+    return rq.SceneSettings(folder, cfg.scene_width, cfg.scene_height, cfg.scene_steps, cfg.scene_guidance)
 
 
 def model_folder(uri: str) -> str:
@@ -125,7 +154,9 @@ def _bar(done: int, total: int, width: int = 24) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-def generate(cfg: GenerateConfig, model: str, todo: list[rq.Request]) -> list[dict]:
+def generate(
+    cfg: GenerateConfig, model: str, todo: list[rq.Request], scenes: rq.SceneSettings | None = None
+) -> list[dict]:
     """The Ray part: the requests through an actor pool; their result rows as they arrive."""
     import ray
 
@@ -155,6 +186,7 @@ def generate(cfg: GenerateConfig, model: str, todo: list[rq.Request]) -> list[di
             "device": "cuda" if gpa else "cpu",
             "threads": actor_cpus,
             "max_output_side": cfg.max_output_side,
+            "scenes": scenes,
         },
         compute=ray.data.ActorPoolStrategy(size=n),
         num_cpus=actor_cpus,
@@ -180,7 +212,8 @@ def run(cfg: GenerateConfig) -> dict:
     t0 = time.monotonic()
     model = model_folder(cfg.model)
     name, version, expression_dim, model_steps = read_model(model)
-    defaults = rq.Defaults(cfg.steps or model_steps, expression_dim, version, cfg.text_to_image)
+    scenes = scene_settings(cfg)
+    defaults = rq.Defaults(cfg.steps or model_steps, expression_dim, version, scenes)
     try:
         parsed = rq.parse_requests(rq.read_requests(cfg.requests), defaults)
     except rq.RequestTableError as e:
@@ -196,7 +229,7 @@ def run(cfg: GenerateConfig) -> dict:
     )
     rows = [rq.error_row(i.id, i.reason, i.digest, i.seed, i.steps, name, version) for i in p.invalid]
     if p.todo:
-        got = generate(cfg, model, p.todo)
+        got = generate(cfg, model, p.todo, scenes)
         returned = {r["id"] for r in got}
         lost = [r for r in p.todo if r.id not in returned]  # never expected; counted, never dropped
         got += [
@@ -276,6 +309,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[GenerateConfig, bool]:
         p.error(f"--batch-size must be >= 1, --actors >= 0 and --steps within 1..{rq.MAX_STEPS}")
     if cfg.max_output_side < 256:
         p.error(f"--max-output-side {cfg.max_output_side}: use 256 or more (the watermark needs 256 x 256)")
+    try:
+        scene_settings(cfg)
+    except ValueError as e:
+        p.error(str(e))
     if a.smoke_test:
         cfg = replace(cfg, steps=min(cfg.steps or 2, 2), batch_size=min(cfg.batch_size, 4))
     return cfg, bool(a.smoke_test)

@@ -83,7 +83,7 @@ class TextToImage:
         pipe = StableDiffusionPipeline.from_pretrained(str(local), local_files_only=True)
         pipe = pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
-        return cls(pipe, str(uri).rstrip("/").rsplit("/", 1)[-1])
+        return cls(pipe, folder_name(uri))
 
     def background(
         self,
@@ -115,6 +115,23 @@ class TextToImage:
                 output_type="np",
             ).images  # (1, H, W, 3) float in [0, 1]
         return (np.clip(out[0], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def folder_name(uri: str) -> str:
+    """The name a text-to-image folder is reported under: its last path part, so the same folder
+    copied from a disk to s3:// keeps its name."""
+    return str(uri).rstrip("/").rsplit("/", 1)[-1]
+
+
+def provenance(prompt: str, seed: int, text_to_image: str) -> dict[str, str]:
+    """The provenance of an output whose background was made from `prompt` (sfsr.watermark.provenance
+    keyword arguments; the Serve API's Scene.provenance writes the same keys)."""
+    return {
+        "background": "text-to-image",
+        "background_prompt": prompt,
+        "background_seed": str(seed),
+        "text_to_image": text_to_image,
+    }
 
 
 def default_seed(prompt: str) -> int:

@@ -1,5 +1,6 @@
 """jobs/generate.py without Ray: the request table's checks, the ids and seeds, the re-run plan,
-and one actor call on aligned procedural faces (the committed cpu-demo model, 2 steps)."""
+and actor calls on aligned procedural faces (the committed cpu-demo model, 2 steps), the prompt
+rows' on 64 px scenes of a tiny random text-to-image folder (tests/fixtures/text_to_image.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import pytest
 
 from jobs import _generate_requests as rq
 from jobs.generate import REQUEST_ROWS, model_folder, read_model
+from tests.fixtures.text_to_image import write_tiny_pipeline
 
 DEFAULTS = rq.Defaults(steps=7, expression_dim=3, model_version="sha256:abc")
+SCENES = rq.SceneSettings("/models/tiny-sd", width=64, height=64, steps=2)
+WITH_T2I = dataclasses.replace(DEFAULTS, scenes=SCENES)
 
 
 def _row(**kw) -> dict:
@@ -82,9 +86,56 @@ def test_an_unknown_word_lists_near_words() -> None:
     assert isinstance(got, rq.Invalid) and "did you mean" in got.reason and "'happiness'" in got.reason
 
 
-def test_a_prompt_with_the_flag_is_refused_as_not_implemented_yet() -> None:
-    got = _one(dataclasses.replace(DEFAULTS, text_to_image="t2i/"), identity="x", background_prompt="a beach")
-    assert isinstance(got, rq.Invalid) and "not implemented in this job yet (--text-to-image t2i/" in got.reason
+@pytest.mark.parametrize(
+    "row,reason",
+    [
+        ({"background_seed": -3}, "background_seed -3 is outside 0..2147483647"),
+        ({"background_seed": "seven"}, "background_seed 'seven' is not a whole number"),
+        ({"head_box": "[0.1, 0.2, 0.5]"}, "head_box [0.1, 0.2, 0.5] must be 4 numbers x1, y1, x2, y2 in [0, 1]"),
+        ({"head_box": [0.2, 0.1, 1.4, 0.6]}, "head_box [0.2, 0.1, 1.4, 0.6] must be 4 numbers"),
+        ({"head_box": "[0.5, 0.1, 0.55, 0.6]"}, "x2 - x1 and y2 - y1 must each be at least 0.1"),
+        ({"head_box": "[0.6, 0.1, 0.2, 0.6]"}, "x2 - x1 and y2 - y1 must each be at least 0.1"),
+        ({"head_box": "centre"}, "head_box 'centre' is not a list of numbers; write it as JSON"),
+        ({"background_prompt": "x" * 501}, "background_prompt has 501 characters, the limit is 500"),
+        ({"background_prompt": None, "head_box": [0.3, 0.1, 0.7, 0.5]}, "head_box applies to a background made"),
+        ({"background_prompt": None, "background_seed": 4}, "background_seed applies to a background made from"),
+    ],
+)
+def test_each_bad_scene_column_becomes_an_error_naming_it(row: dict, reason: str) -> None:
+    got = _one(WITH_T2I, **{"identity": "x", "background_prompt": "a beach", **row})
+    assert isinstance(got, rq.Invalid) and reason in got.reason, got
+
+
+def test_prompt_rows_read_the_same_from_csv_and_parquet_and_default_the_scene_seed(tmp_path) -> None:
+    csv = tmp_path / "r.csv"
+    csv.write_text(
+        "id,identity,background_prompt,background_seed,head_box\n"
+        'a,x.jpg,a beach at dusk,,"[0.5, 0.1, 0.9, 0.6]"\nb,y.jpg,a snowy forest,12,\nc,z.jpg,,,\n'
+    )
+    t = pa.table(
+        {
+            "id": ["a", "b", "c"],
+            "identity": ["x.jpg", "y.jpg", "z.jpg"],
+            "background_prompt": ["a beach at dusk", "a snowy forest", None],
+            "background_seed": pa.array([None, 12, None], pa.int64()),
+            "head_box": pa.array([[0.5, 0.1, 0.9, 0.6], None, None], pa.list_(pa.float64())),
+        }
+    )
+    pq.write_table(t, tmp_path / "r.parquet")
+    from_csv = rq.parse_requests(rq.read_requests(str(csv)), WITH_T2I)
+    assert from_csv == rq.parse_requests(rq.read_requests(str(tmp_path / "r.parquet")), WITH_T2I)
+    a, b, c = from_csv
+    assert (a.background_prompt, a.background_seed, a.head_box) == ("a beach at dusk", a.seed, (0.5, 0.1, 0.9, 0.6))
+    assert (b.background_seed, b.head_box, b.seed) == (12, None, rq.seed_for("b"))
+    assert (c.background_prompt, c.background_seed, c.head_box) == (None, None, None)
+    assert a.to_row()["head_box"] == [0.5, 0.1, 0.9, 0.6]
+
+
+def test_a_scene_setting_out_of_range_is_refused_naming_its_flag() -> None:
+    with pytest.raises(ValueError, match="--scene-width 100: give a multiple of 8 from 64 to 2048"):
+        rq.SceneSettings("f", width=100)
+    with pytest.raises(ValueError, match="--scene-steps 0"):
+        rq.SceneSettings("f", steps=0)
 
 
 def test_words_are_normalised_and_rows_resolve_seed_and_steps() -> None:
@@ -111,6 +162,33 @@ def test_the_digest_follows_what_decides_the_output() -> None:
     assert _one(id="a", identity="y").digest != base.digest
     assert _one(id="a", identity="x", steps=8).digest != base.digest
     assert _one(dataclasses.replace(DEFAULTS, model_version="sha256:new"), id="a", identity="x").digest != base.digest
+
+
+def test_a_prompt_rows_digest_follows_its_scene_and_other_rows_keep_theirs() -> None:
+    def digest(defaults: rq.Defaults = WITH_T2I, **kw) -> str:
+        got = _one(defaults, **{"id": "a", "identity": "x", "background_prompt": "a beach", **kw})
+        assert isinstance(got, rq.Request), got
+        return got.digest
+
+    base = digest()
+    assert digest() == base and digest(background_seed=_one(WITH_T2I, id="a", identity="x").seed) == base
+    moved = dataclasses.replace(SCENES, folder="s3://bucket/models/tiny-sd/")  # the same folder's name
+    assert digest(dataclasses.replace(DEFAULTS, scenes=moved)) == base
+    changed = [
+        digest(background_prompt="a beach at night"),
+        digest(background_seed=1),
+        digest(head_box=[0.3, 0.1, 0.7, 0.5]),
+        digest(dataclasses.replace(DEFAULTS, scenes=dataclasses.replace(SCENES, folder="/models/sd-1.5"))),
+        digest(dataclasses.replace(DEFAULTS, scenes=dataclasses.replace(SCENES, steps=3))),
+        digest(dataclasses.replace(DEFAULTS, scenes=dataclasses.replace(SCENES, width=128))),
+    ]
+    assert len({base, *changed}) == 1 + len(changed)
+    # rows without a prompt, and tables without the scene columns, keep the ids and digests they
+    # had before prompts were possible (values from the code of 4b95895)
+    assert _one(id="a", identity="a", expression="joy").digest == "66b98a86e533931a1678"
+    assert _one(WITH_T2I, id="a", identity="a", expression="joy").digest == "66b98a86e533931a1678"
+    assert _one(id="b", identity="a", expression="joyfull").digest == "cf105e24261696e086dc"
+    assert rq.derived_id(_row(identity="a")) == "r-fa4dfa2cdf80e9a8"
 
 
 def test_the_plan_skips_done_and_failed_requests_and_redoes_changed_ones() -> None:
@@ -206,3 +284,60 @@ def test_a_run_of_refused_rows_needs_no_ray_and_drops_a_stale_image(tmp_path, mo
     again = generate.run(cfg)
     assert (again["skipped_failed_before"], again["errors_now"]) == (2, 0)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()) == files
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory) -> str:
+    return str(write_tiny_pipeline(tmp_path_factory.mktemp("t2i") / "tiny-sd"))
+
+
+def test_prompt_rows_place_the_person_in_a_scene_and_a_broken_folder_errors_only_them(tmp_path, tiny_sd) -> None:
+    from jobs._generate_stages import GenerateRequests
+    from sfsr import watermark
+    from sfsr.io.images import decode_png, encode_png
+    from sfsr.scenes import TextToImage
+    from sfsr.synth import NEUTRAL_EXPRESSION, make_sample, render
+
+    face = tmp_path / "face.png"
+    face.write_bytes(encode_png(render(make_sample(1, NEUTRAL_EXPRESSION, background_seed=1), 64)[0]))
+    model = model_folder("sfsr/model/pretrained/cpu-demo")
+    _, version, dim, _ = read_model(model)
+    scenes = rq.SceneSettings(tiny_sd, width=64, height=64, steps=2)
+    rows = [
+        _row(id="boxed", identity=str(face), aligned=True, background_prompt="a red barn", background_seed=11,
+             head_box=[0.55, 0.1, 0.95, 0.6], expression="joy"),
+        _row(id="placed", identity=str(face), aligned=True, background_prompt="a red barn", seed=11),
+        _row(id="plain", identity=str(face), aligned=True, expression="joy"),
+    ]  # fmt: skip
+    todo = rq.parse_requests(rows, rq.Defaults(2, dim, version, scenes))
+    batch = pa.Table.from_pylist([r.to_row() for r in todo], schema=REQUEST_ROWS)
+    got = {
+        r["id"]: r for r in GenerateRequests(model, "builtin", str(tmp_path / "out"), scenes=scenes)(batch).to_pylist()
+    }
+    assert [got[i]["status"] for i in ("boxed", "placed", "plain")] == ["ok"] * 3, got
+    scene = TextToImage.from_pretrained(tiny_sd).background("a red barn", seed=11, width=64, height=64, steps=2)
+    for rid in ("boxed", "placed"):
+        data = (tmp_path / "out" / "images" / f"{rid}.png").read_bytes()
+        text = watermark.read_png_text(data)
+        assert (text["sfsr:background"], text["sfsr:background_prompt"]) == ("text-to-image", "a red barn")
+        assert (text["sfsr:background_seed"], text["sfsr:text_to_image"]) == ("11", "tiny-sd")
+        assert watermark.detect(decode_png(data)).marked
+    assert "sfsr:background_prompt" not in watermark.read_png_text(
+        (tmp_path / "out" / "images" / "plain.png").read_bytes()
+    )
+    # the boxed person is painted inside x 0.55..0.95 of the scene: left of it the scene is kept
+    out = decode_png((tmp_path / "out" / "images" / "boxed.png").read_bytes()).astype(float)
+    up = watermark.upscale_for_watermark(scene)  # the 64 px scene as the output was upscaled to mark it
+    assert out.shape == up.shape == (256, 256, 3)
+    kept = np.abs(out[:, :120] - up[:, :120]).mean()
+    painted = np.abs(out[40:136, 152:232] - up[40:136, 152:232]).mean()
+    assert kept < 4 < painted, (kept, painted)
+
+    broken = dataclasses.replace(scenes, folder=str(tmp_path / "nowhere" / "tiny-sd"))
+    actor = GenerateRequests(model, "builtin", str(tmp_path / "out2"), scenes=broken)
+    again = {r["id"]: r for r in actor(batch).to_pylist()}
+    assert again["plain"]["status"] == "ok"
+    for rid in ("boxed", "placed"):
+        error = again[rid]["error"]
+        assert again[rid]["status"] == "error" and f"cannot load --text-to-image {broken.folder}" in error, error
+        assert "no model_index.json" in error and error.startswith(f"row {rid}: background_prompt: ")

@@ -119,6 +119,11 @@ def test_defaults_are_the_dataclass_defaults(job: str) -> None:
         ("generate", ["--output", "o"], "--requests is required, unless --smoke-test"),
         ("generate", ["--requests", "r", "--output", "o", "--max-output-side", "64"], "--max-output-side 64"),
         ("generate", ["--requests", "r", "--output", "o", "--steps", "0"], "--steps within 1..1000"),
+        (
+            "generate",
+            ["--requests", "r", "--output", "o", "--text-to-image", "sd", "--scene-width", "100"],
+            "--scene-width 100: give a multiple of 8 from 64 to 2048",
+        ),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_flag(job: str, argv: list[str], message: str, capsys) -> None:
