@@ -4,7 +4,10 @@
 Time (the suite is at its budget): the local and the S3 job are submitted at once (each holds
 one 1-CPU actor of the 2-CPU cluster, so their start-up costs overlap), and the second runs call
 the job's main() in this process, as the job's driver would: with nothing left to do it plans
-from the results and never starts Ray (checked). 23-35 s on 2 shared cores."""
+from the results and never starts Ray (checked). 23-35 s on 2 shared cores.
+
+Backgrounds made from background_prompt: a second, small job (2 rows) with --text-to-image a tiny
+random Stable Diffusion folder (tests/fixtures/text_to_image.py) making 64 px scenes in 2 steps."""
 
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from sfsr.expressions import WORDS
 from sfsr.io import storage, table
 from sfsr.io.images import decode_png
 from tests.fixtures.photos import photos_dir
-from tests.fixtures.ray_jobs import submit_all_ok
+from tests.fixtures.ray_jobs import submit_all_ok, submit_ok
+from tests.fixtures.text_to_image import write_tiny_pipeline
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -164,3 +168,36 @@ def test_generate_locally_and_on_s3_and_reruns_change_nothing(platform_env, s3_s
     assert len([u for u in before if u.endswith(".png")]) == 9
     again = _rerun(s3_args, capsys)
     assert "9 already done, 1 failed before" in again and "0 to generate" in again and _snapshot(s3_out) == before
+
+
+def test_prompt_rows_are_placed_in_scenes_from_the_text_to_image_folder(platform_env, tmp_path, capsys) -> None:
+    img = _inputs(tmp_path / "in")
+    tiny = write_tiny_pipeline(tmp_path / "tiny-sd")
+    rows = [
+        {"id": "boxed", "identity": img["obama.jpg"], "background_prompt": "a lighthouse at dawn",
+         "background_seed": 3, "head_box": [0.5, 0.1, 0.9, 0.6], "expression": "joy"},
+        {"id": "placed", "identity": img["biden.jpg"], "background_prompt": "a quiet library",
+         "background_seed": None, "head_box": None, "expression": None},
+    ]  # fmt: skip
+    requests = tmp_path / "prompts.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), requests)
+    out = str(tmp_path / "prompt-out")
+    args = (
+        "--requests", str(requests), "--output", out, "--steps", "2", "--text-to-image", str(tiny),
+        "--scene-width", "64", "--scene-height", "64", "--scene-steps", "2",
+    )  # fmt: skip
+    first = submit_ok(platform_env, "jobs.generate", *args, timeout=300)
+    assert "2 ok + 0 error = 2" in first, first[-3000:]
+    results = {r["id"]: r for r in table.read_table(storage.join(out, "results")).to_pylist()}
+    for rid, prompt, seed in (("boxed", "a lighthouse at dawn", 3), ("placed", "a quiet library", None)):
+        r = results[rid]
+        assert r["status"] == "ok" and r["output_uri"] == storage.join(out, "images", f"{rid}.png"), r
+        data = storage.read_bytes(r["output_uri"])
+        text = watermark.read_png_text(data)
+        assert (text["sfsr:background"], text["sfsr:background_prompt"]) == ("text-to-image", prompt)
+        assert text["sfsr:background_seed"] == str(r["seed"] if seed is None else seed)  # default: the row's seed
+        assert text["sfsr:text_to_image"] == "tiny-sd" and watermark.detect(decode_png(data)).marked
+    before = _snapshot(out)
+    again = _rerun(args, capsys)
+    assert "2 already done, 0 failed before" in again and "0 to generate" in again
+    assert _snapshot(out) == before
