@@ -38,6 +38,8 @@ COLUMNS = (
     "background_seed",
     "head_box",
     "expression",
+    "expression_target",
+    "expression_exemplar",
     "driver",
     "expression_vector",
     "seed",
@@ -49,7 +51,11 @@ MAX_SEED = 2**31 - 1  # the API's bound too (deployments/validation.py)
 MAX_STEPS = 1000
 # Columns added after request tables were first written: part of a row's content (derived id, the
 # digest of a refused row) only when given, so the rows of earlier tables keep their ids.
-ADDED_COLUMNS = ("background_seed", "head_box")
+ADDED_COLUMNS = ("background_seed", "head_box", "expression_target", "expression_exemplar")
+# Where a word's target comes from (the API's expression_target, deployments/validation.py): the
+# word's prototype (default) or one of the exemplar faces in the model's expression bank.
+TARGET_KINDS = ("prototype", "exemplar")
+MAX_EXEMPLAR = 1000
 # The API's bounds too (deployments/validation.py): CLIP reads about 300 characters; a smaller
 # head box side than this fraction of the scene cannot be framed.
 MAX_PROMPT_CHARS = 500
@@ -141,6 +147,8 @@ class Request:
     background_prompt: str | None = None  # the background is made from this text (sfsr.scenes)
     background_seed: int | None = None  # the scene's seed (set with background_prompt; default: seed)
     head_box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 fractions of the scene
+    expression_target: str | None = None  # "exemplar": the word's target is an exemplar of the bank
+    expression_exemplar: int | None = None  # which exemplar (default: the one the seed picks)
 
     def to_row(self) -> dict:
         d = asdict(self)
@@ -366,6 +374,7 @@ def parse_request(row: dict, rid: str, defaults: Defaults) -> Request | Invalid:
                 word = lookup(word).word
             except UnknownExpressionError as e:
                 raise ValueError(f"expression: unknown word; {e}") from None
+        target = _expression_target(row, word)
         aligned = _bool(row.get("aligned"))
     except ValueError as e:
         return Invalid(rid, f"row {rid}: {e}", raw_digest, seed, steps)
@@ -379,12 +388,41 @@ def parse_request(row: dict, rid: str, defaults: Defaults) -> Request | Invalid:
         steps=steps,
         aligned=aligned,
     )
+    if target[0] == "exemplar":  # a prototype target is the default: the row's digest stays as it was
+        fields.update(expression_target=target[0], expression_exemplar=target[1])
     scene: dict = {}
     if prompt is not None and defaults.scenes is not None:
         scene = dict(background_prompt=prompt, background_seed=scene_seed, head_box=box)
     # a row without a prompt keeps the digest it had before prompts were possible
     fingerprint = {**fields, **scene, **(defaults.scenes.fingerprint() if scene else {})}
     return Request(id=rid, digest=_digest(fingerprint, defaults.model_version), **fields, **scene)
+
+
+def _expression_target(row: dict, word: str | None) -> tuple[str, int | None]:
+    """(kind, exemplar index) of a row's expression_target and expression_exemplar: they choose
+    where a word's target comes from, so they come with a word only, and an index only with
+    expression_target=exemplar (the API's rules). Whether the model keeps that exemplar is the
+    generator actor's to say (an error row naming how many it keeps)."""
+    kind, index = (
+        _text(row.get("expression_target")),
+        _int(row.get("expression_exemplar"), "expression_exemplar", 0, MAX_EXEMPLAR),
+    )
+    sent = [n for n, v in (("expression_target", kind), ("expression_exemplar", index)) if v is not None]
+    if sent and word is None:
+        raise ValueError(
+            f"{' and '.join(sent)} choose where the target of a word comes from; a driver or a vector is its "
+            f"own target: give expression (a word) or drop {' and '.join(sent)}"
+        )
+    kind = kind or TARGET_KINDS[0]
+    if kind not in TARGET_KINDS:
+        raise ValueError(
+            f"expression_target must be one of {list(TARGET_KINDS)} (default {TARGET_KINDS[0]!r}), got {kind[:40]!r}"
+        )
+    if index is not None and kind != "exemplar":
+        raise ValueError(
+            "expression_exemplar picks one of the word's exemplar faces: set expression_target to exemplar too"
+        )
+    return kind, index
 
 
 def parse_requests(rows: Sequence[dict], defaults: Defaults) -> list[Request | Invalid]:

@@ -45,6 +45,7 @@ class Prepared:
     face: Any  # sfsr.faces.FaceRecord of the photo's face (crop, mask, align_matrix)
     expression: Any  # a word, a (S, S, 3) driver crop, a (D,) vector, or the photo's crop (keep its expression)
     seconds: float
+    exemplar: int | None = None  # the bank exemplar whose vector `expression` is (expression_target=exemplar)
 
 
 def image_uri(output: str, rid: str) -> str:
@@ -199,7 +200,10 @@ class GenerateRequests:
             photo, face = self.scene(row)
         elif row["background"]:
             photo, face = self.face(row["background"], aligned, "background")
-        if row["expression"]:
+        exemplar = None
+        if row["expression"] and row.get("expression_target") == "exemplar":
+            expression, exemplar = self.exemplar(row)
+        elif row["expression"]:
             expression: Any = row["expression"]
         elif row["driver"]:
             expression = self.face(row["driver"], aligned, "driver")[1].crop
@@ -209,7 +213,17 @@ class GenerateRequests:
             expression = ident_face.crop  # no expression asked, no face of the scene's own: the person's
         else:
             expression = face.crop  # no expression asked: keep the background face's own (a swap)
-        return Prepared(row, ident_face.crop, photo, face, expression, time.perf_counter() - t0)
+        return Prepared(row, ident_face.crop, photo, face, expression, time.perf_counter() - t0, exemplar)
+
+    def exemplar(self, row: dict) -> tuple[np.ndarray, int]:
+        """(vector, index) of the exemplar face the row asks for: its expression_exemplar, else the
+        one its seed picks (Generator.exemplar_target, as the API picks)."""
+        try:
+            return self.gen.exemplar_target(row["expression"], row["expression_exemplar"], seed=int(row["seed"]))
+        except ValueError as e:  # no bank, no exemplars of the word, or an index past them
+            raise RowError(
+                f"expression_target exemplar: {e}; or leave expression_target out for the prototype"
+            ) from None
 
     # -- generate and finish -----------------------------------------------------------------
 
@@ -236,6 +250,7 @@ class GenerateRequests:
             licence=str(self.info.get("licence")),
             **({"warning": self.info["warning"]} if self.info.get("warning") else {}),
             **scene,
+            **({} if p.exemplar is None else {"expression_target": "exemplar", "expression_exemplar": str(p.exemplar)}),
         )
         return watermark.mark_and_encode(image, text)
 

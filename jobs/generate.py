@@ -10,7 +10,10 @@ The table (Parquet file or folder, or CSV; local or s3://) has one request per r
     background_seed  the scene's seed (default: the row's seed)
     head_box         where the person goes: x1, y1, x2, y2 fractions of the scene, a list (JSON
                      text in CSV); default: on a face the scene shows, else a portrait placement
-  expression         a word of sfsr.expressions (`sfsr expressions list`), or
+  expression         a word of sfsr.expressions (`sfsr expressions list`); with it, optionally:
+    expression_target   prototype (default: the word's target) or exemplar (one of the word's
+                        exemplar faces in the model's expression bank, the paper's retrieval)
+    expression_exemplar which exemplar (0-based; default: the one the row's seed picks); or
   driver             an image URI whose face's expression is copied, or
   expression_vector  a list (JSON text in CSV) of the model's expression values;
                      none of the three: the background face keeps its own expression (a swap),
@@ -72,6 +75,8 @@ REQUEST_ROWS = pa.schema(
         ("background_prompt", pa.string()),
         ("background_seed", pa.int64()),
         ("head_box", pa.list_(pa.float64())),
+        ("expression_target", pa.string()),
+        ("expression_exemplar", pa.int64()),
     ]
 )
 

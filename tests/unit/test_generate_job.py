@@ -191,6 +191,36 @@ def test_a_prompt_rows_digest_follows_its_scene_and_other_rows_keep_theirs() -> 
     assert rq.derived_id(_row(identity="a")) == "r-fa4dfa2cdf80e9a8"
 
 
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        (dict(expression_target="exemplar"), "expression_target choose where the target of a word comes from"),
+        (dict(driver="d.png", expression_exemplar=1), "give expression (a word) or drop expression_exemplar"),
+        (dict(expression="joy", expression_target="nearest"), "expression_target must be one of ['prototype',"),
+        (dict(expression="joy", expression_exemplar=2), "set expression_target to exemplar too"),
+        (dict(expression="joy", expression_target="exemplar", expression_exemplar=-1), "exemplar -1 is outside"),
+    ],
+)  # fmt: skip
+def test_each_bad_target_column_becomes_an_error_naming_it(row: dict, reason: str) -> None:
+    got = _one(id="a", identity="x", **row)
+    assert isinstance(got, rq.Invalid) and reason in got.reason, got
+
+
+def test_an_exemplar_target_is_part_of_the_digest_and_a_prototype_one_changes_nothing() -> None:
+    word = _one(id="a", identity="x", expression="joy")
+    assert _one(id="a", identity="x", expression="joy", expression_target="prototype").digest == word.digest
+    seed_picks = _one(id="a", identity="x", expression="joy", expression_target="exemplar")
+    assert isinstance(seed_picks, rq.Request) and (seed_picks.expression_target, seed_picks.expression_exemplar) == (
+        "exemplar",
+        None,
+    )
+    picked = [
+        _one(id="a", identity="x", expression="joy", expression_target="exemplar", expression_exemplar=k)
+        for k in (0, 1)
+    ]
+    assert len({word.digest, seed_picks.digest, *(p.digest for p in picked)}) == 4
+
+
 def test_the_plan_skips_done_and_failed_requests_and_redoes_changed_ones() -> None:
     parsed = rq.parse_requests(
         [_row(id=i, identity="x") for i in ("ok", "gone", "failed", "new", "changed")]
@@ -259,6 +289,35 @@ def test_one_actor_call_marks_outputs_and_keeps_good_rows_beside_bad_ones(tmp_pa
     corner = np.abs(back[:10, :10] - bg[:10, :10]).mean()
     face = np.abs(back[24:40, 24:40] - bg[24:40, 24:40]).mean()
     assert corner < 4 < face, (corner, face)
+
+
+def test_an_exemplar_row_is_generated_from_the_banks_face_and_says_which(tmp_path) -> None:
+    from jobs._generate_stages import GenerateRequests
+    from sfsr import watermark
+    from sfsr.generate import Generator
+    from sfsr.io.images import encode_png
+    from sfsr.synth import NEUTRAL_EXPRESSION, make_sample, render
+
+    path = tmp_path / "face.png"
+    path.write_bytes(encode_png(render(make_sample(3, NEUTRAL_EXPRESSION, background_seed=3), 64)[0]))
+    model = model_folder("sfsr/model/pretrained/cpu-demo")
+    _, version, dim, _ = read_model(model)
+    kept = len(Generator.from_pretrained(model).bank.exemplars["contentment"])
+    common = dict(identity=str(path), expression="contentment", aligned=True, seed=5)
+    rows = [
+        _row(id="proto", **common),
+        _row(id="ex1", expression_target="exemplar", expression_exemplar=1, **common),
+        _row(id="past", expression_target="exemplar", expression_exemplar=kept, **common),
+    ]
+    todo = rq.parse_requests(rows, rq.Defaults(2, dim, version))
+    actor = GenerateRequests(model, "builtin", str(tmp_path / "out"))
+    got = {r["id"]: r for r in actor(pa.Table.from_pylist([r.to_row() for r in todo], schema=REQUEST_ROWS)).to_pylist()}
+    assert got["past"]["status"] == "error" and f"the bank keeps {kept} (0 to {kept - 1})" in got["past"]["error"]
+    images = {rid: (tmp_path / "out" / "images" / f"{rid}.png").read_bytes() for rid in ("proto", "ex1")}
+    text = watermark.read_png_text(images["ex1"])
+    assert (text["sfsr:expression_target"], text["sfsr:expression_exemplar"]) == ("exemplar", "1")
+    assert "sfsr:expression_target" not in watermark.read_png_text(images["proto"])
+    assert images["proto"] != images["ex1"]  # same seed, another target
 
 
 def test_a_run_of_refused_rows_needs_no_ray_and_drops_a_stale_image(tmp_path, monkeypatch) -> None:

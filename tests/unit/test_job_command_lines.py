@@ -190,4 +190,8 @@ def test_the_train_driver_resolves_local_paths_for_its_workers(tmp_path, monkeyp
     job, _ = train.parse_args(["--table", "t/faces", "--init-from", "m", "--storage", "s3://bucket/runs"])
     assert (job.table, job.init_from) == ("t/faces", "m")  # parse_args reads the line as written
     job = train.with_absolute_paths(job)
-    assert (job.table, job.init_from, job.storage) == (str(tmp_path / "t/faces"), str(tmp_path / "m"), "s3://bucket/runs")
+    assert (job.table, job.init_from, job.storage) == (
+        str(tmp_path / "t/faces"),
+        str(tmp_path / "m"),
+        "s3://bucket/runs",
+    )
