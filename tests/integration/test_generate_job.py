@@ -6,12 +6,15 @@ one 1-CPU actor of the 2-CPU cluster, so their start-up costs overlap), and the 
 the job's main() in this process, as the job's driver would: with nothing left to do it plans
 from the results and never starts Ray (checked). 23-35 s on 2 shared cores.
 
-Backgrounds made from background_prompt: a second, small job (2 rows) with --text-to-image a tiny
-random Stable Diffusion folder (tests/fixtures/text_to_image.py) making 64 px scenes in 2 steps."""
+Backgrounds made from background_prompt: two rows of the S3 table, made by a tiny random Stable
+Diffusion folder (tests/fixtures/text_to_image.py, --text-to-image) as 64 px scenes in 2 steps;
+the local table's prompt row, run without a folder, is one of its 5 bad rows."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from sfsr.expressions import WORDS
 from sfsr.io import storage, table
 from sfsr.io.images import decode_png
 from tests.fixtures.photos import photos_dir
-from tests.fixtures.ray_jobs import submit_all_ok, submit_ok
+from tests.fixtures.ray_jobs import submit_all_ok
 from tests.fixtures.text_to_image import write_tiny_pipeline
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -124,21 +127,48 @@ def _rerun(args: tuple[str, ...], capsys) -> str:
     return capsys.readouterr().out
 
 
-def _s3_case(img: dict[str, str], prefix: str) -> tuple[str, ...]:
-    """The inputs copied to S3 and a CSV table of 10 requests (1 bad) there; the job's arguments."""
+PROMPTS = {  # id -> (prompt, background_seed, head_box): the rows of the S3 table made in scenes
+    "boxed": ("a lighthouse at dawn", 3, [0.5, 0.1, 0.9, 0.6]),
+    "placed": ("a quiet library", None, None),
+}
+
+
+def _s3_case(img: dict[str, str], prefix: str, tiny_sd: Path) -> tuple[str, ...]:
+    """The inputs copied to S3 and a CSV table of 12 requests there (9 good, 1 bad, 2 made in
+    scenes from prompts by the tiny text-to-image folder: 64 px, 2 steps); the job's arguments."""
     on_s3 = {k: storage.join(prefix, "in", Path(v).name) for k, v in img.items()}
     for k, v in img.items():
         storage.write_bytes(on_s3[k], Path(v).read_bytes())
     rows = _requests(on_s3, 9)[:9] + [{"id": "bad-word", "identity": on_s3["obama.jpg"], "expression": "joyfull"}]
+    for (rid, (prompt, seed, box)), face, word in zip(PROMPTS.items(), ("obama.jpg", "biden.jpg"), ("joy", None)):
+        rows.append(
+            {"id": rid, "identity": on_s3[face], "background_prompt": prompt, "background_seed": seed,
+             "head_box": box, "expression": word}
+        )  # fmt: skip
     cols = ("id", "identity", "background", "expression", "driver", "expression_vector", "seed")
-    csv = ",".join(cols) + "\n"
-    for r in rows:  # the vector's JSON has commas: quote it
-        csv += ",".join(
-            json.dumps(r[c]) if c == "expression_vector" and r.get(c) else str(r.get(c) or "") for c in cols
-        )
-        csv += "\n"
-    storage.write_bytes(storage.join(prefix, "requests.csv"), csv.encode())
-    return ("--requests", storage.join(prefix, "requests.csv"), "--output", storage.join(prefix, "out"), "--steps", "2")
+    cols += ("background_prompt", "background_seed", "head_box")
+    text = io.StringIO()  # the csv module quotes the JSON lists' commas
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(cols)
+    for r in rows:
+        writer.writerow(["" if r.get(c) is None else json.dumps(r[c]) if c == "head_box" else r[c] for c in cols])
+    storage.write_bytes(storage.join(prefix, "requests.csv"), text.getvalue().encode())
+    return (
+        "--requests", storage.join(prefix, "requests.csv"), "--output", storage.join(prefix, "out"), "--steps", "2",
+        "--text-to-image", str(tiny_sd), "--scene-width", "64", "--scene-height", "64", "--scene-steps", "2",
+    )  # fmt: skip
+
+
+def _check_prompt_rows(results: dict[str, dict], out: str) -> None:
+    """The prompt rows: placed in their scenes, the provenance naming prompt, seed and folder."""
+    for rid, (prompt, seed, _) in PROMPTS.items():
+        r = results[rid]
+        assert r["status"] == "ok" and r["output_uri"] == storage.join(out, "images", f"{rid}.png"), r
+        data = storage.read_bytes(r["output_uri"])
+        text = watermark.read_png_text(data)
+        assert (text["sfsr:background"], text["sfsr:background_prompt"]) == ("text-to-image", prompt)
+        assert text["sfsr:background_seed"] == str(r["seed"] if seed is None else seed)  # default: the row's seed
+        assert text["sfsr:text_to_image"] == "tiny-sd" and watermark.detect(decode_png(data)).marked
 
 
 def test_generate_locally_and_on_s3_and_reruns_change_nothing(platform_env, s3_server, tmp_path, capsys) -> None:
@@ -147,7 +177,7 @@ def test_generate_locally_and_on_s3_and_reruns_change_nothing(platform_env, s3_s
     pq.write_table(pa.Table.from_pylist(_requests(img, 45)), requests)
     out = str(tmp_path / "out")
     local_args = ("--requests", str(requests), "--output", out, "--steps", "2")
-    s3_args = _s3_case(img, s3_server.uri("generate-test", tmp_path.name))
+    s3_args = _s3_case(img, s3_server.uri("generate-test", tmp_path.name), write_tiny_pipeline(tmp_path / "tiny-sd"))
     s3_out = s3_args[3]
     # both jobs at once: each holds one actor (1 CPU) of the 2-CPU cluster
     first, s3_first = submit_all_ok(
@@ -161,43 +191,11 @@ def test_generate_locally_and_on_s3_and_reruns_change_nothing(platform_env, s3_s
     assert _snapshot(out) == before
 
     results = {r["id"]: r for r in table.read_table(storage.join(s3_out, "results")).to_pylist()}
-    assert len(results) == 10 and sum(r["status"] == "ok" for r in results.values()) == 9
-    assert "unknown word" in results["bad-word"]["error"] and "9 ok + 1 error = 10" in s3_first
+    assert len(results) == 12 and sum(r["status"] == "ok" for r in results.values()) == 11
+    assert "unknown word" in results["bad-word"]["error"] and "11 ok + 1 error = 12" in s3_first
     assert all(r["output_uri"].startswith(s3_out + "/images/") for r in results.values() if r["status"] == "ok")
+    _check_prompt_rows(results, s3_out)
     before = _snapshot(s3_out)
-    assert len([u for u in before if u.endswith(".png")]) == 9
+    assert len([u for u in before if u.endswith(".png")]) == 11
     again = _rerun(s3_args, capsys)
-    assert "9 already done, 1 failed before" in again and "0 to generate" in again and _snapshot(s3_out) == before
-
-
-def test_prompt_rows_are_placed_in_scenes_from_the_text_to_image_folder(platform_env, tmp_path, capsys) -> None:
-    img = _inputs(tmp_path / "in")
-    tiny = write_tiny_pipeline(tmp_path / "tiny-sd")
-    rows = [
-        {"id": "boxed", "identity": img["obama.jpg"], "background_prompt": "a lighthouse at dawn",
-         "background_seed": 3, "head_box": [0.5, 0.1, 0.9, 0.6], "expression": "joy"},
-        {"id": "placed", "identity": img["biden.jpg"], "background_prompt": "a quiet library",
-         "background_seed": None, "head_box": None, "expression": None},
-    ]  # fmt: skip
-    requests = tmp_path / "prompts.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), requests)
-    out = str(tmp_path / "prompt-out")
-    args = (
-        "--requests", str(requests), "--output", out, "--steps", "2", "--text-to-image", str(tiny),
-        "--scene-width", "64", "--scene-height", "64", "--scene-steps", "2",
-    )  # fmt: skip
-    first = submit_ok(platform_env, "jobs.generate", *args, timeout=300)
-    assert "2 ok + 0 error = 2" in first, first[-3000:]
-    results = {r["id"]: r for r in table.read_table(storage.join(out, "results")).to_pylist()}
-    for rid, prompt, seed in (("boxed", "a lighthouse at dawn", 3), ("placed", "a quiet library", None)):
-        r = results[rid]
-        assert r["status"] == "ok" and r["output_uri"] == storage.join(out, "images", f"{rid}.png"), r
-        data = storage.read_bytes(r["output_uri"])
-        text = watermark.read_png_text(data)
-        assert (text["sfsr:background"], text["sfsr:background_prompt"]) == ("text-to-image", prompt)
-        assert text["sfsr:background_seed"] == str(r["seed"] if seed is None else seed)  # default: the row's seed
-        assert text["sfsr:text_to_image"] == "tiny-sd" and watermark.detect(decode_png(data)).marked
-    before = _snapshot(out)
-    again = _rerun(args, capsys)
-    assert "2 already done, 0 failed before" in again and "0 to generate" in again
-    assert _snapshot(out) == before
+    assert "11 already done, 1 failed before" in again and "0 to generate" in again and _snapshot(s3_out) == before
