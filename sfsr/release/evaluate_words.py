@@ -11,7 +11,8 @@ request is a real change. Word reenactments are then read two ways:
   (anger, fear, ...) and with its own expression. `retrieval_rate` is the fraction read as the
   requested word; `retrieval_kept_rate` read as unchanged. The same read of the exact renders
   themselves is 1.0 by construction, so it is not reported. "Requested" is always the word's
-  prototype target, whichever target the model was given (below).
+  prototype target, whichever target the model was given (below). It is also given per family
+  and per band of word intensity (low < 0.4 <= mid < 0.7 <= high).
 - progress, with the synth judge: how far the reenactment moved from the face's own expression
   toward the word's prototype target (evaluate_synth.progress; 1 = all the way), its mean and the
   fraction that moved at least halfway.
@@ -54,6 +55,9 @@ from sfsr.synth.words import family_intensity, word_target
 
 AIM_RETRIEVAL = 0.8
 AIM_RANK_CORRELATION = 0.8
+# word intensity bands of retrieval_rate_by_intensity: a faint word's render differs from the
+# other candidates in fewer pixels than a strong one's
+INTENSITY_BANDS = (("low", 0.0, 0.4), ("mid", 0.4, 0.7), ("high", 0.7, 1.01))
 
 
 def plan(data: dict, repeats: int) -> tuple[np.ndarray, list[ExpressionWord]]:
@@ -149,6 +153,12 @@ def evaluate(gen: Generator, data: dict, repeats: int, targets: str = "prototype
     per_family = {
         f: round(float(np.mean([read[k] == 0 for k, w in enumerate(words) if w.family == f])), 4) for f in FAMILIES
     }
+    bands = {name: (lo, hi) for name, lo, hi in INTENSITY_BANDS}
+    per_band = {
+        name: round(float(np.mean([read[k] == 0 for k, w in enumerate(words) if lo <= w.intensity < hi])), 4)
+        for name, (lo, hi) in bands.items()
+        if any(lo <= w.intensity < hi for w in words)
+    }
     return {
         "requests": len(words),
         "faces": int(len(np.unique(faces))),
@@ -156,6 +166,7 @@ def evaluate(gen: Generator, data: dict, repeats: int, targets: str = "prototype
         "retrieval_rate": round(float(np.mean(read == 0)), 4),
         "retrieval_kept_rate": round(float(np.mean(read == cands.shape[1] - 1)), 4),
         "retrieval_rate_per_family": per_family,
+        "retrieval_rate_by_intensity": per_band,
         "progress_mean": round(float(np.mean(p)), 4),
         "halfway_rate": round(float(np.mean(p >= 0.5)), 4),
         **model_read,
