@@ -147,7 +147,7 @@ def test_stopped_job_resumes_and_a_killed_worker_recovers(platform_env, smoke_ru
     _wait_for(lambda: _status(platform_env, first) in ("STOPPED", "FAILED"), 120, "the job to stop")
     _wait_for(lambda: not _train_worker_pids(platform_env), 120, "the stopped job's workers to exit")
     stopped_at = _checkpoint_steps(run_dir)[-1]
-    target = stopped_at + 80
+    target = stopped_at + 40
 
     second = _submit(platform_env, *common, "--steps", str(target), wait=False)
     # kill the training worker once the resumed run has checkpointed past where it started
