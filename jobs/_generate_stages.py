@@ -200,11 +200,12 @@ class GenerateRequests:
             photo, face = self.scene(row)
         elif row["background"]:
             photo, face = self.face(row["background"], aligned, "background")
+        expression: Any
         exemplar = None
         if row["expression"] and row.get("expression_target") == "exemplar":
             expression, exemplar = self.exemplar(row)
         elif row["expression"]:
-            expression: Any = row["expression"]
+            expression = row["expression"]
         elif row["driver"]:
             expression = self.face(row["driver"], aligned, "driver")[1].crop
         elif row["expression_vector"]:
@@ -221,9 +222,7 @@ class GenerateRequests:
         try:
             return self.gen.exemplar_target(row["expression"], row["expression_exemplar"], seed=int(row["seed"]))
         except ValueError as e:  # no bank, no exemplars of the word, or an index past them
-            raise RowError(
-                f"expression_target exemplar: {e}; or leave expression_target out for the prototype"
-            ) from None
+            raise RowError(f"expression_target exemplar: {e}") from None
 
     # -- generate and finish -----------------------------------------------------------------
 
