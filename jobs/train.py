@@ -156,7 +156,8 @@ def train_loop(config: dict) -> None:
             epoch, batch_in_epoch = pos["epoch"], pos["batch_in_epoch"]
             seconds_before = float(pos.get("train_seconds", 0.0))  # training time of earlier attempts
         print(
-            f"[rank {rank}] resumed from a checkpoint at step {step} (epoch {epoch}, batch {batch_in_epoch})",
+            f"[rank {rank}] resumed from a checkpoint at step {step} (epoch {epoch}, batch {batch_in_epoch}, "
+            f"{seconds_before:.1f} s of training so far)",
             flush=True,
         )
     model.to(device)

@@ -32,7 +32,7 @@ import torch
 
 from sfsr import conditions
 from sfsr.conditions import SYNTH_IDENTITY_ENCODER, ConditionEncoders  # ConditionEncoders re-exported
-from sfsr.diffusion.sampling import generators_for, sample
+from sfsr.diffusion.sampling import STARTS, generators_for, invert, sample
 from sfsr.expressions.bank import BANK_FILE, ExpressionBank
 from sfsr.expressions.targets import interpolate
 from sfsr.expressions.vocabulary import lookup
@@ -397,6 +397,13 @@ class Generator:
 
         shape = (model.latent_channels, model.latent_size, model.latent_size)
         latent = model.vae is not None
+        if opts["start"] not in STARTS:
+            raise ValueError(f"start={opts['start']!r} is not one of {list(STARTS)}")
+        if opts["start"] == "inversion" and opts["sampler"] != "ddim":
+            raise ValueError(f"start='inversion' runs DDIM backwards; it needs sampler='ddim', not {opts['sampler']!r}")
+        start = None
+        if opts["start"] == "inversion":
+            start = self._inverted(img, bg, background, mregion, int(opts["steps"]), None if latent else 1.0)
         z = sample(
             net,
             model.schedule,
@@ -411,16 +418,42 @@ class Generator:
             sampler=opts["sampler"],
             clip=None if latent else 1.0,
             device=dev,
+            start=start,
         )
         x = model.decode(z).clamp(-1, 1)
         x = region * x + (1 - region) * img  # pixel-exact background (latent models too)
         out = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return out.permute(0, 2, 3, 1).cpu().numpy()
 
+    def _inverted(
+        self, img: torch.Tensor, bg: np.ndarray, background: torch.Tensor, mregion: torch.Tensor, steps: int, clip
+    ) -> torch.Tensor:
+        """The background images (img (B, 3, S, S) in [-1, 1]; bg the same as uint8) DDIM-inverted
+        under their own face's identity and expression as the encoders read them."""
+        model, dev = self.model, self.device
+        own_id = torch.from_numpy(self.identity_vectors(bg)).to(dev)
+        own_ex = torch.from_numpy(np.asarray(self.encoders.expression(bg), np.float32)).to(dev)
+        keep = torch.zeros(len(bg), dtype=torch.bool, device=dev)
+
+        def net(x, t):
+            return model(x, t, background, mregion, own_id, own_ex, keep, keep)
+
+        return invert(
+            net,
+            model.schedule,
+            model.encode(img),
+            background=background,
+            mask=mregion,
+            steps=steps,
+            clip=clip,
+            device=dev,
+        )
+
 
 def _default_seed(kind: str, ident: np.ndarray, bg: np.ndarray, expr: np.ndarray, opts: dict) -> int:
     h = hashlib.sha256(kind.encode())
     for part in (ident, bg, np.asarray(expr, np.float32)):
         h.update(np.ascontiguousarray(part).tobytes())
-    h.update(json.dumps(opts, sort_keys=True).encode())
+    # start="noise" is left out so default seeds stay what they were before `start` existed
+    h.update(json.dumps({k: v for k, v in opts.items() if (k, v) != ("start", "noise")}, sort_keys=True).encode())
     return int.from_bytes(h.digest()[:6], "little")

@@ -15,6 +15,8 @@ DEFAULT_SAMPLING = {
     "guidance_expression": 2.0,
     "guidance_mode": "compositional",
     "sampler": "ddim",
+    # "noise", or "inversion": start from the background image's own DDIM inversion (sfsr.diffusion.sampling)
+    "start": "noise",
 }
 
 

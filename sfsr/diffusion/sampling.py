@@ -19,6 +19,13 @@ the known pixels; the final image is pasted once more, so background pixels come
 Seeds: the initial noise of sample i comes from its own torch.Generator, and DDIM (eta = 0) and
 DPM-Solver++ (deterministic) add no other noise, so sample i does not depend on which other
 samples share its batch (up to float round-off of batched kernels).
+
+Inversion (`invert`, DDIM only): instead of noise, sampling can start from the background image
+itself run backwards through the same deterministic DDIM steps under its own conditions (the
+face's own identity and expression, no guidance): Song et al. 2021 "Denoising Diffusion Implicit
+Models", sec. 4.3; Mokady et al. 2023 "Null-text Inversion" use it the same way for editing.
+Sampling forward from there under the requested conditions keeps what the conditions do not
+change (hair, skin, lighting, the exact shape of the face) closer to the input than fresh noise.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from sfsr.diffusion.schedule import Schedule, eps_from_x0, join_prediction, past
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 SAMPLERS = ("ddim", "dpmsolver")
 GUIDANCE_MODES = ("compositional", "nested")
+STARTS = ("noise", "inversion")  # where sampling starts: fresh noise, or the background inverted (`invert`)
 
 
 def make_scheduler(schedule: Schedule, sampler: str = "ddim"):
@@ -103,17 +111,24 @@ def sample(
     clip: float | None = 1.0,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw len(generators) samples (B, *shape) in model space.
 
     background (B, C, h, w) and mask (B, 1, h, w) (1 = generate) paste the known pixels back at
-    every step; clip bounds the x0 estimate (pixel models: 1.0; latent models: None)."""
+    every step; clip bounds the x0 estimate (pixel models: 1.0; latent models: None). start
+    (B, *shape), from `invert` with the same steps, replaces the initial noise (DDIM only)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     sched = make_scheduler(schedule, sampler)
     sched.set_timesteps(steps, device=device)
     alphas_cumprod = sched.alphas_cumprod.to(device)  # (T,) float32, diffusers' own values
-    x = initial_noise(shape, generators, device) * sched.init_noise_sigma  # (B, C, h, w)
+    if start is None:
+        x = initial_noise(shape, generators, device) * sched.init_noise_sigma  # (B, C, h, w)
+    elif sampler != "ddim":
+        raise ValueError(f"start='inversion' runs DDIM backwards; it needs sampler='ddim', not {sampler!r}")
+    else:
+        x = start.to(device)
     ptype = schedule.prediction_type
     for i, t in enumerate(sched.timesteps):
         tt = t.reshape(1).expand(x.shape[0]).to(device)
@@ -128,3 +143,47 @@ def sample(
         if progress is not None:
             progress(i + 1, steps)
     return paste(x, background, mask)
+
+
+@torch.no_grad()
+def invert(
+    net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    schedule: Schedule,
+    x0: torch.Tensor,
+    *,
+    background: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    steps: int = 25,
+    clip: float | None = 1.0,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """DDIM inversion of x0 (B, C, h, w) in model space: the x at the first of `sample`'s `steps`
+    timesteps from which deterministic DDIM under the same conditions returns (about) x0.
+
+    net(x, t) is the network under the image's own conditions, unguided (one call per step).
+    Each step goes up one timestep with the x0 and eps estimated at the level below (the first
+    from the clean image itself); background and mask paste the known pixels as `sample` does."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    sched = make_scheduler(schedule, "ddim")
+    sched.set_timesteps(steps, device=device)
+    alphas_cumprod = sched.alphas_cumprod.to(device)
+    ptype = schedule.prediction_type
+    x = x0.to(device)
+    b = x.shape[0]
+    below = None  # the timestep x is at (None: clean)
+    for t in reversed(sched.timesteps):
+        at = (t if below is None else below).reshape(1).expand(b).to(device)
+        a = alphas_cumprod[at.long()]
+        est_x0, eps = split_prediction(net(x, at), x, a, ptype)
+        if below is None:
+            est_x0 = x0.to(device)  # x is the clean image: only its noise direction is estimated
+        else:
+            if clip is not None:
+                est_x0 = est_x0.clamp(-clip, clip)
+            est_x0 = paste(est_x0, background, mask)
+            eps = eps_from_x0(x, est_x0, a)
+        a_up = alphas_cumprod[t.long()].reshape(1, 1, 1, 1)
+        x = a_up.sqrt() * est_x0 + (1 - a_up).sqrt() * eps
+        below = t
+    return x

@@ -28,6 +28,9 @@ request is a real change. Word reenactments are then read two ways:
 `--targets exemplar` gives the model one of the word's exemplar faces' encodings (the one each
 request's seed picks) instead of the prototype: the paper's retrieval of an expression image for
 a word (sfsr.expressions.bank). Every figure is still measured against the word's prototype.
+
+`--start inversion` starts each reenactment from the face's own DDIM inversion instead of noise
+(sfsr.diffusion.sampling.invert); the card row is then `words_<targets>_inversion`.
 """
 
 from __future__ import annotations
@@ -189,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--targets", choices=["prototype", "exemplar"], default="prototype", help="where word targets come from"
     )
+    p.add_argument(
+        "--start",
+        choices=["noise", "inversion"],
+        default=None,
+        help="sampling start: fresh noise, or each face's own DDIM inversion (default: model card)",
+    )
     p.add_argument("--json", default="", help="append one JSON line per model here")
     p.add_argument(
         "--card", action="store_true", help="record the row in each model's sfsr_card.json (metrics.words_<targets>)"
@@ -196,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     data = held_out_set(a.n, a.seed)
     sampling: dict = {"steps": a.steps}
-    for key in ("guidance_identity", "guidance_expression"):
+    for key in ("guidance_identity", "guidance_expression", "start"):
         if getattr(a, key) is not None:
             sampling[key] = getattr(a, key)
     measured_with = shlex.join(
@@ -211,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(a.json, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         if a.card:
-            record_in_card(path, f"words_{a.targets}", row)
+            record_in_card(path, f"words_{a.targets}" + ("_inversion" if row["start"] == "inversion" else ""), row)
     return 0
 
 

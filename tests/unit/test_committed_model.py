@@ -60,3 +60,34 @@ def test_committed_model_still_swaps_identity_and_a_random_one_does_not(models, 
 def test_committed_model_still_reaches_words_and_a_random_one_does_not(models, faces) -> None:
     assert word_halfway_rate(models["committed"], faces) >= WORD_HALFWAY_MIN
     assert word_halfway_rate(models["random"], faces) < WORD_HALFWAY_MIN
+
+
+def test_starting_from_the_faces_own_inversion_keeps_it_closer_than_noise(models, faces) -> None:
+    """Reenacting each face with its own expression: starting from its DDIM inversion comes back
+    nearer the input inside the face than starting from noise (measured, 10 steps: mean squared
+    error 703 against 1159)."""
+    m = faces["masks"][..., None]
+
+    def error(start: str) -> float:
+        out = models["committed"].reenact(
+            faces["images"],
+            driver_images=faces["images"],
+            masks=faces["masks"],
+            seeds=list(range(N)),
+            steps=STEPS,
+            start=start,
+        )
+        return float((((out.astype(np.float64) - faces["images"]) ** 2) * m).sum() / (m.sum() * 3))
+
+    inverted, noise = error("inversion"), error("noise")
+    assert inverted < 0.8 * noise, (inverted, noise)
+
+
+def test_an_unknown_start_or_inversion_without_ddim_is_refused(models, faces) -> None:
+    gen, img = models["committed"], faces["images"][:1]
+    with pytest.raises(ValueError, match="start='sideways' is not one of"):
+        gen.reenact(img, words=["joy"], masks=faces["masks"][:1], seeds=[0], steps=2, start="sideways")
+    with pytest.raises(ValueError, match="needs sampler='ddim'"):
+        gen.reenact(
+            img, words=["joy"], masks=faces["masks"][:1], seeds=[0], steps=2, start="inversion", sampler="dpmsolver"
+        )
