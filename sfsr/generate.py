@@ -32,7 +32,7 @@ import torch
 
 from sfsr import conditions
 from sfsr.conditions import SYNTH_IDENTITY_ENCODER, ConditionEncoders  # ConditionEncoders re-exported
-from sfsr.diffusion.sampling import STARTS, generators_for, invert, sample
+from sfsr.diffusion.sampling import INITS, generators_for, invert, sample
 from sfsr.expressions.bank import BANK_FILE, ExpressionBank
 from sfsr.expressions.targets import interpolate
 from sfsr.expressions.vocabulary import lookup
@@ -397,12 +397,12 @@ class Generator:
 
         shape = (model.latent_channels, model.latent_size, model.latent_size)
         latent = model.vae is not None
-        if opts["start"] not in STARTS:
-            raise ValueError(f"start={opts['start']!r} is not one of {list(STARTS)}")
-        if opts["start"] == "inversion" and opts["sampler"] != "ddim":
-            raise ValueError(f"start='inversion' runs DDIM backwards; it needs sampler='ddim', not {opts['sampler']!r}")
+        if opts["init"] not in INITS:
+            raise ValueError(f"init={opts['init']!r} is not one of {list(INITS)}")
+        if opts["init"] == "inversion" and opts["sampler"] != "ddim":
+            raise ValueError(f"init='inversion' runs DDIM backwards; it needs sampler='ddim', not {opts['sampler']!r}")
         start = None
-        if opts["start"] == "inversion":
+        if opts["init"] == "inversion":
             start = self._inverted(img, bg, background, mregion, int(opts["steps"]), None if latent else 1.0)
         z = sample(
             net,
@@ -454,6 +454,6 @@ def _default_seed(kind: str, ident: np.ndarray, bg: np.ndarray, expr: np.ndarray
     h = hashlib.sha256(kind.encode())
     for part in (ident, bg, np.asarray(expr, np.float32)):
         h.update(np.ascontiguousarray(part).tobytes())
-    # start="noise" is left out so default seeds stay what they were before `start` existed
-    h.update(json.dumps({k: v for k, v in opts.items() if (k, v) != ("start", "noise")}, sort_keys=True).encode())
+    # init="noise" is left out so default seeds stay what they were before `init` existed
+    h.update(json.dumps({k: v for k, v in opts.items() if (k, v) != ("init", "noise")}, sort_keys=True).encode())
     return int.from_bytes(h.digest()[:6], "little")

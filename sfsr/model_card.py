@@ -16,7 +16,7 @@ DEFAULT_SAMPLING = {
     "guidance_mode": "compositional",
     "sampler": "ddim",
     # "noise", or "inversion": start from the background image's own DDIM inversion (sfsr.diffusion.sampling)
-    "start": "noise",
+    "init": "noise",
 }
 
 

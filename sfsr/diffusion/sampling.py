@@ -41,7 +41,7 @@ from sfsr.diffusion.schedule import Schedule, eps_from_x0, join_prediction, past
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 SAMPLERS = ("ddim", "dpmsolver")
 GUIDANCE_MODES = ("compositional", "nested")
-STARTS = ("noise", "inversion")  # where sampling starts: fresh noise, or the background inverted (`invert`)
+INITS = ("noise", "inversion")  # what sampling starts from: fresh noise, or the background inverted (`invert`)
 
 
 def make_scheduler(schedule: Schedule, sampler: str = "ddim"):
@@ -126,7 +126,7 @@ def sample(
     if start is None:
         x = initial_noise(shape, generators, device) * sched.init_noise_sigma  # (B, C, h, w)
     elif sampler != "ddim":
-        raise ValueError(f"start='inversion' runs DDIM backwards; it needs sampler='ddim', not {sampler!r}")
+        raise ValueError(f"a start from invert() runs DDIM backwards; it needs sampler='ddim', not {sampler!r}")
     else:
         x = start.to(device)
     ptype = schedule.prediction_type

@@ -259,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance-identity", type=float, default=None, help="identity guidance (default: model card)")
     p.add_argument("--guidance-expression", type=float, default=None, help="expression guidance (default: model card)")
     p.add_argument("--guidance-mode", default=None, choices=["compositional", "nested"], help="guidance formula")
-    p.add_argument("--start", default=None, choices=["noise", "inversion"], help="sampling start (default: model card)")
+    p.add_argument(
+        "--init", default=None, choices=["noise", "inversion"], help="what sampling starts from (default: model card)"
+    )
     p.add_argument("--grid", default="", help="write a sample grid PNG of the last model here")
     p.add_argument("--json", default="", help="append one JSON line per model here")
     p.add_argument(
@@ -284,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give model folders, --run RUN, or both")
     data = held_out_set(a.n, a.seed)
     sampling = {"steps": a.steps}
-    for k in ("guidance_identity", "guidance_expression", "guidance_mode", "start"):
+    for k in ("guidance_identity", "guidance_expression", "guidance_mode", "init"):
         if getattr(a, k) is not None:
             sampling[k] = getattr(a, k)
     measured_with = shlex.join(
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         if step is not None:
             over_training.append(row)
         elif a.card:
-            key = "held_out_acceptance" + ("_inversion" if row["start"] == "inversion" else "")
+            key = "held_out_acceptance" + ("_inversion" if row["init"] == "inversion" else "")
             record_in_card(path, key, {"measured_with": measured_with, **row, "verdict": verdict(m)})
     if a.card_of and over_training:
         record_in_card(a.card_of, "held_out_over_training", {"measured_with": measured_with, "rows": over_training})

@@ -29,7 +29,7 @@ request is a real change. Word reenactments are then read two ways:
 request's seed picks) instead of the prototype: the paper's retrieval of an expression image for
 a word (sfsr.expressions.bank). Every figure is still measured against the word's prototype.
 
-`--start inversion` starts each reenactment from the face's own DDIM inversion instead of noise
+`--init inversion` starts each reenactment from the face's own DDIM inversion instead of noise
 (sfsr.diffusion.sampling.invert); the card row is then `words_<targets>_inversion`.
 """
 
@@ -193,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         "--targets", choices=["prototype", "exemplar"], default="prototype", help="where word targets come from"
     )
     p.add_argument(
-        "--start",
+        "--init",
         choices=["noise", "inversion"],
         default=None,
-        help="sampling start: fresh noise, or each face's own DDIM inversion (default: model card)",
+        help="what sampling starts from: fresh noise, or each face's own DDIM inversion (default: model card)",
     )
     p.add_argument("--json", default="", help="append one JSON line per model here")
     p.add_argument(
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     data = held_out_set(a.n, a.seed)
     sampling: dict = {"steps": a.steps}
-    for key in ("guidance_identity", "guidance_expression", "start"):
+    for key in ("guidance_identity", "guidance_expression", "init"):
         if getattr(a, key) is not None:
             sampling[key] = getattr(a, key)
     measured_with = shlex.join(
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(a.json, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         if a.card:
-            record_in_card(path, f"words_{a.targets}" + ("_inversion" if row["start"] == "inversion" else ""), row)
+            record_in_card(path, f"words_{a.targets}" + ("_inversion" if row["init"] == "inversion" else ""), row)
     return 0
 
 

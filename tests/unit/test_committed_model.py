@@ -68,14 +68,14 @@ def test_starting_from_the_faces_own_inversion_keeps_it_closer_than_noise(models
     error 703 against 1159)."""
     m = faces["masks"][..., None]
 
-    def error(start: str) -> float:
+    def error(init: str) -> float:
         out = models["committed"].reenact(
             faces["images"],
             driver_images=faces["images"],
             masks=faces["masks"],
             seeds=list(range(N)),
             steps=STEPS,
-            start=start,
+            init=init,
         )
         return float((((out.astype(np.float64) - faces["images"]) ** 2) * m).sum() / (m.sum() * 3))
 
@@ -83,11 +83,11 @@ def test_starting_from_the_faces_own_inversion_keeps_it_closer_than_noise(models
     assert inverted < 0.8 * noise, (inverted, noise)
 
 
-def test_an_unknown_start_or_inversion_without_ddim_is_refused(models, faces) -> None:
+def test_an_unknown_init_or_inversion_without_ddim_is_refused(models, faces) -> None:
     gen, img = models["committed"], faces["images"][:1]
-    with pytest.raises(ValueError, match="start='sideways' is not one of"):
-        gen.reenact(img, words=["joy"], masks=faces["masks"][:1], seeds=[0], steps=2, start="sideways")
+    with pytest.raises(ValueError, match="init='sideways' is not one of"):
+        gen.reenact(img, words=["joy"], masks=faces["masks"][:1], seeds=[0], steps=2, init="sideways")
     with pytest.raises(ValueError, match="needs sampler='ddim'"):
         gen.reenact(
-            img, words=["joy"], masks=faces["masks"][:1], seeds=[0], steps=2, start="inversion", sampler="dpmsolver"
+            img, words=["joy"], masks=faces["masks"][:1], seeds=[0], steps=2, init="inversion", sampler="dpmsolver"
         )
