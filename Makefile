@@ -72,7 +72,7 @@ cpu-demo-model: $(STAMP)
 	    --keep-checkpoints 20
 	$(PY) -m sfsr.release.publish $(CPU_DEMO_DIR)/runs/cpu-demo-words/model $(CPU_DEMO_DIR)/published \
 	    --name sfsr-cpu-demo --trained-on "synthetic faces from sfsr.synth, 32 px" \
-	    --licence "Apache-2.0 (trained here from procedural data)" \
+	    --licence "Apache-2.0 (trained here from procedural data)" --init inversion --guidance-expression 3 \
 	    --note "three jobs/train.py stages: $(CPU_DEMO_STEPS) steps from scratch (denoising loss), $(CPU_DEMO_SWAP_STEPS) steps with the recovery losses (every recovered sample trained as a swap), then $(CPU_DEMO_WORDS_STEPS) steps more of both on the same table, whose faces carry their exact expression factors and, about half of them, the word they were drawn from"
 	$(PY) -m sfsr.release.evaluate_synth $(CPU_DEMO_DIR)/published --n $(CPU_DEMO_EVAL_N) --card \
 	    --grid $(CPU_DEMO_DIR)/published/grid.png

@@ -52,6 +52,7 @@ class GenJob:
     guidance_identity: float
     guidance_expression: float
     seed: int
+    init: str = "noise"  # what sampling starts from (sfsr.model_card.INITS)
     target: np.ndarray | None = field(default=None, repr=False)
     mask: np.ndarray | None = field(default=None, repr=False)  # (S, S) bool face region of the image regenerated
     driver: np.ndarray | None = field(default=None, repr=False)
@@ -78,7 +79,7 @@ class GenJob:
     @property
     def group_key(self) -> tuple:
         """Jobs with equal keys run in one model call."""
-        return (self.op, self.steps, self.guidance_identity, self.guidance_expression, self.expression_kind)
+        return (self.op, self.steps, self.guidance_identity, self.guidance_expression, self.init, self.expression_kind)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def run_group(model: Any, jobs: list[GenJob]) -> np.ndarray:
         steps=first.steps,
         guidance_identity=first.guidance_identity,
         guidance_expression=first.guidance_expression,
+        init=first.init,
         seeds=[j.seed for j in jobs],
     )
     if all(j.mask is not None for j in jobs):

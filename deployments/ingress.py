@@ -170,6 +170,7 @@ def provenance_fields(info: dict[str, Any], rid: str, route: str, seed: int, p: 
         "steps": p.steps,
         "guidance_identity": p.guidance_identity,
         "guidance_expression": p.guidance_expression,
+        "init": p.init,
     }
 
 
@@ -272,6 +273,7 @@ class Ingress:
             max_guidance=s.max_guidance,
             default_guidance_identity=gi,
             default_guidance_expression=ge,
+            default_init=(info.get("sampling_defaults") or {}).get("init", validation.INITS[0]),
             expression_dim=info.get("expression_dim"),
         )
 
@@ -418,7 +420,11 @@ class Ingress:
         size = info["resolution"]
         scene: Scene | None = None
         common = dict(
-            steps=p.steps, guidance_identity=p.guidance_identity, guidance_expression=p.guidance_expression, seed=seed
+            steps=p.steps,
+            guidance_identity=p.guidance_identity,
+            guidance_expression=p.guidance_expression,
+            init=p.init,
+            seed=seed,
         )
         word, target = getattr(req, "expression", None), getattr(req, "expression_target", None)
         choice = await self._exemplar(word, target, seed)
@@ -528,7 +534,9 @@ class Ingress:
         ]
         vectors = await self._call(self.generator.travel_vectors, *ends, req.frames)
         timing.lap("detect")
-        common = dict(steps=p.steps, guidance_identity=p.guidance_identity, guidance_expression=p.guidance_expression)
+        common = dict(
+            steps=p.steps, guidance_identity=p.guidance_identity, guidance_expression=p.guidance_expression, init=p.init
+        )
         now = time.time()
         jobs = [
             GenJob("generate", pf.crop, target=of.crop, mask=of.mask, vector=vec, seed=seed, submitted=now, **common)
@@ -681,6 +689,7 @@ class Ingress:
                 "max_guidance": s.max_guidance,
                 "default_guidance_identity": lim.default_guidance_identity,
                 "default_guidance_expression": lim.default_guidance_expression,
+                "default_init": lim.default_init,
             },
         }
 

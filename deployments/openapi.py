@@ -36,6 +36,7 @@ from deployments.validation import (
 )
 from sfsr.expressions import WORDS
 from sfsr.io.images import REASONS
+from sfsr.model_card import INITS
 
 IMAGE_HELP = {
     "identity": "photo of the person whose identity to use",
@@ -108,6 +109,13 @@ SCALAR_HELP: dict[str, tuple[dict[str, Any], str]] = {
     "seed": (
         {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
         "sampling seed (default: derived from the request id)",
+    ),
+    "init": (
+        {"type": "string", "enum": list(INITS)},
+        "what sampling starts from: noise, or inversion (the face being replaced, run backwards through "
+        "the sampler under its own identity and expression, so what the request does not change stays "
+        "closer to it; costs about a third more). Default: GET /v1/info limits.default_init. Not with "
+        "background_prompt (a scene made from text has no face to invert)",
     ),
     "background_prompt": (
         {"type": "string", "maxLength": MAX_PROMPT_CHARS},

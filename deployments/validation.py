@@ -18,20 +18,21 @@ import binascii
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from sfsr.expressions import UnknownExpressionError, lookup
 from sfsr.io.images import ImageError, ImageLimits, decode_image
+from sfsr.model_card import INITS
 
 Fields = Mapping[str, Any]  # field name -> bytes (file part), str, or a JSON value
 
 # ImageError.reason -> HTTP status. Too large is 413; not an image format we take is 415;
 # everything else about the content (truncated, too small, animated...) is 422.
 _IMAGE_STATUS = {"too_many_bytes": 413, "not_an_image": 415, "unsupported_format": 415}
-_PARAMS = ("steps", "guidance_identity", "guidance_expression", "seed")
+_PARAMS = ("steps", "guidance_identity", "guidance_expression", "seed", "init")
 _SCENE = ("background_prompt", "background_seed", "head_box")  # a background made from text
 
 
@@ -87,6 +88,7 @@ class Limits:
     max_guidance: float = 15.0
     default_guidance_identity: float = 2.0
     default_guidance_expression: float = 2.0
+    default_init: str = INITS[0]
     expression_dim: int | None = None  # length of an expression vector; None: vectors refused
 
 
@@ -106,6 +108,7 @@ class Params:
     guidance_identity: float
     guidance_expression: float
     seed: int | None  # None: derived from the request id
+    init: str = INITS[0]  # what sampling starts from (sfsr.model_card.INITS)
 
 
 @dataclass(frozen=True)
@@ -283,7 +286,17 @@ def params(fields: Fields, limits: Limits) -> Params:
             fields, "guidance_expression", float, limits.default_guidance_expression, 0.0, limits.max_guidance
         ),
         seed=_number(fields, "seed", int, None, 0, MAX_SEED),
+        init=_choice(fields, "init", INITS, limits.default_init),
     )
+
+
+def _choice(fields: Fields, name: str, choices: Sequence[str], default: str) -> str:
+    value = _text(fields, name)
+    if value is None:
+        return default
+    if value not in choices:
+        raise ApiError(422, "invalid_field", f"{name} must be one of {list(choices)}, got {value[:40]!r}", name)
+    return value
 
 
 def expression_word(fields: Fields, name: str = "expression") -> str | None:
@@ -582,6 +595,17 @@ def parse_generate(fields: Fields, limits: Limits) -> GenerateRequest:
             given[1] if len(given) > 1 else "expression",
         )
     target = expression_target(fields, word)
+    if prompt and p.init == "inversion":
+        # inversion starts from the background's own face; a scene made from text has none
+        if _text(fields, "init") is not None:
+            raise ApiError(
+                422,
+                "conflicting_fields",
+                "init=inversion starts from the background's own face, and a background made from "
+                "background_prompt has none; send init=noise or leave init out",
+                "init",
+            )
+        p = replace(p, init="noise")
     return GenerateRequest(
         image_input(fields, "identity", limits, True),
         p,

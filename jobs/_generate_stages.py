@@ -245,6 +245,7 @@ class GenerateRequests:
             job="jobs.generate",
             seed=str(row["seed"]),
             steps=str(row["steps"]),
+            init=self.init(p),
             trained_on=str(self.info.get("trained_on")),
             licence=str(self.info.get("licence")),
             **({"warning": self.info["warning"]} if self.info.get("warning") else {}),
@@ -266,16 +267,21 @@ class GenerateRequests:
                 prepared.append(self.prepare(row))
             except RowError as e:
                 results.append(self._error(row, str(e)))
-        by_steps: dict[int, list[Prepared]] = {}
+        groups: dict[tuple[int, str], list[Prepared]] = {}
         for p in prepared:
-            by_steps.setdefault(int(p.row["steps"]), []).append(p)
-        for steps, group in by_steps.items():
-            results += self.run_group(group, steps)
+            groups.setdefault((int(p.row["steps"]), self.init(p)), []).append(p)
+        for (steps, init), group in groups.items():
+            results += self.run_group(group, steps, init)
         return pa.Table.from_pylist(results, schema=RESULTS)
 
-    def run_group(self, group: list[Prepared], steps: int) -> list[dict]:
-        """One batched model call for requests with the same step count, then finish each. A
-        failed call is retried one request at a time, so one bad request cannot lose the rest."""
+    def init(self, p: Prepared) -> str:
+        """What sampling starts from: the model's default, except that a scene made from text has
+        no face to invert, so it starts from noise (as the Serve API does)."""
+        return "noise" if p.row["background_prompt"] else str(self.gen.sampling.get("init", "noise"))
+
+    def run_group(self, group: list[Prepared], steps: int, init: str) -> list[dict]:
+        """One batched model call for requests with the same step count and start, then finish
+        each. A failed call is retried one request at a time, so one bad request cannot lose the rest."""
         t0 = time.perf_counter()
         try:
             out = self.gen.generate(
@@ -285,10 +291,11 @@ class GenerateRequests:
                 masks=np.stack([p.face.mask for p in group]),
                 seeds=[int(p.row["seed"]) for p in group],
                 steps=steps,
+                init=init,
             )
         except Exception as e:  # noqa: BLE001 - any failure becomes the request's error row
             if len(group) > 1:
-                return [r for p in group for r in self.run_group([p], steps)]
+                return [r for p in group for r in self.run_group([p], steps, init)]
             return [self._error(group[0].row, f"generation failed ({type(e).__name__}: {e})")]
         share = (time.perf_counter() - t0) / len(group)
         results = []

@@ -32,7 +32,7 @@ import torch
 
 from sfsr import conditions
 from sfsr.conditions import SYNTH_IDENTITY_ENCODER, ConditionEncoders  # ConditionEncoders re-exported
-from sfsr.diffusion.sampling import INITS, generators_for, invert, sample
+from sfsr.diffusion.sampling import generators_for, invert, sample
 from sfsr.expressions.bank import BANK_FILE, ExpressionBank
 from sfsr.expressions.targets import interpolate
 from sfsr.expressions.vocabulary import lookup
@@ -40,7 +40,7 @@ from sfsr.io.cache import files_digest, local_folder
 from sfsr.io.images import resize_square_batch
 from sfsr.model.diffsfsr import DiffSFSR
 from sfsr.model.training import face_region
-from sfsr.model_card import CARD_NAME, DEFAULT_SAMPLING, read_card, sampling_defaults  # noqa: F401 - CARD_NAME re-exported
+from sfsr.model_card import CARD_NAME, DEFAULT_SAMPLING, INITS, read_card, sampling_defaults  # noqa: F401 - CARD_NAME re-exported
 
 MAX_TRAVEL_FRAMES = 32
 

@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Any
 
 CARD_NAME = "sfsr_card.json"
+# what sampling starts from: fresh noise, or the background image's own DDIM inversion
+# (sfsr.diffusion.sampling.invert), which keeps what the request does not change closer to it
+INITS = ("noise", "inversion")
 DEFAULT_SAMPLING = {
     "steps": 25,
     "guidance_identity": 2.0,
     "guidance_expression": 2.0,
     "guidance_mode": "compositional",
     "sampler": "ddim",
-    # "noise", or "inversion": start from the background image's own DDIM inversion (sfsr.diffusion.sampling)
-    "init": "noise",
+    "init": INITS[0],
 }
 
 

@@ -36,12 +36,12 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from sfsr.diffusion.schedule import Schedule, eps_from_x0, join_prediction, paste, split_prediction
+from sfsr.model_card import INITS  # noqa: F401 - re-exported beside the samplers
 
 # net(x (N, C, h, w), t (N,), drop_identity (N,) bool, drop_expression (N,) bool) -> output
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 SAMPLERS = ("ddim", "dpmsolver")
 GUIDANCE_MODES = ("compositional", "nested")
-INITS = ("noise", "inversion")  # what sampling starts from: fresh noise, or the background inverted (`invert`)
 
 
 def make_scheduler(schedule: Schedule, sampler: str = "ddim"):

@@ -233,6 +233,12 @@ def verdict(m: dict[str, float]) -> dict[str, str]:
     return out
 
 
+def card_key(key: str, row: dict, defaults: dict) -> str:
+    """`key`, or `key_<init>` for a row measured with another start than the model's default
+    (so the unsuffixed figures always describe what the model does by default)."""
+    return key if row["init"] == defaults["init"] else f"{key}_{row['init']}"
+
+
 def record_in_card(model_dir: str, key: str, value: dict) -> None:
     """Set metrics[key] in MODEL_DIR/sfsr_card.json (local folders; the card is created if absent)."""
     path = Path(model_dir) / CARD_NAME
@@ -310,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         if step is not None:
             over_training.append(row)
         elif a.card:
-            key = "held_out_acceptance" + ("_inversion" if row["init"] == "inversion" else "")
+            key = card_key("held_out_acceptance", row, gen.sampling)
             record_in_card(path, key, {"measured_with": measured_with, **row, "verdict": verdict(m)})
     if a.card_of and over_training:
         record_in_card(a.card_of, "held_out_over_training", {"measured_with": measured_with, "rows": over_training})

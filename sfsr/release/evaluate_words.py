@@ -30,7 +30,8 @@ request's seed picks) instead of the prototype: the paper's retrieval of an expr
 a word (sfsr.expressions.bank). Every figure is still measured against the word's prototype.
 
 `--init inversion` starts each reenactment from the face's own DDIM inversion instead of noise
-(sfsr.diffusion.sampling.invert); the card row is then `words_<targets>_inversion`.
+(sfsr.diffusion.sampling.invert). A row measured with another start than the card's own default
+is recorded as `words_<targets>_<init>` (evaluate_synth.card_key).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from scipy.stats import spearmanr
 from sfsr.expressions.vocabulary import FAMILIES, WORDS, ExpressionWord, lookup
 from sfsr.generate import Generator
 from sfsr.model.training import face_region
-from sfsr.release.evaluate_synth import held_out_set, progress, record_in_card
+from sfsr.release.evaluate_synth import card_key, held_out_set, progress, record_in_card
 from sfsr.synth import readers as R
 from sfsr.synth.dataset import expression_region
 from sfsr.synth.judges import load_judges
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(a.json, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         if a.card:
-            record_in_card(path, f"words_{a.targets}" + ("_inversion" if row["init"] == "inversion" else ""), row)
+            record_in_card(path, card_key(f"words_{a.targets}", row, gen.sampling), row)
     return 0
 
 

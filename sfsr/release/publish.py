@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from sfsr.expressions.bank import BANK_FILE
-from sfsr.generate import CARD_NAME, DEFAULT_SAMPLING
+from sfsr.generate import CARD_NAME, DEFAULT_SAMPLING, INITS
 from sfsr.io import storage
 from sfsr.model import checkpoint
 from sfsr.model.diffsfsr import DiffSFSR
@@ -159,7 +159,16 @@ def main(argv: list[str] | None = None) -> int:
         help=f"{BANK_FILE} to ship with the model (default: the one beside the training table, if any)",
     )
     p.add_argument("--steps", type=int, default=20, help="default sampling steps (evaluate_synth measures with 20)")
+    p.add_argument("--guidance-identity", type=float, default=None, help="default identity guidance")
+    p.add_argument("--guidance-expression", type=float, default=None, help="default expression guidance")
+    p.add_argument(
+        "--init", default=None, choices=list(INITS), help="what sampling starts from by default (noise, or inversion)"
+    )
     a = p.parse_args(argv)
+    sampling = {"steps": a.steps}
+    for key in ("guidance_identity", "guidance_expression", "init"):
+        if getattr(a, key) is not None:
+            sampling[key] = getattr(a, key)
     card = publish(
         a.model,
         a.dest,
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         trained_on=a.trained_on,
         licence=a.licence,
         note=a.note,
-        sampling={"steps": a.steps},
+        sampling=sampling,
         expression_bank=a.expression_bank,
     )
     print(f"{a.dest}: {card['steps']} steps, {card['train_minutes']} min, commit {card['git_commit'] or '?'}")

@@ -475,3 +475,41 @@ def test_generator_batches_group_compatible_jobs() -> None:
     name, kw = rec.calls[-1]
     assert name == "generate" and np.array_equal(kw["background_images"], np.stack(src))
     assert [e[0] for e in kw["expression"]] == [0.0, 1.0] and kw["seeds"] == [0, 1]
+
+
+# --- init: what sampling starts from ------------------------------------------------------------
+
+
+def test_init_defaults_to_the_models_and_refuses_unknown_values() -> None:
+    base = {"source": png(), "expression": "joy"}
+    assert v.parse_reenact(base, LIMITS).params.init == "noise"
+    inverting = v.Limits(image=LIMITS.image, expression_dim=7, default_init="inversion")
+    assert v.parse_reenact(base, inverting).params.init == "inversion"
+    assert v.parse_reenact({**base, "init": "noise"}, inverting).params.init == "noise"
+    assert (
+        v.parse_swap({"identity": png(), "target": png(seed=1), "init": "inversion"}, LIMITS).params.init == "inversion"
+    )
+    err = refused(v.parse_reenact, {**base, "init": "sideways"}, LIMITS)
+    assert (err.status, err.code, err.field) == (422, "invalid_field", "init")
+    assert "noise" in err.message and "inversion" in err.message and "sideways" in err.message
+
+
+def test_a_scene_made_from_text_has_no_face_to_invert() -> None:
+    scene = {"identity": png(), "expression": "joy", "background_prompt": "a lake"}
+    err = refused(v.parse_generate, {**scene, "init": "inversion"}, LIMITS)
+    assert (err.status, err.code, err.field) == (422, "conflicting_fields", "init")
+    # a model whose default is inversion still makes scenes from noise
+    inverting = v.Limits(image=LIMITS.image, expression_dim=7, default_init="inversion")
+    assert v.parse_generate(scene, inverting).params.init == "noise"
+    assert v.parse_generate({"identity": png(), "expression": "joy"}, inverting).params.init == "inversion"
+
+
+def test_jobs_that_start_differently_are_not_batched_together() -> None:
+    from deployments.generator import GenJob, group_jobs
+
+    crop = np.zeros((8, 8, 3), np.uint8)
+    jobs = [
+        GenJob("reenact", crop, 10, 2.0, 2.0, seed=i, init=init, word="joy")
+        for i, init in enumerate(("noise", "inversion", "noise"))
+    ]
+    assert group_jobs(jobs) == [[0, 2], [1]]

@@ -5,6 +5,7 @@ rows' on 64 px scenes of a tiny random text-to-image folder (tests/fixtures/text
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -279,7 +280,11 @@ def test_one_actor_call_marks_outputs_and_keeps_good_rows_beside_bad_ones(tmp_pa
         data = (tmp_path / "out" / "images" / f"{rid}.png").read_bytes()
         text = watermark.read_png_text(data)
         assert text["sfsr:request_id"] == rid and text["sfsr:seed"] == str(r["seed"]) and text["sfsr:steps"] == "2"
+        assert text["sfsr:init"] == "inversion"  # the committed card's default: the photo's face inverted
         assert watermark.detect(decode_png(data)).marked
+    # a scene made from text has no face to invert: such a row starts from noise
+    scene = [r for r in todo if r.id == "word"][0].to_row() | {"background_prompt": "a lake"}
+    assert actor.init(SimpleNamespace(row=scene)) == "noise"
     assert got["word"]["seed"] == 5
     # the background photo outside the face is kept: the swap's corners are face2's corners
     out = decode_png((tmp_path / "out" / "images" / "swap.png").read_bytes())
