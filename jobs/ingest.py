@@ -190,7 +190,9 @@ def run(cfg: IngestConfig) -> dict:
     )
 
     counts = {"face_rows": 0, "error_rows": 0, "face_inputs": 0}
-    if todo:
+    if todo:  # a re-run with nothing left to do plans from the tables alone and never starts Ray
+        if not ray.is_initialized():
+            ray.init()
         cpus = int(ray.cluster_resources().get("CPU", 1))
         gpus = ray.cluster_resources().get("GPU", 0)
         plan = actor_plan(cpus, gpus, cfg.detect_actors, cfg.encode_actors)
@@ -285,7 +287,6 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    ray.init()
     quiet_ray_data(verbose_requested(cfg.verbose))
     summary = run(cfg)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))

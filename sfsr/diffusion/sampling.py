@@ -36,7 +36,6 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from sfsr.diffusion.schedule import Schedule, eps_from_x0, join_prediction, paste, split_prediction
-from sfsr.model_card import INITS  # noqa: F401 - re-exported beside the samplers
 
 # net(x (N, C, h, w), t (N,), drop_identity (N,) bool, drop_expression (N,) bool) -> output
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
