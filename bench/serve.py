@@ -92,6 +92,9 @@ class Load:
                         "expression": WORDS[(i + k) % len(WORDS)],
                         "steps": str(self.steps),
                         "seed": str(i * 1000 + k),
+                        # from noise: the model-only bound counts three guidance branches per step
+                        # (init=inversion, the committed card's default, adds a fourth)
+                        "init": "noise",
                     },
                 )
                 status = r.status_code
