@@ -107,9 +107,7 @@ def direct_identity_accuracy(faces: str, pairs: list[dict], gen: Generator, seed
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_evaluate_job_agrees_with_direct_generation(
-    platform_env, held_out, s3_server, tmp_path: Path
-) -> None:
+def test_evaluate_job_agrees_with_direct_generation(platform_env, held_out, s3_server, tmp_path: Path) -> None:
     uri = upload(COMMITTED, s3_server.uri("evaluate-test", "model"))
     metrics = _evaluate(platform_env, held_out, uri, tmp_path / "committed", PAIRS)
     assert metrics["source"]["weights_sha256"] == files_digest(COMMITTED) and metrics["errors"]["count"] == 0
