@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfsr.generate import CARD_NAME, Generator
+from sfsr.generate import CARD_NAME, INITS, Generator
 from sfsr.model.checkpoint import model_checkpoints
 from sfsr.model.training import face_region
 from sfsr.synth import readers as R
@@ -265,9 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance-identity", type=float, default=None, help="identity guidance (default: model card)")
     p.add_argument("--guidance-expression", type=float, default=None, help="expression guidance (default: model card)")
     p.add_argument("--guidance-mode", default=None, choices=["compositional", "nested"], help="guidance formula")
-    p.add_argument(
-        "--init", default=None, choices=["noise", "inversion"], help="what sampling starts from (default: model card)"
-    )
+    p.add_argument("--init", default=None, choices=list(INITS), help="what sampling starts from (default: model card)")
     p.add_argument("--grid", default="", help="write a sample grid PNG of the last model here")
     p.add_argument("--json", default="", help="append one JSON line per model here")
     p.add_argument(

@@ -48,7 +48,7 @@ import torch
 from scipy.stats import spearmanr
 
 from sfsr.expressions.vocabulary import FAMILIES, WORDS, ExpressionWord, lookup
-from sfsr.generate import Generator
+from sfsr.generate import INITS, Generator
 from sfsr.model.training import face_region
 from sfsr.release.evaluate_synth import card_key, held_out_set, progress, record_in_card
 from sfsr.synth import readers as R
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--init",
-        choices=["noise", "inversion"],
+        choices=list(INITS),
         default=None,
         help="what sampling starts from: fresh noise, or each face's own DDIM inversion (default: model card)",
     )
