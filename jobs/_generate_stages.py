@@ -277,7 +277,7 @@ class GenerateRequests:
     def init(self, p: Prepared) -> str:
         """What sampling starts from: the model's default, except that a scene made from text has
         no face to invert, so it starts from noise (as the Serve API does)."""
-        return "noise" if p.row["background_prompt"] else str(self.gen.sampling.get("init", "noise"))
+        return "noise" if p.row["background_prompt"] else self.gen.sampling["init"]
 
     def run_group(self, group: list[Prepared], steps: int, init: str) -> list[dict]:
         """One batched model call for requests with the same step count and start, then finish

@@ -343,7 +343,11 @@ class Generator:
             seeds = [_default_seed(kind, ids_img[min(i, len(ids_img) - 1)], bg[i], expr[i], opts) for i in range(n)]
         if len(seeds) != n:
             raise ValueError(f"seeds: {len(seeds)} given for a batch of {n}")
-        return self._sample(ident, expr, bg, m, list(seeds), opts)
+        # a reenactment's identity was read from its background face already: an inversion need
+        # not encode it again (a swap's expression was read one image at a time, which differs
+        # from the inversion's batched reading by float round-off, so it is read again)
+        own = {"identity": ident} if kind == "reenact" else {}
+        return self._sample(ident, expr, bg, m, list(seeds), opts, own)
 
     def _masks(self, masks: Any, n: int, size: int) -> np.ndarray:
         """(n, S, S) float {0, 1} masks at the model's resolution."""
@@ -373,6 +377,7 @@ class Generator:
         masks: np.ndarray,
         seeds: list[int],
         opts: dict[str, Any],
+        own: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         model, dev = self.model, self.device
         img = torch.from_numpy(bg).permute(0, 3, 1, 2).float().to(dev) / 127.5 - 1.0  # (B, 3, S, S)
@@ -403,7 +408,7 @@ class Generator:
             raise ValueError(f"init='inversion' runs DDIM backwards; it needs sampler='ddim', not {opts['sampler']!r}")
         start = None
         if opts["init"] == "inversion":
-            start = self._inverted(img, bg, background, mregion, int(opts["steps"]), None if latent else 1.0)
+            start = self._inverted(img, bg, background, mregion, int(opts["steps"]), None if latent else 1.0, own or {})
         z = sample(
             net,
             model.schedule,
@@ -426,13 +431,22 @@ class Generator:
         return out.permute(0, 2, 3, 1).cpu().numpy()
 
     def _inverted(
-        self, img: torch.Tensor, bg: np.ndarray, background: torch.Tensor, mregion: torch.Tensor, steps: int, clip
+        self,
+        img: torch.Tensor,
+        bg: np.ndarray,
+        background: torch.Tensor,
+        mregion: torch.Tensor,
+        steps: int,
+        clip: float | None,
+        own: dict[str, np.ndarray],
     ) -> torch.Tensor:
         """The background images (img (B, 3, S, S) in [-1, 1]; bg the same as uint8) DDIM-inverted
-        under their own face's identity and expression as the encoders read them."""
+        under their own face's identity and expression as the encoders read them (`own` gives
+        either when the caller has already read it)."""
         model, dev = self.model, self.device
-        own_id = torch.from_numpy(self.identity_vectors(bg)).to(dev)
-        own_ex = torch.from_numpy(np.asarray(self.encoders.expression(bg), np.float32)).to(dev)
+        own_id = own["identity"] if "identity" in own else self.identity_vectors(bg)
+        own_ex = own["expression"] if "expression" in own else np.asarray(self.encoders.expression(bg), np.float32)
+        own_id, own_ex = torch.from_numpy(own_id).to(dev), torch.from_numpy(own_ex).to(dev)
         keep = torch.zeros(len(bg), dtype=torch.bool, device=dev)
 
         def net(x, t):
