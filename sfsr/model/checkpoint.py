@@ -71,7 +71,10 @@ def checkpoint_metrics(run: str | Path) -> list[dict[str, Any]]:
     """The metrics.json of every checkpoint of a run (half-written ones skipped), in step order."""
     rows = []
     for meta in _local_run(run).glob(f"{GLOB}/{METRICS}"):
-        row = json.loads(meta.read_text())
+        try:
+            row = json.loads(meta.read_text())
+        except FileNotFoundError:  # pruned by a live run (num_to_keep) between the glob and the read
+            continue
         if "step" in row:
             rows.append(row)
     return sorted(rows, key=lambda r: r["step"])
@@ -86,7 +89,10 @@ def model_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
     for ck in root.glob(GLOB):
         meta, model = ck / METRICS, ck / MODEL
         if meta.is_file() and (model / "config.json").is_file():
-            found.append((int(json.loads(meta.read_text())["step"]), model))
+            try:
+                found.append((int(json.loads(meta.read_text())["step"]), model))
+            except FileNotFoundError:  # pruned by a live run since the check
+                continue
     if not found:
         raise ValueError(f"{run}: no checkpoints (looked for {GLOB}/{MODEL} with {METRICS}, written by jobs/train.py)")
     return sorted(found, key=lambda sp: sp[0])

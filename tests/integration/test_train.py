@@ -56,8 +56,16 @@ def _wait_for(cond, timeout: float, what: str) -> None:
 
 
 def _checkpoint_metrics(run_dir: str) -> list[dict]:
-    files = storage.list_files(run_dir, ("metrics.json",))
-    return sorted((json.loads(storage.read_bytes(f)) for f in files if "/checkpoint_" in f), key=lambda m: m["step"])
+    """Every checkpoint's metrics.json, in step order. Ray Train deletes checkpoints past
+    num_to_keep while the run goes on, so one listed here may be gone by the time it is read."""
+    rows = []
+    for f in storage.list_files(run_dir, ("metrics.json",)):
+        if "/checkpoint_" in f:
+            try:
+                rows.append(json.loads(storage.read_bytes(f)))
+            except storage.StorageNotFoundError:
+                pass
+    return sorted(rows, key=lambda m: m["step"])
 
 
 def _checkpoint_steps(run_dir: str) -> list[int]:

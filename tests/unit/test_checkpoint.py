@@ -31,6 +31,24 @@ def test_ray_train_layout_is_ordered_by_the_recorded_step_not_the_folder_name(tm
     assert all(p.name == "model" and (p / "config.json").is_file() for _, p in got)
 
 
+def test_a_checkpoint_pruned_while_it_is_being_read_is_left_out(tmp_path, monkeypatch):
+    # a live run deletes checkpoints past num_to_keep: one found by the listing may be gone when read
+    for name, step in [("checkpoint_2026-01-01_00-00-00.0", 5), ("checkpoint_2026-01-02_00-00-00.0", 10)]:
+        _model(tmp_path / name / "model")
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"step": step}))
+    pruned = tmp_path / "checkpoint_2026-01-01_00-00-00.0" / "metrics.json"
+    read_text = type(pruned).read_text
+
+    def vanishing(self, *a, **k):
+        if self == pruned:
+            raise FileNotFoundError(self)
+        return read_text(self, *a, **k)
+
+    monkeypatch.setattr(type(pruned), "read_text", vanishing)
+    assert [s for s, _ in model_checkpoints(tmp_path)] == [10]
+    assert checkpoint.checkpoint_metrics(tmp_path) == [{"step": 10}]
+
+
 def test_no_checkpoints_and_s3_runs_are_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match=str(tmp_path)):
         model_checkpoints(tmp_path)
