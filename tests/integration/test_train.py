@@ -146,9 +146,11 @@ def test_a_run_on_s3_resumes_after_a_stop_and_recovers_from_a_killed_worker(plat
         "--sample-every",
         "100000",
         "--batch-size",
-        "8",
+        "4",
     )
-    # batch 8 of the 32-row smoke table: 4 steps per epoch (each epoch is a new Ray Data pass)
+    # batch 4 of the 32-row smoke table: 8 steps per epoch. Each epoch is a new Ray Data pass, which
+    # costs ~5 s on 2 cores whatever its size, so small batches keep the run short (the kill still
+    # needs the margin below: steps within a pass take well under a second)
 
     # stop the job after its first checkpoint, then submit it again: the step count continues
     first = _submit(platform_env, *common, "--steps", "100000", wait=False)
