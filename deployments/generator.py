@@ -91,6 +91,7 @@ class GenResult:
     model_s: float  # the batched model call that produced it
     batch_size: int  # jobs in that model call
     replica: str  # which generator replica ran it
+    model_version: str = ""  # the version of the weights that made it (model_summary's "version")
 
 
 def group_jobs(jobs: list[GenJob]) -> list[list[int]]:
@@ -283,7 +284,7 @@ class GeneratorDeployment:
                 self.jobs.inc(len(group), tags=tags)
                 for i, image in zip(idx, images):
                     queue_s = max(0.0, started - jobs[i].submitted) if jobs[i].submitted else 0.0
-                    out[i] = GenResult(image, queue_s, model_s, len(group), self.replica)
+                    out[i] = GenResult(image, queue_s, model_s, len(group), self.replica, self.summary["version"])
         return out  # type: ignore[return-value]
 
     async def _run_batch(self, jobs: list[GenJob]) -> list[GenResult]:

@@ -257,11 +257,20 @@ class Ingress:
         self.requests.inc(1, tags={"route": route, "method": method, "status": str(status)})
         self.latency.observe(seconds, tags={"route": route})
 
-    async def model(self) -> dict[str, Any]:
-        if self._model is None or time.monotonic() - self._model_at > MODEL_INFO_TTL_S:
+    async def model(self, fresh: bool = False) -> dict[str, Any]:
+        """Generator.info, read again every MODEL_INFO_TTL_S, or now when `fresh`."""
+        if fresh or self._model is None or time.monotonic() - self._model_at > MODEL_INFO_TTL_S:
             self._model = await self._call(self.generator.info)
             self._model_at = time.monotonic()
         return self._model
+
+    async def _made_by(self, info: dict[str, Any], *results: GenResult) -> dict[str, Any]:
+        """The model info that names the weights which made `results`: a redeploy with another
+        model reaches the generator at once, while the info read before may be up to
+        MODEL_INFO_TTL_S old, and an output's provenance must not name the previous model."""
+        if any(r.model_version and r.model_version != info["version"] for r in results):
+            return await self.model(fresh=True)
+        return info
 
     async def limits(self) -> validation.Limits:
         s, info = self.settings, await self.model()
@@ -465,6 +474,7 @@ class Ingress:
         timing.lap("detect")
         gen: GenResult = await self._call(self.generator.run, dataclasses.replace(job, submitted=time.time()))
         timing.lap("generate")
+        info = await self._made_by(info, gen)
         crop = gen.image
         meta = {
             **provenance_fields(info, rid, route, seed, p),
@@ -543,6 +553,7 @@ class Ingress:
             for vec in vectors
         ]
         results: list[GenResult] = await self._call(self.generator.run_many, jobs)
+        info = await self._made_by(info, *results)
         timing.lap("generate")
         meta = {
             **provenance_fields(info, rid, "travel", seed, p),
@@ -675,9 +686,10 @@ class Ingress:
         responses=responses(),
     )
     async def info(self) -> dict[str, Any]:
+        model = await self.model(fresh=True)  # what is loaded now (a redeploy may have changed it)
         s, lim = self.settings, await self.limits()
         return {
-            "model": await self.model(),
+            "model": model,
             "auth_required": bool(self.token),
             "limits": {
                 "max_request_bytes": s.max_request_bytes,
