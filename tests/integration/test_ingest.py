@@ -16,7 +16,6 @@ from PIL import Image
 from sfsr.expressions import WORDS
 from sfsr.io import storage, table
 from sfsr.synth.factors import EXPRESSION_FACTORS
-from tests.fixtures import photos
 from tests.fixtures.ray_jobs import submit_ok
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -94,14 +93,9 @@ def test_ingest_folder_accounts_for_every_input_and_reruns_change_nothing(platfo
 
 
 @pytest.mark.s3
-def test_ingest_from_and_to_s3(platform_env, s3_server, tmp_path: Path) -> None:
-    local = tmp_path / "in"
-    photos.make_mixed_inputs(local)
-    src = s3_server.uri("ingest-in")
-    for f in local.iterdir():
-        storage.write_bytes(storage.join(src, f.name), f.read_bytes())
-    out = s3_server.uri("ingest-out")
-    first = _ingest(platform_env, src, out)
+def test_ingest_from_and_to_s3(photo_table_s3) -> None:
+    src, out, first = photo_table_s3["src"], photo_table_s3["out"], photo_table_s3["run"]  # once per session
+    assert src.startswith("s3://") and out.startswith("s3://")
     assert first["accounted"] and first["processed"] == len(EXPECTED)
     ids = _check_tables(out, src)
     second = _rerun(src, out)

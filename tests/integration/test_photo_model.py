@@ -1,8 +1,10 @@
 """Real faces end to end (issue 13, item 5), the way a user runs it: ingest the test photos with
 the builtin pack, train a tiny photo model with both of the paper's losses through
 `ray job submit` (identity through stand-in ArcFace weights this test writes, expression through
-the builtin FER network), publish it, serve it and send photos to /v1/swap and /v1/reenact, and
-evaluate it with `jobs.evaluate --checkpoint` and the builtin recogniser, which the loss did not use.
+the builtin FER network), publish it, serve it from s3:// and send photos to /v1/swap and
+/v1/reenact, then write another model to the same URI and check a Serve redeploy with the new
+revision serves the new weights, and evaluate the photo model with `jobs.evaluate --checkpoint`
+and the builtin recogniser, which the loss did not use.
 
 The model is tiny and trained for a few steps: this checks that every step works on photos and
 says what it did, not the quality of the faces (bench/photos.py measures learning).
@@ -18,22 +20,28 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from PIL import Image
 from safetensors.torch import save_file
 
 from sfsr import cluster
+from sfsr.io.cache import files_digest
 from sfsr.io.table import read_table
+from sfsr.model.presets import write_random_model
 from tests.fixtures import photos
 from tests.fixtures.arcface_onnx import random_iresnet
 from tests.fixtures.ray_jobs import submit_ok
+from tests.fixtures.s3_models import upload
 from tests.fixtures.serve_app import SERVE, TOKEN, config_for_test, wait_running
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.s3]
 
 
-def test_a_photo_model_trains_with_both_losses_serves_and_evaluates(platform_env, photo_table, tmp_path: Path) -> None:
+def test_a_photo_model_trains_with_both_losses_serves_and_evaluates(
+    platform_env, photo_table, s3_server, tmp_path: Path
+) -> None:
     # --- ingest: the session's mixed photo folder, ingested once with the builtin pack (128 px)
     table = Path(photo_table["out"])
     faces = read_table(str(table / "faces"), columns=["identity", "expression"])
@@ -66,17 +74,34 @@ def test_a_photo_model_trains_with_both_losses_serves_and_evaluates(platform_env
         cwd=REPO, check=True, capture_output=True, text=True,
     )  # fmt: skip
 
-    # --- serve the published photo model; real photos in, no synthetic-model warning out
+    # --- serve the published photo model from S3; real photos in, no synthetic-model warning out
+    uri = upload(published, s3_server.uri("serve-test", "model"))
     env = platform_env | {"RAY_DASHBOARD_ADDRESS": platform_env["RAY_ADDRESS"]}
     (tmp_path / "token").write_text(TOKEN)
     port = cluster.free_port()
-    config = config_for_test(tmp_path, port, published, tmp_path / "token", small_generator=True)
-    done = subprocess.run([SERVE, "deploy", str(config)], env=env, capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stdout + done.stderr
+    config = config_for_test(tmp_path, port, uri, tmp_path / "token", small_generator=True)
     base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
-    try:
+
+    def deploy(revision: str) -> None:
+        spec = yaml.safe_load(config.read_text())
+        for d in spec["applications"][0]["deployments"]:
+            if d["name"] == "Generator":
+                d["user_config"]["model_revision"] = revision
+        config.write_text(yaml.safe_dump(spec, sort_keys=False))
+        done = subprocess.run([SERVE, "deploy", str(config)], env=env, capture_output=True, text=True, cwd=REPO)
+        assert done.returncode == 0, done.stdout + done.stderr
         wait_running(env)
-        info = requests.get(f"{base}/v1/info", headers=auth, timeout=60).json()["model"]
+
+    def served_model() -> dict:
+        r = requests.get(f"{base}/v1/info", headers=auth, timeout=60)
+        r.raise_for_status()
+        return r.json()["model"]
+
+    try:
+        photo_digest = files_digest(published)
+        deploy(photo_digest)
+        info = served_model()
+        assert info["version"] == "sha256:" + photo_digest[:12], info
         assert info["name"] == "photo-test" and info["resolution"] == model_config["image_size"]
         assert not info.get("warning"), info
         target = photos.load("obama2.jpg")  # smaller than the app's max_output_side: comes back at its size
@@ -96,6 +121,26 @@ def test_a_photo_model_trains_with_both_losses_serves_and_evaluates(platform_env
             out = Image.open(io.BytesIO(r.content))
             assert out.size == (target.shape[1], target.shape[0]), (route, out.size)
             assert out.text["sfsr:model"] == "photo-test" and "sfsr:warning" not in out.text
+
+        # another model written to the same URI reaches the app with a redeploy naming its revision
+        upload(write_random_model(tmp_path / "other", "tiny", seed=2), uri)
+        other = files_digest(tmp_path / "other")
+        assert other != photo_digest
+        deploy(other)
+        # the first output names the new weights, though the ingress read the model's info moments
+        # before (its cache would keep the old one for MODEL_INFO_TTL_S), and so does /v1/info
+        r = requests.post(
+            f"{base}/v1/reenact",
+            files={"source": ("obama2.jpg", (photos.photos_dir() / "obama2.jpg").read_bytes())},
+            data={"expression": "joy", "steps": "2"},
+            headers=auth,
+            timeout=300,
+        )
+        assert r.status_code == 200, r.text[:500]
+        assert r.headers["X-Sfsr-Model"].endswith("sha256:" + other[:12]), r.headers["X-Sfsr-Model"]
+        assert Image.open(io.BytesIO(r.content)).text["sfsr:model"] != "photo-test"
+        info = served_model()
+        assert info["version"] == "sha256:" + other[:12] and info["name"] != "photo-test", info
     finally:
         subprocess.run([SERVE, "shutdown", "-y"], env=env, capture_output=True, text=True, check=False)
 

@@ -13,6 +13,7 @@ import pytest
 
 from sfsr import cluster
 from tests.fixtures import listeners
+from tests.fixtures.ray_jobs import submit_all_ok
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -52,17 +53,17 @@ def test_job_submit_needs_the_token(platform_env: dict[str, str]) -> None:
     assert "should not run" not in refused_wrong.stdout
 
 
-def test_doctor_job_passes_on_s3(platform_env: dict[str, str], s3_server) -> None:
-    done = _submit(platform_env, "python", "-m", "jobs.doctor", "--storage", s3_server.uri("doctor-probe"))
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-4000:]
-    assert "(Ray task)" in out and "FAIL" not in out
-    assert re.search(r"CPU 2, GPU 0", out), out[-2000:]
-
-
-def test_doctor_job_passes_on_local_folder(platform_env: dict[str, str], tmp_path: Path) -> None:
-    done = _submit(platform_env, "python", "-m", "jobs.doctor", "--storage", str(tmp_path / "probe"))
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+def test_doctor_job_passes_on_s3_and_on_a_local_folder(platform_env: dict[str, str], s3_server, tmp_path: Path) -> None:
+    # both submitted at once: each job's start-up (driver, imports) overlaps the other's
+    on_s3, local = submit_all_ok(
+        platform_env,
+        ("jobs.doctor", "--storage", s3_server.uri("doctor-probe")),
+        ("jobs.doctor", "--storage", str(tmp_path / "probe")),
+        timeout=240,
+    )
+    assert "(Ray task)" in on_s3 and "FAIL" not in on_s3, on_s3[-4000:]
+    assert re.search(r"CPU 2, GPU 0", on_s3), on_s3[-2000:]
+    assert "FAIL" not in local, local[-4000:]
     assert not any((tmp_path / "probe").rglob("*")), "the probe object must be deleted afterwards"
 
 
