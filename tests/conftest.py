@@ -199,7 +199,9 @@ def served_app(platform_env: dict[str, str], tmp_path_factory) -> Iterator[str]:
     deployed once for the HTTP tests and the page test (a deployment costs ~30 s on 2 cores)."""
     from tests.fixtures.serve_app import deployed_app
 
-    with deployed_app(platform_env, tmp_path_factory.mktemp("serve")) as url:
+    # its tests run last (pytest_collection_modifyitems) and the session's cluster goes down right
+    # after them (platform_config), taking the app with it: no graceful shutdown to wait for
+    with deployed_app(platform_env, tmp_path_factory.mktemp("serve"), shutdown=False) as url:
         yield url
 
 
