@@ -159,7 +159,9 @@ def test_a_run_on_s3_resumes_after_a_stop_and_recovers_from_a_killed_worker(plat
     _wait_for(lambda: _status(platform_env, first) in ("STOPPED", "FAILED"), 120, "the job to stop")
     _wait_for(lambda: not _train_worker_pids(platform_env), 120, "the stopped job's workers to exit")
     stopped_at = _checkpoint_steps(run_dir)[-1]
-    target = stopped_at + 40
+    # killed at stopped_at + 10 or just after: the 15 steps left cross at least one epoch's ~5 s
+    # Ray Data start (8 steps per epoch), far longer than the kill takes to follow the checkpoint
+    target = stopped_at + 25
 
     second = _submit(platform_env, *common, "--steps", str(target), wait=False)
     # kill the training worker once the resumed run has checkpointed past where it started
