@@ -553,8 +553,8 @@ class Ingress:
             for vec in vectors
         ]
         results: list[GenResult] = await self._call(self.generator.run_many, jobs)
-        info = await self._made_by(info, *results)
         timing.lap("generate")
+        info = await self._made_by(info, *results)
         meta = {
             **provenance_fields(info, rid, "travel", seed, p),
             "start": req.start.word or ("image" if req.start.image else "vector"),
@@ -686,7 +686,12 @@ class Ingress:
         responses=responses(),
     )
     async def info(self) -> dict[str, Any]:
-        model = await self.model(fresh=True)  # what is loaded now (a redeploy may have changed it)
+        try:
+            model = await self.model(fresh=True)  # what is loaded now (a redeploy may have changed it)
+        except validation.ApiError:
+            if self._model is None:
+                raise
+            model = self._model  # the generators are at capacity: the last reading, not a 503
         s, lim = self.settings, await self.limits()
         return {
             "model": model,

@@ -12,7 +12,7 @@ import base64
 import io
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import pytest
@@ -442,7 +442,13 @@ def test_overload_answers_503_with_retry_after(base_url: str) -> None:
         )
 
     with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(one, range(16)))
+        pending = [pool.submit(one, i) for i in range(16)]
+        # while the generators are full, /v1/info still answers (from its last reading if need be)
+        refused = next((f for f in as_completed(pending) if f.result().status_code == 503), None)
+        info = requests.get(f"{base_url}/v1/info", headers=auth(), timeout=60)
+        answers = [f.result() for f in pending]
+    assert refused is not None, [r.status_code for r in answers]
+    assert info.status_code == 200 and info.json()["model"]["version"], (info.status_code, info.text[:300])
     codes = [r.status_code for r in answers]
     assert set(codes) <= {200, 503}, codes
     assert codes.count(200) >= 2 and codes.count(503) >= 1, codes
