@@ -272,8 +272,9 @@ class Ingress:
             return await self.model(fresh=True)
         return info
 
-    async def limits(self) -> validation.Limits:
-        s, info = self.settings, await self.model()
+    async def limits(self, info: dict[str, Any] | None = None) -> validation.Limits:
+        """Request limits for the model `info` describes (default: the cached reading)."""
+        s, info = self.settings, info or await self.model()
         steps, gi, ge = s.defaults(info.get("sampling_defaults") or {})
         return validation.Limits(
             image=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, min_side=s.min_image_side),
@@ -389,7 +390,7 @@ class Ingress:
         fields = await self._fields(request)
         timing.lap("read")
         info = await self.model()
-        limits = await self.limits()
+        limits = await self.limits(info)
         async with self._decode_slots:
             req = await asyncio.to_thread(PARSERS[route], fields, limits)
         del fields
@@ -692,7 +693,7 @@ class Ingress:
             if self._model is None:
                 raise
             model = self._model  # the generators are at capacity: the last reading, not a 503
-        s, lim = self.settings, await self.limits()
+        s, lim = self.settings, await self.limits(model)  # no second call to a generator at capacity
         return {
             "model": model,
             "auth_required": bool(self.token),

@@ -346,8 +346,7 @@ class Generator:
         # a reenactment's identity was read from its background face already: an inversion need
         # not encode it again (a swap's expression was read one image at a time, which differs
         # from the inversion's batched reading by float round-off, so it is read again)
-        own = {"identity": ident} if kind == "reenact" else {}
-        return self._sample(ident, expr, bg, m, list(seeds), opts, own)
+        return self._sample(ident, expr, bg, m, list(seeds), opts, ident if kind == "reenact" else None)
 
     def _masks(self, masks: Any, n: int, size: int) -> np.ndarray:
         """(n, S, S) float {0, 1} masks at the model's resolution."""
@@ -377,7 +376,7 @@ class Generator:
         masks: np.ndarray,
         seeds: list[int],
         opts: dict[str, Any],
-        own: dict[str, np.ndarray] | None = None,
+        own_identity: np.ndarray | None = None,
     ) -> np.ndarray:
         model, dev = self.model, self.device
         img = torch.from_numpy(bg).permute(0, 3, 1, 2).float().to(dev) / 127.5 - 1.0  # (B, 3, S, S)
@@ -408,7 +407,8 @@ class Generator:
             raise ValueError(f"init='inversion' runs DDIM backwards; it needs sampler='ddim', not {opts['sampler']!r}")
         start = None
         if opts["init"] == "inversion":
-            start = self._inverted(img, bg, background, mregion, int(opts["steps"]), None if latent else 1.0, own or {})
+            clip = None if latent else 1.0
+            start = self._inverted(img, bg, background, mregion, int(opts["steps"]), clip, own_identity)
         z = sample(
             net,
             model.schedule,
@@ -438,14 +438,14 @@ class Generator:
         mregion: torch.Tensor,
         steps: int,
         clip: float | None,
-        own: dict[str, np.ndarray],
+        own_identity: np.ndarray | None,
     ) -> torch.Tensor:
         """The background images (img (B, 3, S, S) in [-1, 1]; bg the same as uint8) DDIM-inverted
-        under their own face's identity and expression as the encoders read them (`own` gives
-        either when the caller has already read it)."""
+        under their own face's identity and expression as the encoders read them (own_identity:
+        the identity when the caller has already read it from these images)."""
         model, dev = self.model, self.device
-        own_id = own["identity"] if "identity" in own else self.identity_vectors(bg)
-        own_ex = own["expression"] if "expression" in own else np.asarray(self.encoders.expression(bg), np.float32)
+        own_id = self.identity_vectors(bg) if own_identity is None else own_identity
+        own_ex = np.asarray(self.encoders.expression(bg), np.float32)
         own_id, own_ex = torch.from_numpy(own_id).to(dev), torch.from_numpy(own_ex).to(dev)
         keep = torch.zeros(len(bg), dtype=torch.bool, device=dev)
 
