@@ -341,6 +341,10 @@ def run(job: JobConfig, provenance: dict | None = None) -> dict:
         "framing": info.framing or "",  # the table's crops and masks, recorded for whoever serves the model
     }
     storage_path = job.storage if storage.is_s3(job.storage) else str(Path(job.storage).resolve())
+    # Ray Train routes a worker's print through its logger and, because Ray has already wrapped the
+    # worker's stdout, also prints it: every line would reach the job's log twice. Ray passes this
+    # setting on to the workers; a user who wants Train's structured print logs can set it to 1.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={

@@ -72,6 +72,27 @@ def _checkpoint_steps(run_dir: str) -> list[int]:
     return [m["step"] for m in _checkpoint_metrics(run_dir)]
 
 
+def _registered_step(run_dir: str) -> int:
+    """The step of the latest checkpoint Ray Train has registered (0 for none): the one a restart or
+    a resubmission resumes from. A checkpoint on storage is registered only once the controller
+    polls the worker's report (every 2 s), so the newest one or two on storage may not be yet."""
+    try:
+        snapshot = json.loads(storage.read_bytes(storage.join(run_dir, "checkpoint_manager_snapshot.json")))
+    except storage.StorageNotFoundError:
+        return 0
+    latest = snapshot.get("latest_checkpoint_result")
+    return int(latest["metrics"]["step"]) if latest else 0
+
+
+def _resumes(logs: str) -> list[tuple[int, int, float]]:
+    """(worker pid, step, seconds of training so far) of each resume logged, once per worker process."""
+    found = re.findall(
+        r"RayTrainWorker pid=(\d+)\S*\s+\[rank 0\] resumed from a checkpoint at step (\d+) .*?([\d.]+) s of training",
+        logs,
+    )
+    return list(dict.fromkeys((int(pid), int(s), float(t)) for pid, s, t in found))
+
+
 def _train_worker_pids(env: dict) -> list[int]:
     """Ray Train workers of this test session's cluster only: every process of a Ray node
     inherits the head's environment, whose RAY_AUTH_TOKEN_PATH is unique to the platform (other
@@ -159,39 +180,48 @@ def test_a_run_on_s3_resumes_after_a_stop_and_recovers_from_a_killed_worker(plat
     _wait_for(lambda: _status(platform_env, first) in ("STOPPED", "FAILED"), 120, "the job to stop")
     _wait_for(lambda: not _train_worker_pids(platform_env), 120, "the stopped job's workers to exit")
     stopped_at = _checkpoint_steps(run_dir)[-1]
+    registered_at_stop = _registered_step(run_dir)
+    assert 0 < registered_at_stop <= stopped_at, (registered_at_stop, stopped_at)
     # killed at stopped_at + 10 or just after: the 15 steps left cross at least one epoch's ~5 s
     # Ray Data start (8 steps per epoch), far longer than the kill takes to follow the checkpoint
     target = stopped_at + 25
 
     second = _submit(platform_env, *common, "--steps", str(target), wait=False)
-    # kill the training worker once the resumed run has checkpointed past where it started
-    _wait_for(lambda: _checkpoint_steps(run_dir)[-1] >= stopped_at + 10, 300, "a checkpoint of the resumed run")
-    killed_after = _checkpoint_steps(run_dir)[-1]
+    # kill the training worker once Ray Train has registered a checkpoint of the resumed run: one
+    # only on storage would be lost with the worker, and the restart would start where this one did
+    _wait_for(lambda: _registered_step(run_dir) >= stopped_at + 10, 300, "a registered checkpoint of the resumed run")
+    registered_before_kill = _registered_step(run_dir)
     pids = _train_worker_pids(platform_env)
     assert pids, "no Ray Train worker process to kill"
     os.kill(pids[0], signal.SIGKILL)
-    assert killed_after < target, "the run finished before the worker could be killed; raise the step margin"
+    on_storage_at_kill = _checkpoint_steps(run_dir)[-1]
+    assert on_storage_at_kill < target, "the run finished before the worker could be killed; raise the step margin"
     try:
         _wait_for(lambda: _status(platform_env, second) in ("SUCCEEDED", "FAILED", "STOPPED"), 600, "the run to finish")
     except AssertionError as e:
         raise AssertionError(f"{e}; job logs:\n{_logs(platform_env, second)[-4000:]}") from None
     logs = _logs(platform_env, second)
     assert _status(platform_env, second) == "SUCCEEDED", logs[-4000:]
-    resumed = [
-        (int(s), float(t))
-        for s, t in re.findall(r"resumed from a checkpoint at step (\d+) .*?([\d.]+) s of training", logs)
-    ]
-    steps = [s for s, _ in resumed]
-    # the second submission continued the first one's step count: from its last checkpoint that
-    # Ray Train had registered (one being written as the stop landed may be on disk unregistered)
-    assert steps and 0 < steps[0] <= stopped_at, (stopped_at, resumed, logs[-3000:])
-    # after the kill the group restarted from a checkpoint of the resumed run (not from the stop
-    # point, not from 0); the one being written at the moment of the kill may not have landed
-    assert len(steps) >= 2 and steps[0] < steps[-1] <= killed_after, (stopped_at, resumed, killed_after)
+    resumed = _resumes(logs)
+    # each worker line reaches the job's log once (Ray Train's print patch would double it)
+    assert logs.count("resumed from a checkpoint") == len(resumed), logs[-3000:]
+    steps = [s for _, s, _ in resumed]
+    # the second submission continued the first one's step count from the checkpoint registered
+    # when it stopped (one being written as the stop landed may be on storage unregistered)
+    assert steps and steps[0] == registered_at_stop, (registered_at_stop, resumed, logs[-3000:])
+    # after the kill a new worker process restarted from a checkpoint of the resumed run that was
+    # registered by then (not from the stop point, not from 0)
+    assert len(resumed) == 2 and resumed[0][0] != resumed[1][0], (resumed, logs[-3000:])
+    assert registered_before_kill <= steps[1] <= on_storage_at_kill, (
+        registered_at_stop,
+        registered_before_kill,
+        resumed,
+        on_storage_at_kill,
+    )
     assert _checkpoint_steps(run_dir)[-1] == target
     assert storage.exists(storage.join(run_dir, "model", "config.json"))
     # the training time carries over the resumes: each attempt starts counting from the time its
     # checkpoint stored (logged at the resume), so the model card's duration is the whole run's
     card = json.loads(storage.read_bytes(storage.join(run_dir, "model", "run_card.json")))
-    carried = resumed[-1][1]
-    assert 0 < resumed[0][1] < carried < card["metrics"]["train_seconds"], (resumed, card["metrics"])
+    carried = resumed[-1][2]
+    assert 0 < resumed[0][2] < carried < card["metrics"]["train_seconds"], (resumed, card["metrics"])
