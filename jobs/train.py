@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -231,11 +232,13 @@ def _report(state: dict, position: dict, metrics: dict, rank: int, ema_model, pr
 
 def make_dataset(job: JobConfig) -> ray.data.Dataset:
     fs, path = storage.arrow_filesystem(job.table)
-    ds = ray.data.read_parquet(
-        path, filesystem=fs, columns=["image", "face_mask", "identity", "expression", "labels", "split"]
+    from ray.data.expressions import col
+
+    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(
+        ["image", "face_mask", "identity", "expression", "labels", "split"]
     )
     if job.split != "all":
-        ds = ds.filter(expr=f"split == '{job.split}'")
+        ds = ds.filter(expr=col("split") == job.split)
     return ds.random_shuffle(seed=job.seed)
 
 
@@ -341,6 +344,9 @@ def run(job: JobConfig, provenance: dict | None = None) -> dict:
         "framing": info.framing or "",  # the table's crops and masks, recorded for whoever serves the model
     }
     storage_path = job.storage if storage.is_s3(job.storage) else str(Path(job.storage).resolve())
+    warning = crowded_warning(ray.cluster_resources().get("CPU", 0.0), job.num_workers, other_training_runs())
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     # Ray Train routes a worker's print through its logger and, because Ray has already wrapped the
     # worker's stdout, also prints it: every line would reach the job's log twice. Ray passes this
     # setting on to the workers; a user who wants Train's structured print logs can set it to 1.
@@ -382,6 +388,60 @@ def run(job: JobConfig, provenance: dict | None = None) -> dict:
             )
         final["model"] = dest
     return final
+
+
+def crowded_warning(cluster_cpus: float, need_cpus: float, others: dict[str, float]) -> str | None:
+    """A warning when training runs already on the cluster (job id -> CPUs their workers hold)
+    leave too few CPUs for this run's workers plus one for its Ray Data reads, else None.
+
+    Ray Train holds its workers' CPUs for the whole run and each epoch's reads need CPUs beside
+    them, so on a cluster that cannot grow two runs can each hold the CPU the other's reads wait
+    for, and neither moves (seen on the 2-CPU laptop platform)."""
+    held = sum(others.values())
+    if not others or cluster_cpus - held >= need_cpus + 1:
+        return None
+    return (
+        f"WARNING: the training run(s) of job {', '.join(sorted(others))} hold {held:g} of this cluster's "
+        f"{cluster_cpus:g} CPUs; this run needs {need_cpus:g} for its workers and 1 for its data reads. "
+        "Unless the cluster can add a node, the runs may wait on each other for ever: let the other run "
+        "finish first, or stop it (ray job stop ID)."
+    )
+
+
+def other_training_runs() -> dict[str, float]:
+    """Job (submission id) -> CPUs held by the live Ray Train workers of other jobs on this cluster
+    ({} when the state API cannot say: the warning is advice, never a reason to fail the run)."""
+    from ray.util.state import list_actors, list_jobs
+
+    mine = ray.get_runtime_context().get_job_id()
+    try:
+        workers = list_actors(
+            filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+            detail=True,
+            raise_on_missing_output=False,
+        )
+    except Exception as e:  # any state-API failure costs only the warning
+        print(f"could not list the cluster's training runs ({type(e).__name__}: {e}); going on", flush=True)
+        return {}
+    try:  # name each run as `ray job stop` knows it: its submission id
+        named = {j.job_id: j.submission_id for j in list_jobs(raise_on_missing_output=False) if j.submission_id}
+    except Exception:  # the core job id is still a name the dashboard shows
+        named = {}
+    held: dict[str, float] = {}
+    for w in workers:
+        if w.job_id != mine:
+            name = named.get(w.job_id, w.job_id)
+            held[name] = held.get(name, 0.0) + actor_cpus(w.required_resources or {})
+    return held
+
+
+def actor_cpus(resources: dict[str, float]) -> float:
+    """CPUs an actor holds, from its required resources: plain ("CPU") or, for an actor placed in
+    a placement group as Ray Train's workers are, the group's "CPU_group_<id>" (its per-bundle
+    twin "CPU_group_<i>_<id>" names the same CPUs again, so it is not counted)."""
+    if "CPU" in resources:
+        return float(resources["CPU"])
+    return float(sum(v for k, v in resources.items() if re.fullmatch(r"CPU_group_[0-9a-f]+", k)))
 
 
 def init_digest(init_from: str | None) -> str | None:

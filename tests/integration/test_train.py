@@ -176,6 +176,20 @@ def test_a_run_on_s3_resumes_after_a_stop_and_recovers_from_a_killed_worker(plat
     # stop the job after its first checkpoint, then submit it again: the step count continues
     first = _submit(platform_env, *common, "--steps", "100000", wait=False)
     _wait_for(lambda: _checkpoint_steps(run_dir), 300, "the first checkpoint")
+    # another job sees this run's worker and its CPU, under the id `ray job stop` takes (what a
+    # training job submitted beside it reads to warn that the two may starve each other's reads)
+    probe = (
+        "import json, ray; ray.init(); from jobs.train import other_training_runs as o; print('runs', json.dumps(o()))"
+    )
+    seen = subprocess.run(
+        [RAY, "job", "submit", "--", "python", "-c", probe],
+        env=platform_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert f'runs {{"{first}": 1.0}}' in seen.stdout, seen.stdout[-3000:] + seen.stderr[-2000:]
     subprocess.run([RAY, "job", "stop", first], env=platform_env, capture_output=True, timeout=120, cwd=REPO)
     _wait_for(lambda: _status(platform_env, first) in ("STOPPED", "FAILED"), 120, "the job to stop")
     _wait_for(lambda: not _train_worker_pids(platform_env), 120, "the stopped job's workers to exit")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.train import parse_args, train_config
+from jobs.train import actor_cpus, crowded_warning, parse_args, train_config
 from sfsr.model.presets import SYNTH_IDENTITY_ENCODER
 from tests.fixtures.tables import face_table
 
@@ -123,3 +123,26 @@ def test_a_fine_tune_on_a_table_that_does_not_fit_its_model_is_refused_before_ra
     with pytest.raises(ValueError, match=r"does not fit the --init-from model.*2 values.*crops are 8 px"):
         run(job)
     assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+
+
+def test_a_run_that_would_starve_beside_another_training_run_is_warned_about() -> None:
+    # the laptop platform: 2 CPUs, one run's worker holds 1, so a second run has no CPU for reads
+    warning = crowded_warning(2, 1, {"02000000": 1.0})
+    assert warning and "02000000" in warning and "1 of this cluster's 2 CPUs" in warning
+    assert crowded_warning(2, 1, {}) is None  # alone: one CPU for the worker, one for the reads
+    assert crowded_warning(4, 1, {"02000000": 1.0}) is None  # room for both
+    assert crowded_warning(4, 2, {"02000000": 1.0, "03000000": 1.0})  # 2 held, 2 + 1 needed
+
+
+def test_a_train_workers_cpus_are_read_from_its_placement_group_resources() -> None:
+    # a Ray Train worker's required resources as `ray.util.state.list_actors(detail=True)` gave them
+    pg = "b06b71405ba5cc982e61676d60f402000000"
+    worker = {
+        f"bundle_group_0_{pg}": 0.001,
+        f"bundle_group_{pg}": 0.001,
+        f"CPU_group_{pg}": 1.0,
+        f"CPU_group_0_{pg}": 1.0,
+    }
+    assert actor_cpus(worker) == 1.0
+    assert actor_cpus({"CPU": 2.0}) == 2.0
+    assert actor_cpus({}) == 0.0
