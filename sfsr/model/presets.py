@@ -26,16 +26,20 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from sfsr.conditions import SYNTH_EXPRESSION_ENCODER, SYNTH_IDENTITY_ENCODER, EncoderRef  # SYNTH_*: re-exported
 from sfsr.diffusion.schedule import Schedule
 from sfsr.io import storage
 from sfsr.io.cache import local_folder
-from sfsr.model.diffsfsr import DiffSFSR
+
+if TYPE_CHECKING:  # diffusers and the network are imported where a model is built: a job's driver
+    # that only checks presets (jobs.train) then starts ~3 s sooner
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from sfsr.model.diffsfsr import DiffSFSR
 
 PRESETS = ("tiny", "cpu-demo", "photo64", "base", "latent256", "sd-init")
 NEEDS_VAE = ("latent256",)  # latent presets refused without vae_path (base keeps its random-VAE default)
@@ -216,6 +220,8 @@ def make_model(
         _check_vae_shape(vae, cfg, source)
         # the model's config records the VAE's own (its weights are saved with the model) and where it came from
         cfg["vae_config"] = {**dict(vae.config), "_name_or_path": source}
+    from sfsr.model.diffsfsr import DiffSFSR
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DiffSFSR(**cfg)
@@ -242,6 +248,8 @@ def load_vae(vae_path: str) -> tuple[AutoencoderKL, str]:
     kind = config.get("_class_name") if isinstance(config, dict) else None
     if kind != "AutoencoderKL":
         raise ValueError(f"{what}; {source}/config.json describes {kind or 'no diffusers model'}, not an AutoencoderKL")
+    from diffusers import AutoencoderKL
+
     try:
         vae = AutoencoderKL.from_pretrained(folder)
     except (OSError, ValueError, RuntimeError, TypeError) as err:  # missing or mismatched weights, bad config
@@ -271,6 +279,8 @@ def _sd_parts(sd_path: str) -> tuple[UNet2DConditionModel, AutoencoderKL]:
             f"{sd_path}: no {' or '.join(missing)} subfolder with a config.json; sd-init expects "
             "a diffusers Stable Diffusion folder (unet/, vae/ as save_pretrained writes them)"
         )
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
     unet = UNet2DConditionModel.from_pretrained(root / "unet", use_safetensors=True)
     vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
     return unet, vae
@@ -305,6 +315,8 @@ def sd_init(
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     size = image_size or int(src_unet.config.sample_size) * factor
     schedule = _sd_schedule(Path(sd_path))
+    from sfsr.model.diffsfsr import DiffSFSR
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DiffSFSR(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +26,11 @@ from sfsr.diffusion import schedule as noise_schedule
 from sfsr.diffusion.losses import denoising_loss, expression_loss, identity_loss, resize_for
 from sfsr.diffusion.recovery import RECOVERIES, recover_x0
 from sfsr.diffusion.schedule import add_noise, gather
-from sfsr.model.diffsfsr import DiffSFSR
 from sfsr.model.presets import make_model
 from sfsr.model.table_batch import batch_from_table_rows, identity_label_means  # re-exported
+
+if TYPE_CHECKING:
+    from sfsr.model.diffsfsr import DiffSFSR
 
 __all__ = [
     "EMA",

@@ -196,8 +196,9 @@ def test_a_run_on_s3_resumes_after_a_stop_and_recovers_from_a_killed_worker(plat
     stopped_at = _checkpoint_steps(run_dir)[-1]
     registered_at_stop = _registered_step(run_dir)
     assert 0 < registered_at_stop <= stopped_at, (registered_at_stop, stopped_at)
-    # killed at stopped_at + 10 or just after: the 15 steps left cross at least one epoch's ~5 s
-    # Ray Data start (8 steps per epoch), far longer than the kill takes to follow the checkpoint
+    # killed once stopped_at + 10 is registered: the worker is then at most two checkpoints past it
+    # (a report waits until the controller has taken the one before), so at stopped_at + 20, and
+    # the steps left cross an epoch's ~5 s Ray Data start (8 steps per epoch) besides
     target = stopped_at + 25
 
     second = _submit(platform_env, *common, "--steps", str(target), wait=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,11 @@ def test_a_train_workers_cpus_are_read_from_its_placement_group_resources() -> N
     assert actor_cpus(worker) == 1.0
     assert actor_cpus({"CPU": 2.0}) == 2.0
     assert actor_cpus({}) == 0.0
+
+
+def test_the_drivers_import_leaves_diffusers_and_the_network_to_the_workers() -> None:
+    # the driver only checks settings and copies the final model; each submission would otherwise
+    # spend ~3 s importing diffusers before Ray Train starts a worker, which imports it anyway
+    probe = "import sys, jobs.train; print(sorted(m for m in ('diffusers', 'sfsr.model.diffsfsr') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
